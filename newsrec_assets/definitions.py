@@ -1,0 +1,19 @@
+"""The newsrec code location: the whole asset graph, its checks, sensors and resources.
+
+Kept light on purpose: nothing here imports torch or transformers (assets import them inside
+their bodies), so `dagster dev` and every sensor-triggered run start fast.
+"""
+
+import dagster as dg
+
+from newsrec_assets.defs.features.dbt import newsrec_dbt_models
+from newsrec_assets.defs.ingestion.assets import raw_cdc_log
+from newsrec_assets.defs.ingestion.sensors import landing_files_sensor
+from newsrec_assets.defs.resources import build_resources
+from newsrec_assets.settings import get_environment
+
+defs = dg.Definitions(
+    assets=[raw_cdc_log, newsrec_dbt_models],
+    sensors=[landing_files_sensor],
+    resources=build_resources(get_environment()),
+)

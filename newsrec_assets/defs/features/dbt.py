@@ -1,0 +1,58 @@
+"""dbt feature transforms as Dagster assets; dbt tests appear as asset checks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from newsrec_assets.defs.automation import batch_automation_condition
+from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
+from newsrec_assets.resources.warehouse import RAW_SCHEMA
+from newsrec_assets.settings import DBT_PROJECT_DIR, get_environment
+
+GROUP = "features"
+
+
+@cache
+def dbt_project() -> DbtProject:
+    """The dbt project for this environment; parses it under `dagster dev` or when never parsed."""
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=get_environment())
+    project.prepare_if_dev()
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    return project
+
+
+def dbt_resource(duckdb_path: str | None = None) -> DbtCliResource:
+    """The dbt CLI; the `local` profile reads the DuckDB file from NEWSREC_DUCKDB_PATH."""
+    if duckdb_path:
+        # dbt runs as a subprocess that inherits the environment; this is how its profile learns the path.
+        os.environ["NEWSREC_DUCKDB_PATH"] = duckdb_path
+    return DbtCliResource(project_dir=dbt_project())
+
+
+class NewsrecDbtTranslator(DagsterDbtTranslator):
+    """Sources map onto the ingestion assets' keys; models join the `features` group and the batch."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None):
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec.replace_attributes(key=dg.AssetKey([RAW_SCHEMA, props["name"]]))
+        return spec.replace_attributes(group_name=GROUP, automation_condition=batch_automation_condition())
+
+
+@dbt_assets(
+    manifest=dbt_project().manifest_path,
+    project=dbt_project(),
+    dagster_dbt_translator=NewsrecDbtTranslator(),
+    pool=WAREHOUSE_WRITER_POOL,
+)
+def newsrec_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """Staging, intermediate and mart models built by `dbt build` (models, then their tests)."""
+    yield from dbt.cli(["build"], context=context).stream()

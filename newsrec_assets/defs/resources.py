@@ -1,0 +1,62 @@
+"""Dagster resources: thin configurable wrappers that hand the ports' adapters to the assets.
+
+`build_resources()` is the one place that picks them for the environment; the assets only see the
+ports (LandingZone, Warehouse, ...), so swapping the embedded default for GCP is configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dagster as dg
+
+from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
+from newsrec_assets.resources.warehouse import DuckDBWarehouse, Warehouse
+from newsrec_assets.settings import Environment, local_paths
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """Where CDC change-record files land: a local folder, or a GCS bucket prefix."""
+
+    kind: Literal["local", "gcs"] = "local"
+    root: str = ""
+    bucket: str = ""
+    prefix: str = "datastream"
+    gcp_project: str | None = None
+
+    def get(self) -> LandingZone:
+        if self.kind == "gcs":
+            return GCSLandingZone(bucket=self.bucket, prefix=self.prefix, project=self.gcp_project)
+        return LocalLandingZone(self.root or local_paths().landing)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The analytical warehouse: the embedded DuckDB file (BigQuery in production runs dbt only)."""
+
+    duckdb_path: str = ""
+
+    def get(self, read_only: bool = False) -> Warehouse:
+        return DuckDBWarehouse(self.duckdb_path or local_paths().warehouse, read_only=read_only)
+
+
+def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResource]:
+    """The resources for one environment; the only place that knows the difference."""
+    from newsrec_assets.defs.features.dbt import dbt_resource
+
+    if environment == "prod":
+        return {
+            "landing": LandingZoneResource(
+                kind="gcs",
+                bucket=dg.EnvVar("NEWSREC_LANDING_BUCKET").get_value() or "",
+                prefix=dg.EnvVar("NEWSREC_LANDING_PREFIX").get_value() or "datastream",
+                gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
+            ),
+            "warehouse": WarehouseResource(),
+            "dbt": dbt_resource(),
+        }
+    paths = local_paths()
+    return {
+        "landing": LandingZoneResource(kind="local", root=str(paths.landing)),
+        "warehouse": WarehouseResource(duckdb_path=str(paths.warehouse)),
+        "dbt": dbt_resource(duckdb_path=str(paths.warehouse)),
+    }

@@ -1,0 +1,256 @@
+"""NAML: Neural News Recommendation with Attentive Multi-View Learning (Wu et al., 2019).
+
+Adapted from arXiv 1907.05576 to our setting:
+
+- The title and body views start from precomputed sentence vectors of the (contrastively
+  fine-tuned) BERT encoder instead of word embeddings + CNN + word attention; a small MLP per view
+  projects them to the news dimension ``d``. Embedding the text once in the batch layer keeps NAML
+  training and serving cheap on CPUs.
+- Category and subcategory views are learned embeddings (index 0 = unknown) with a dense ReLU
+  layer to ``d``, as in the paper.
+- View-level additive attention combines the four view vectors into the news vector.
+- The user encoder is additive attention over up to ``max_history`` clicked news vectors, with a
+  padding mask; the click predictor is the dot product of user and news vectors.
+
+``NewsEncoder`` and ``UserEncoder`` are separate modules so that the batch layer can precompute
+news vectors and the speed layer can encode users in numpy (``user_encoder_numpy_params`` +
+``user_encoding.encode_users_numpy``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "AdditiveAttention",
+    "NamlConfig",
+    "NamlModel",
+    "NewsEncoder",
+    "UserEncoder",
+    "encode_news_numpy",
+    "user_encoder_numpy_params",
+]
+
+
+@dataclass(frozen=True)
+class NamlConfig:
+    """Hyper-parameters of the NAML model (all sizes, no data)."""
+
+    text_dim: int = 384  # size of the precomputed title/body vectors
+    news_dim: int = 128  # d: size of news and user vectors
+    text_hidden_dim: int = 256  # hidden layer of the title/body projection MLPs
+    n_categories: int = 64  # embedding rows, index 0 = unknown
+    n_subcategories: int = 256  # embedding rows, index 0 = unknown
+    category_emb_dim: int = 32
+    attention_dim: int = 64  # hidden size of the additive attention layers
+    dropout: float = 0.2
+    max_history: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NamlConfig:
+        """Inverse of ``to_dict``; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class AdditiveAttention(nn.Module):
+    """Additive attention pooling: ``softmax_i(q . tanh(W v_i + b))`` weighted sum of ``v_i``.
+
+    Masked positions get exactly zero weight, so padding (whatever its content) never changes the
+    result; a row with no unmasked position pools to zero.
+    """
+
+    def __init__(self, dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, attention_dim)
+        self.query = nn.Parameter(torch.empty(attention_dim).uniform_(-0.1, 0.1))
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """vectors: [batch, n, dim], mask: [batch, n] (bool) -> [batch, dim]."""
+        logits = torch.tanh(self.proj(vectors)) @ self.query  # batch, n
+        if mask is None:
+            mask = torch.ones_like(logits, dtype=torch.bool)
+        mask = mask.bool()
+        logits = logits.masked_fill(~mask, -1e30)
+        logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+        weights = torch.exp(logits) * mask  # batch, n
+        weights = weights / (weights.sum(dim=1, keepdim=True) + 1e-12)
+        return torch.einsum("bn,bnd->bd", weights, vectors)  # batch, dim
+
+
+def _text_mlp(config: NamlConfig) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(config.dropout),
+        nn.Linear(config.text_dim, config.text_hidden_dim),
+        nn.ReLU(),
+        nn.Dropout(config.dropout),
+        nn.Linear(config.text_hidden_dim, config.news_dim),
+        nn.ReLU(),
+    )
+
+
+class NewsEncoder(nn.Module):
+    """Title, body, category and subcategory views combined by view-level attention."""
+
+    def __init__(self, config: NamlConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.title = _text_mlp(config)
+        self.body = _text_mlp(config)
+        self.category_emb = nn.Embedding(config.n_categories, config.category_emb_dim)
+        self.subcategory_emb = nn.Embedding(config.n_subcategories, config.category_emb_dim)
+        self.category = nn.Sequential(nn.Linear(config.category_emb_dim, config.news_dim), nn.ReLU())
+        self.subcategory = nn.Sequential(nn.Linear(config.category_emb_dim, config.news_dim), nn.ReLU())
+        self.dropout = nn.Dropout(config.dropout)
+        self.view_attention = AdditiveAttention(config.news_dim, config.attention_dim)
+
+    def forward(
+        self,
+        title_vecs: torch.Tensor,
+        body_vecs: torch.Tensor,
+        cat_ids: torch.Tensor,
+        subcat_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """[n, text_dim] x2, [n] x2 -> [n, news_dim]. Ids outside the vocabulary map to 0 (unknown)."""
+        cat_ids = _known_ids(cat_ids, self.config.n_categories)
+        subcat_ids = _known_ids(subcat_ids, self.config.n_subcategories)
+        views = torch.stack(
+            [
+                self.title(title_vecs),  # n, dim
+                self.body(body_vecs),  # n, dim
+                self.category(self.dropout(self.category_emb(cat_ids))),  # n, dim
+                self.subcategory(self.dropout(self.subcategory_emb(subcat_ids))),  # n, dim
+            ],
+            dim=1,
+        )  # n, 4, dim
+        return self.view_attention(views)  # n, dim
+
+
+def _known_ids(ids: torch.Tensor, n: int) -> torch.Tensor:
+    ids = ids.long()
+    return torch.where((ids >= 0) & (ids < n), ids, torch.zeros_like(ids))
+
+
+class UserEncoder(nn.Module):
+    """Additive attention over the user's clicked news vectors (with a padding mask)."""
+
+    def __init__(self, config: NamlConfig) -> None:
+        super().__init__()
+        self.attention = AdditiveAttention(config.news_dim, config.attention_dim)
+
+    def forward(self, history_news_vecs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, H, dim], [batch, H] -> [batch, dim]; users without clicks get zeros."""
+        return self.attention(history_news_vecs, mask)
+
+
+class NamlModel(nn.Module):
+    """NAML: news encoder, user encoder and dot-product click predictor."""
+
+    def __init__(self, config: NamlConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or NamlConfig()
+        self.news_encoder = NewsEncoder(self.config)
+        self.user_encoder = UserEncoder(self.config)
+
+    def encode_news(
+        self,
+        title_vecs: torch.Tensor,
+        body_vecs: torch.Tensor,
+        cat_ids: torch.Tensor,
+        subcat_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """News vectors [n, dim] from [n, text_dim] title/body vectors and [n] category ids."""
+        return self.news_encoder(title_vecs, body_vecs, cat_ids, subcat_ids)
+
+    def encode_user(self, history_news_vecs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """User vectors [batch, dim] from clicked news vectors [batch, H, dim] and mask [batch, H]."""
+        return self.user_encoder(history_news_vecs, mask)
+
+    @staticmethod
+    def score(user_vecs: torch.Tensor, news_vecs: torch.Tensor) -> torch.Tensor:
+        """Dot-product click scores.
+
+        ``user_vecs`` [batch, dim] with ``news_vecs`` [batch, C, dim] (per-user candidates) gives
+        [batch, C]; with ``news_vecs`` [n, dim] (shared candidates) gives [batch, n].
+        """
+        if news_vecs.dim() == 3:
+            return torch.einsum("bd,bcd->bc", user_vecs, news_vecs)  # batch, C
+        return user_vecs @ news_vecs.T  # batch, n
+
+    def forward(
+        self,
+        title_vecs: torch.Tensor,
+        body_vecs: torch.Tensor,
+        cat_ids: torch.Tensor,
+        subcat_ids: torch.Tensor,
+        candidate_idx: torch.Tensor,
+        history_idx: torch.Tensor,
+        history_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Training forward pass over a batch that shares one table of articles.
+
+        Args:
+            title_vecs, body_vecs, cat_ids, subcat_ids: features of the U distinct articles that the
+                batch touches ([U, text_dim] x2, [U] x2), encoded once.
+            candidate_idx: [batch, 1 + K] indices into those U articles.
+            history_idx: [batch, H] indices into those U articles (any valid index at padding).
+            history_mask: [batch, H] true for real clicks.
+
+        Returns:
+            logits [batch, 1 + K].
+        """
+        news = self.encode_news(title_vecs, body_vecs, cat_ids, subcat_ids)  # U, dim
+        candidates = news[candidate_idx]  # batch, 1 + K, dim
+        history = news[history_idx]  # batch, H, dim
+        users = self.encode_user(history, history_mask)  # batch, dim
+        return self.score(users, candidates)  # batch, 1 + K
+
+
+def user_encoder_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
+    """The user encoder's weights as float32 arrays for ``user_encoding.encode_users_numpy``."""
+    attention = model.user_encoder.attention
+    return {
+        "proj_weight": attention.proj.weight.detach().cpu().numpy().astype(np.float32).copy(),  # att, dim
+        "proj_bias": attention.proj.bias.detach().cpu().numpy().astype(np.float32).copy(),  # att
+        "query": attention.query.detach().cpu().numpy().astype(np.float32).copy(),  # att
+    }
+
+
+def encode_news_numpy(
+    model: NamlModel,
+    title_vecs: np.ndarray,
+    body_vecs: np.ndarray,
+    cat_ids: np.ndarray,
+    subcat_ids: np.ndarray,
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """News vectors for a whole catalogue in eval mode: numpy in, float32 [n, dim] out."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(cat_ids), batch_size):
+                end = start + batch_size
+                out.append(
+                    model.encode_news(
+                        torch.as_tensor(np.asarray(title_vecs[start:end], dtype=np.float32)),
+                        torch.as_tensor(np.asarray(body_vecs[start:end], dtype=np.float32)),
+                        torch.as_tensor(np.asarray(cat_ids[start:end], dtype=np.int64)),
+                        torch.as_tensor(np.asarray(subcat_ids[start:end], dtype=np.int64)),
+                    ).numpy()
+                )
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros((0, model.config.news_dim), dtype=np.float32)
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,240 @@
+"""Ranking rules: top-k by dot product, the cold-start list, and the read-time fresh-article merge.
+
+Pure numpy, so the batch layer, the speed layer and the HTTP API share one implementation.
+
+- `top_k_scores` scores every user against every article with one BLAS matmul per chunk of users
+  and selects the top k with `np.argpartition` (O(A) per user) before sorting only those k.
+  Already-clicked articles are excluded by setting their scores to -inf with one fancy-indexing
+  assignment per chunk; there is no per-user Python loop in the hot path.
+- `cold_start_list` ranks articles for users without a history: a mixture of popularity and
+  freshness (exponential decay with a half-life), so new articles surface.
+- `merge_fresh_articles` solves "a list precomputed at 10:00 does not contain an article published
+  at 10:05": at read time, articles published after the list was computed are scored against the
+  stored user vector and merged into the stored ranking.
+
+Within a returned list, equal scores are ordered by the lower article index (`top_k_scores`) or
+the earlier input position (`merge_fresh_articles`); which of several articles tied exactly at
+the k-th score makes the cut is unspecified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ExcludeLike", "cold_start_list", "exclusion_csr", "merge_fresh_articles", "top_k_scores"]
+
+# (indptr [U+1], indices [nnz]) in CSR layout, any object with `.indptr`/`.indices` (e.g. a scipy
+# CSR matrix), or one sequence of article indices per user.
+ExcludeLike = tuple[np.ndarray, np.ndarray] | Any | Sequence[Sequence[int] | np.ndarray]
+
+
+def exclusion_csr(exclude: ExcludeLike, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise an exclusion argument to CSR arrays `(indptr [n_users+1], indices [nnz])`."""
+    if hasattr(exclude, "indptr") and hasattr(exclude, "indices"):
+        indptr, indices = np.asarray(exclude.indptr), np.asarray(exclude.indices)
+    elif (
+        isinstance(exclude, tuple)
+        and len(exclude) == 2
+        and isinstance(exclude[0], np.ndarray)
+        and isinstance(exclude[1], np.ndarray)
+        and exclude[0].ndim == 1
+        and len(exclude[0]) == n_users + 1
+    ):
+        indptr, indices = exclude
+    else:
+        rows = [np.asarray(row, dtype=np.int64).ravel() for row in exclude]
+        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+        indptr = np.concatenate(([0], np.cumsum(lengths)))
+        indices = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    indptr = indptr.astype(np.int64, copy=False)
+    indices = indices.astype(np.int64, copy=False)
+    if len(indptr) != n_users + 1:
+        raise ValueError(f"exclusion has {len(indptr) - 1} rows, expected {n_users}")
+    return indptr, indices
+
+
+def top_k_scores(
+    user_vecs: np.ndarray,
+    article_vecs: np.ndarray,
+    k: int,
+    exclude: ExcludeLike | None = None,
+    chunk_size: int = 4096,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k articles per user by dot product.
+
+    Args:
+        user_vecs: users, dim.
+        article_vecs: articles, dim.
+        k: list length; clamped to the number of articles.
+        exclude: article indices to leave out per user (already clicked), see `ExcludeLike`.
+        chunk_size: users scored per matmul; bounds the score matrix to chunk_size x articles.
+
+    Returns:
+        `(indices, scores)`, both users x k, best first. Scores are float32. Where a user has fewer
+        than k eligible articles, the tail holds excluded articles with score -inf; callers drop
+        those (`np.isfinite(scores)`).
+    """
+    users = np.asarray(user_vecs, dtype=np.float32)
+    articles = np.asarray(article_vecs, dtype=np.float32)
+    if users.ndim != 2 or articles.ndim != 2 or users.shape[1] != articles.shape[1]:
+        raise ValueError(f"expected [U,d] and [A,d] with the same d, got {users.shape} and {articles.shape}")
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    n_users, n_articles = users.shape[0], articles.shape[0]
+    k = min(k, n_articles)
+    out_indices = np.empty((n_users, k), dtype=np.int64)
+    out_scores = np.empty((n_users, k), dtype=np.float32)
+    if n_users == 0 or k == 0:
+        return out_indices, out_scores
+    indptr, indices = exclusion_csr(exclude, n_users) if exclude is not None else (None, None)
+    if indices is not None and len(indices) and (indices.min() < 0 or indices.max() >= n_articles):
+        raise ValueError("an excluded article index is out of range")
+    articles_t = np.ascontiguousarray(articles.T)  # dim, articles
+
+    for start in range(0, n_users, chunk_size):
+        stop = min(start + chunk_size, n_users)
+        scores = users[start:stop] @ articles_t  # chunk, articles
+        if indptr is not None:
+            counts = np.diff(indptr[start : stop + 1])
+            rows = np.repeat(np.arange(stop - start), counts)
+            cols = indices[indptr[start] : indptr[stop]]
+            scores[rows, cols] = -np.inf
+        if k < n_articles:
+            # Partition on (-score) so the k best lie in the first k columns, unordered.
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # chunk, k
+        else:
+            part = np.broadcast_to(np.arange(n_articles), scores.shape)
+        part_scores = np.take_along_axis(scores, part, axis=1)  # chunk, k
+        # Sort by score descending, then by article index ascending for deterministic ties.
+        order = np.lexsort((part, -part_scores), axis=1)
+        out_indices[start:stop] = np.take_along_axis(part, order, axis=1)
+        out_scores[start:stop] = np.take_along_axis(part_scores, order, axis=1)
+    return out_indices, out_scores
+
+
+def _epoch_seconds(moments: Any) -> np.ndarray:
+    """POSIX seconds (float64) from datetimes, numpy datetime64 values or numbers (already seconds).
+
+    Naive datetimes are taken as UTC, as everywhere in newsrec.
+    """
+    if isinstance(moments, datetime):
+        moment = moments if moments.tzinfo else moments.replace(tzinfo=UTC)
+        return np.asarray(moment.timestamp(), dtype=np.float64)
+    array = np.asarray(moments)
+    if np.issubdtype(array.dtype, np.datetime64):
+        return array.astype("datetime64[us]").astype(np.int64) / 1e6
+    if array.dtype == object:
+        return np.asarray([float(_epoch_seconds(item)) for item in array.ravel()]).reshape(array.shape)
+    return array.astype(np.float64)
+
+
+def cold_start_list(
+    article_ids: Sequence[str] | np.ndarray,
+    published_at: Any,
+    popularity: Sequence[float] | np.ndarray,
+    now: Any,
+    k: int,
+    freshness_half_life_hours: float = 6.0,
+    popularity_weight: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The list for users without a history: popular and fresh articles.
+
+    score = popularity_weight * log1p(popularity) / max(log1p(popularity))
+          + (1 - popularity_weight) * 0.5 ** (age_hours / freshness_half_life_hours)
+
+    Both terms lie in [0, 1]. Articles published after `now` are left out (not yet live); an
+    article's age is never negative.
+
+    Args:
+        article_ids: article ids, aligned with `published_at` and `popularity`.
+        published_at: datetimes, numpy datetime64 values or POSIX seconds.
+        popularity: non-negative counts or rates (e.g. views in the last 24 h).
+        now: the reference time, same kinds as `published_at`.
+        k: list length.
+
+    Returns:
+        `(article_ids, scores)`, best first, at most k long.
+    """
+    if freshness_half_life_hours <= 0:
+        raise ValueError("freshness_half_life_hours must be positive")
+    if not 0.0 <= popularity_weight <= 1.0:
+        raise ValueError("popularity_weight must lie in [0, 1]")
+    ids = np.asarray(article_ids)
+    published = _epoch_seconds(published_at).reshape(-1)
+    pop = np.asarray(popularity, dtype=np.float64).reshape(-1)
+    if not len(ids) == len(published) == len(pop):
+        raise ValueError("article_ids, published_at and popularity must have the same length")
+    if np.any(pop < 0):
+        raise ValueError("popularity must be non-negative")
+    now_s = float(_epoch_seconds(now))
+
+    live = published <= now_s
+    ids, published, pop = ids[live], published[live], pop[live]
+    log_pop = np.log1p(pop)
+    top = log_pop.max(initial=0.0)
+    popularity_term = log_pop / top if top > 0 else np.zeros_like(log_pop)
+    age_hours = (now_s - published) / 3600.0
+    freshness_term = np.exp2(-age_hours / freshness_half_life_hours)
+    scores = popularity_weight * popularity_term + (1.0 - popularity_weight) * freshness_term
+
+    k = min(k, len(ids))
+    if k <= 0:
+        return ids[:0], scores[:0].astype(np.float32)
+    order = np.lexsort((np.arange(len(ids)), -scores))[:k]
+    return ids[order], scores[order].astype(np.float32)
+
+
+def merge_fresh_articles(
+    stored_ids: Sequence[str] | np.ndarray,
+    stored_scores: Sequence[float] | np.ndarray,
+    user_vec: np.ndarray,
+    fresh_article_ids: Sequence[str] | np.ndarray,
+    fresh_vecs: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge articles published after a list was computed into that stored list.
+
+    The fresh articles are scored against the stored user vector (dot product, the same scale as
+    the stored scores when both come from one model version) and merged by score. An article in
+    both inputs appears once, with the higher of its scores. Equal scores keep stored items first.
+
+    Args:
+        stored_ids, stored_scores: the precomputed list, best first.
+        user_vec: dim, the user vector the list was computed with.
+        fresh_article_ids: articles published after the list's computed_at.
+        fresh_vecs: fresh articles, dim.
+        k: length of the merged list.
+
+    Returns:
+        `(article_ids, scores, is_fresh)`, best first, at most k long; `is_fresh` marks items that
+        came from the fresh articles.
+    """
+    s_ids = np.asarray(stored_ids)
+    s_scores = np.asarray(stored_scores, dtype=np.float32).reshape(-1)
+    f_ids = np.asarray(fresh_article_ids)
+    if len(s_ids) != len(s_scores):
+        raise ValueError("stored_ids and stored_scores must have the same length")
+    if len(f_ids) == 0:
+        keep = min(k, len(s_ids))
+        return s_ids[:keep], s_scores[:keep], np.zeros(keep, dtype=bool)
+    vecs = np.asarray(fresh_vecs, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[0] != len(f_ids):
+        raise ValueError(f"fresh_vecs must be [{len(f_ids)}, d], got {vecs.shape}")
+    f_scores = vecs @ np.asarray(user_vec, dtype=np.float32).reshape(-1)  # fresh
+
+    ids = np.concatenate((s_ids.astype(object), f_ids.astype(object)))
+    scores = np.concatenate((s_scores, f_scores.astype(np.float32)))
+    is_fresh = np.concatenate((np.zeros(len(s_ids), dtype=bool), np.ones(len(f_ids), dtype=bool)))
+    # Best first; stable, so equal scores keep stored items (which come first) ahead.
+    order = np.argsort(-scores, kind="stable")
+    ids, scores, is_fresh = ids[order], scores[order], is_fresh[order]
+    # Dedup: keep each id's first (best) occurrence, preserving the order.
+    _, first = np.unique(ids.astype(str), return_index=True)
+    keep = np.sort(first)[:k]
+    return ids[keep].astype(str), scores[keep], is_fresh[keep]

@@ -1,0 +1,110 @@
+"""Landing zone port: where Datastream change-record files arrive (a bucket prefix; locally a folder).
+
+Files are named `<table>/<YYYY-MM-DD>/<name>.jsonl` relative to the zone's root. Writers make them
+appear atomically (temporary name, then rename), so a listed `.jsonl` file is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, order=True)
+class LandingFile:
+    """A landed file: its path relative to the zone root and when it landed (ns since the epoch)."""
+
+    landed_at_ns: int
+    path: str
+    size_bytes: int
+
+    @property
+    def table(self) -> str:
+        return self.path.split("/", 1)[0]
+
+
+class LandingZone(ABC):
+    """Lists and reads landed change-record files."""
+
+    @abstractmethod
+    def list_files(self) -> Iterator[LandingFile]:
+        """Every complete `.jsonl` file in the zone, in no particular order."""
+
+    @abstractmethod
+    def read_bytes(self, path: str) -> bytes:
+        """The content of one landed file."""
+
+    @abstractmethod
+    def write_file(self, path: str, content: bytes) -> None:
+        """Land a file atomically (used by the API's event intake and the simulator's tests)."""
+
+    def new_files(self, after: tuple[int, str] | None) -> list[LandingFile]:
+        """Files that landed after a (landed_at_ns, path) cursor, oldest first."""
+        files = sorted(self.list_files())
+        if after is None:
+            return files
+        return [file for file in files if (file.landed_at_ns, file.path) > after]
+
+
+class LocalLandingZone(LandingZone):
+    """A folder on local disk standing in for the bucket."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def list_files(self) -> Iterator[LandingFile]:
+        if not self.root.exists():
+            return
+        for directory, _, names in os.walk(self.root):
+            for name in names:
+                if not name.endswith(".jsonl"):
+                    continue
+                full_path = os.path.join(directory, name)
+                stat = os.stat(full_path)
+                yield LandingFile(
+                    landed_at_ns=stat.st_mtime_ns,
+                    path=os.path.relpath(full_path, self.root).replace(os.sep, "/"),
+                    size_bytes=stat.st_size,
+                )
+
+    def read_bytes(self, path: str) -> bytes:
+        return (self.root / path).read_bytes()
+
+    def write_file(self, path: str, content: bytes) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(content)
+        os.replace(temporary, target)
+
+
+class GCSLandingZone(LandingZone):
+    """A Cloud Storage prefix, the production landing zone that Datastream writes to."""
+
+    def __init__(self, bucket: str, prefix: str = "", project: str | None = None):
+        from google.cloud import storage  # imported here: only the production profile needs it
+
+        self._bucket = storage.Client(project=project).bucket(bucket)
+        self.prefix = prefix.strip("/")
+
+    def _blob_name(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def list_files(self) -> Iterator[LandingFile]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        for blob in self._bucket.client.list_blobs(self._bucket, prefix=self.prefix or None):
+            if blob.name.endswith(".jsonl"):
+                yield LandingFile(
+                    landed_at_ns=int(blob.updated.timestamp() * 1e9),
+                    path=blob.name[start:],
+                    size_bytes=blob.size or 0,
+                )
+
+    def read_bytes(self, path: str) -> bytes:
+        return self._bucket.blob(self._blob_name(path)).download_as_bytes()
+
+    def write_file(self, path: str, content: bytes) -> None:
+        self._bucket.blob(self._blob_name(path)).upload_from_string(content)

@@ -1,0 +1,60 @@
+"""The one place that decides the environment (local or production) and where things live.
+
+Everything else asks this module; no `if prod:` elsewhere. Nothing here imports dagster, so the
+CLI, the API and the domain tests can use it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Environment = Literal["local", "prod"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+
+
+def get_environment() -> Environment:
+    """`NEWSREC_ENV`: `local` (embedded default: DuckDB, folders, SQLite) or `prod` (GCP)."""
+    environment = os.getenv("NEWSREC_ENV", "local")
+    if environment not in ("local", "prod"):
+        raise ValueError(f"NEWSREC_ENV must be 'local' or 'prod', not {environment!r}")
+    return environment  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class LocalPaths:
+    """Where the embedded default keeps its state: one folder, `NEWSREC_HOME` (default `./var`)."""
+
+    home: Path
+
+    @property
+    def landing(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def online_store(self) -> Path:
+        return self.home / "online_store.sqlite"
+
+    @property
+    def ground_truth(self) -> Path:
+        return self.home / "ground_truth"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+
+def local_paths() -> LocalPaths:
+    return LocalPaths(home=Path(os.getenv("NEWSREC_HOME", REPO_ROOT / "var")).resolve())
