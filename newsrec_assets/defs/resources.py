@@ -10,6 +10,7 @@ from typing import Literal
 
 import dagster as dg
 
+from newsrec_assets.resources.artifacts import ArtifactStore, GCSArtifactStore, LocalArtifactStore
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from newsrec_assets.settings import Environment, local_paths
@@ -39,6 +40,21 @@ class WarehouseResource(dg.ConfigurableResource):
         return DuckDBWarehouse(self.duckdb_path or local_paths().warehouse, read_only=read_only)
 
 
+class ArtifactStoreResource(dg.ConfigurableResource):
+    """Versioned model artifacts: a local folder, or a GCS bucket prefix."""
+
+    kind: Literal["local", "gcs"] = "local"
+    root: str = ""
+    bucket: str = ""
+    prefix: str = "artifacts"
+    gcp_project: str | None = None
+
+    def get(self) -> ArtifactStore:
+        if self.kind == "gcs":
+            return GCSArtifactStore(bucket=self.bucket, prefix=self.prefix, project=self.gcp_project)
+        return LocalArtifactStore(self.root or local_paths().artifacts)
+
+
 def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResource]:
     """The resources for one environment; the only place that knows the difference."""
     from newsrec_assets.defs.features.dbt import dbt_resource
@@ -52,11 +68,17 @@ def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResour
                 gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
             ),
             "warehouse": WarehouseResource(),
+            "artifacts": ArtifactStoreResource(
+                kind="gcs",
+                bucket=dg.EnvVar("NEWSREC_ARTIFACT_BUCKET").get_value() or "",
+                gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
+            ),
             "dbt": dbt_resource(),
         }
     paths = local_paths()
     return {
         "landing": LandingZoneResource(kind="local", root=str(paths.landing)),
         "warehouse": WarehouseResource(duckdb_path=str(paths.warehouse)),
+        "artifacts": ArtifactStoreResource(kind="local", root=str(paths.artifacts)),
         "dbt": dbt_resource(duckdb_path=str(paths.warehouse)),
     }

@@ -160,6 +160,17 @@ class Warehouse(ABC):
     def scalar(self, sql: str) -> Any:
         """One value from a query (counts and checks)."""
 
+    @abstractmethod
+    def query(self, sql: str) -> pa.Table:
+        """The result of a read-only query as an Arrow table."""
+
+    @abstractmethod
+    def replace_rows(self, relation: str, rows: pa.Table, delete_where: str | None = None) -> None:
+        """In one transaction: delete rows matching `delete_where` (if given), then append `rows`.
+
+        Creates the relation from `rows`' schema when it does not exist yet.
+        """
+
 
 class DuckDBWarehouse(Warehouse):
     """The embedded warehouse: one DuckDB file, one writing process at a time."""
@@ -254,9 +265,27 @@ class DuckDBWarehouse(Warehouse):
         report.add_file(len(parsed.records), stored_by_table, len(parsed.quarantine))
 
     def read_table(self, relation: str, columns: str = "*", where: str | None = None) -> pa.Table:
-        sql = f"select {columns} from {relation}" + (f" where {where}" if where else "")
+        return self.query(f"select {columns} from {relation}" + (f" where {where}" if where else ""))
+
+    def query(self, sql: str) -> pa.Table:
         with self.connect() as connection:
             return connection.sql(sql).to_arrow_table()
+
+    def replace_rows(self, relation: str, rows: pa.Table, delete_where: str | None = None) -> None:
+        schema = relation.split(".")[0] if "." in relation else None
+        with self.connect() as connection:
+            if schema:
+                connection.execute(f"create schema if not exists {schema}")
+            connection.execute(f"create table if not exists {relation} as select * from rows limit 0")
+            connection.execute("begin transaction")
+            try:
+                if delete_where:
+                    connection.execute(f"delete from {relation} where {delete_where}")
+                connection.execute(f"insert into {relation} by name select * from rows")
+                connection.execute("commit")
+            except BaseException:
+                connection.execute("rollback")
+                raise
 
     def scalar(self, sql: str) -> Any:
         with self.connect() as connection:

@@ -1,14 +1,16 @@
 """dbt feature transforms as Dagster assets; dbt tests appear as asset checks."""
 
-from __future__ import annotations
-
 import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.dbt_project import using_dagster_dev
 
 from newsrec_assets.defs.automation import batch_automation_condition
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
@@ -18,13 +20,21 @@ from newsrec_assets.settings import DBT_PROJECT_DIR, get_environment
 GROUP = "features"
 
 
+# The dbt next to this interpreter: a venv's bin/ is not always on PATH (e.g. under a daemon).
+DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
+
+
 @cache
 def dbt_project() -> DbtProject:
-    """The dbt project for this environment; parses it under `dagster dev` or when never parsed."""
+    """The dbt project for this environment; parsed under `dagster dev` or when never parsed."""
     project = DbtProject(project_dir=DBT_PROJECT_DIR, target=get_environment())
-    project.prepare_if_dev()
-    if not project.manifest_path.exists():
-        project.preparer.prepare(project)
+    if using_dagster_dev() or not project.manifest_path.exists():
+        subprocess.run(
+            [DBT_EXECUTABLE, "parse", "--quiet", "--target", project.target or "local"],
+            cwd=project.project_dir,
+            check=True,
+            env={**os.environ, "DBT_PROFILES_DIR": str(project.profiles_dir)},
+        )
     return project
 
 
@@ -33,7 +43,7 @@ def dbt_resource(duckdb_path: str | None = None) -> DbtCliResource:
     if duckdb_path:
         # dbt runs as a subprocess that inherits the environment; this is how its profile learns the path.
         os.environ["NEWSREC_DUCKDB_PATH"] = duckdb_path
-    return DbtCliResource(project_dir=dbt_project())
+    return DbtCliResource(project_dir=dbt_project(), dbt_executable=DBT_EXECUTABLE)
 
 
 class NewsrecDbtTranslator(DagsterDbtTranslator):

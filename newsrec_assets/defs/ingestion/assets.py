@@ -1,7 +1,5 @@
 """Ingestion: CDC change-record files in the landing zone become the append-only raw log."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource

@@ -1,7 +1,5 @@
 """Sensor: new files in the landing zone trigger ingestion into the raw CDC log."""
 
-from __future__ import annotations
-
 import hashlib
 
 import dagster as dg

@@ -1,0 +1,39 @@
+# newsrec — the two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch==2.13.0+cpu comes from a local wheel folder where the machine has one (PIP_FIND_LINKS).
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
+
+.PHONY: setup demo test test-fast lint bench lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -r requirements.lock
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: setup
+	$(BIN)/newsrec demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python -m bench
+
+# Re-pin after editing requirements.in (uv resolves in seconds; pip's resolver takes many minutes).
+lock:
+	uv pip compile requirements.in --python-version 3.11 --find-links /opt/wheels -o requirements.lock
+
+clean:
+	rm -rf var dbt_project/target dbt_project/logs .pytest_cache

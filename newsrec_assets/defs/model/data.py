@@ -1,0 +1,105 @@
+"""Reading the feature marts and article vectors into the arrays the domain code works on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from newsrec_assets.domain.catalogue import Catalogue
+from newsrec_assets.domain.training import ImpressionLog
+from newsrec_assets.resources.warehouse import Warehouse
+
+ARTICLE_VECTORS = "embeddings.article_vectors"
+
+
+def vectors(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column of float vectors as a [rows, dim] float32 matrix."""
+    if column.num_chunks == 0 or len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    combined = column.combine_chunks()
+    return combined.flatten().to_numpy().astype(np.float32).reshape(len(combined), -1)
+
+
+def load_catalogue(
+    warehouse: Warehouse,
+    live_only: bool = False,
+    category_vocabulary: list[str] | None = None,
+    subcategory_vocabulary: list[str] | None = None,
+) -> Catalogue:
+    """Current articles that have vectors from the current encoder, as a catalogue."""
+    table = warehouse.query(
+        f"""select a.article_id, a.published_at, a.category, a.subcategory, v.title_vector, v.body_vector
+        from main.current_articles a join {ARTICLE_VECTORS} v
+          on v.article_id = a.article_id and v.content_hash = a.content_hash
+        {"where a.is_live" if live_only else ""}
+        order by a.article_id"""
+    )
+    return Catalogue.build(
+        article_ids=table["article_id"].to_pylist(),
+        published_at=table["published_at"].to_numpy(),
+        title_vecs=vectors(table["title_vector"]),
+        body_vecs=vectors(table["body_vector"]),
+        categories=table["category"].to_pylist(),
+        subcategories=table["subcategory"].to_pylist(),
+        category_vocabulary=category_vocabulary,
+        subcategory_vocabulary=subcategory_vocabulary,
+    )
+
+
+@dataclass
+class ClickLog:
+    """Reconstructed view events, each with the catalogue row of its article (-1 if unknown)."""
+
+    user_ids: np.ndarray
+    article_ids: np.ndarray
+    article_rows: np.ndarray
+    viewed_at: np.ndarray  # datetime64[us]
+
+    @property
+    def newest(self) -> np.datetime64 | None:
+        return self.viewed_at.max() if len(self.viewed_at) else None
+
+
+def load_clicks(warehouse: Warehouse, catalogue: Catalogue) -> ClickLog:
+    table = warehouse.query("select user_id, article_id, viewed_at from main.view_events order by viewed_at")
+    article_ids = np.asarray(table["article_id"].to_pylist(), dtype=object)
+    return ClickLog(
+        user_ids=np.asarray(table["user_id"].to_pylist(), dtype=object),
+        article_ids=article_ids,
+        article_rows=catalogue.rows(article_ids.tolist()),
+        viewed_at=table["viewed_at"].to_numpy().astype("datetime64[us]"),
+    )
+
+
+@dataclass
+class Impressions:
+    log: ImpressionLog
+    article_ids: np.ndarray
+    positions: np.ndarray
+    dropped_unknown_articles: int
+
+
+def load_impressions(warehouse: Warehouse, catalogue: Catalogue) -> Impressions:
+    """Training impressions whose article is in the catalogue (deleted articles have no vectors)."""
+    table = warehouse.query(
+        "select impression_id, user_id, shown_at, article_id, position, clicked, split "
+        "from main.training_impressions order by shown_at, impression_id, position"
+    )
+    article_ids = np.asarray(table["article_id"].to_pylist(), dtype=object)
+    rows = catalogue.rows(article_ids.tolist())
+    keep = rows >= 0
+    return Impressions(
+        log=ImpressionLog(
+            impression_ids=np.asarray(table["impression_id"].to_pylist(), dtype=object)[keep],
+            user_ids=np.asarray(table["user_id"].to_pylist(), dtype=object)[keep],
+            shown_times=table["shown_at"].to_numpy().astype("datetime64[us]")[keep],
+            article_rows=rows[keep],
+            clicked=np.asarray(table["clicked"].to_pylist(), dtype=bool)[keep],
+            split=np.asarray(table["split"].to_pylist(), dtype=object)[keep],
+        ),
+        article_ids=article_ids[keep],
+        positions=np.asarray(table["position"].to_pylist(), dtype=np.int64)[keep],
+        dropped_unknown_articles=int((~keep).sum()),
+    )
