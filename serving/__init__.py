@@ -1,0 +1,1 @@
+"""The newsrec HTTP API: serves recommendation lists from the online store, and nothing else."""

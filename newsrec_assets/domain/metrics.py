@@ -65,9 +65,7 @@ def _dcg(codes: np.ndarray, gains: np.ndarray, ranks: np.ndarray, k: int, n_grou
     )
 
 
-def _auc_per_group(
-    codes: np.ndarray, positive: np.ndarray, scores: np.ndarray, n_groups: int
-) -> np.ndarray:
+def _auc_per_group(codes: np.ndarray, positive: np.ndarray, scores: np.ndarray, n_groups: int) -> np.ndarray:
     """Per-group ROC AUC via the Mann-Whitney U statistic with average ranks for ties."""
     n = codes.size
     order = np.lexsort((scores, codes))  # by group, then score ascending

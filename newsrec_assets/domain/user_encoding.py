@@ -10,17 +10,22 @@ This module imports numpy only.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 USER_ENCODER_FILE = "user_encoder.npz"
+MODEL_CONFIG_FILE = "config.json"  # written by training.save_model next to the weights
 PARAM_NAMES = ("proj_weight", "proj_bias", "query")
 
 __all__ = [
+    "MODEL_CONFIG_FILE",
     "USER_ENCODER_FILE",
     "additive_attention_numpy",
     "encode_users_numpy",
+    "load_model_metadata",
     "load_user_encoder_params",
     "save_user_encoder_params",
     "score_numpy",
@@ -93,3 +98,8 @@ def load_user_encoder_params(folder_or_file: str | Path) -> dict[str, np.ndarray
         path = path / USER_ENCODER_FILE
     with np.load(path, allow_pickle=False) as data:
         return {name: data[name].astype(np.float32) for name in PARAM_NAMES}
+
+
+def load_model_metadata(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a saved NAML model (``version``, ``naml_config``, ``extra``), no torch."""
+    return json.loads((Path(folder) / MODEL_CONFIG_FILE).read_text())

@@ -1,0 +1,67 @@
+"""`GET /v1/users/{user_id}/recommendations`: a user's top-k list, read from the online store."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from serving.api.deps import ExposureLoggerDep, RecommenderDep, SettingsDep
+from serving.core.config import API_V1_PREFIX
+from serving.core.responses import OrjsonResponse
+from serving.models import ID_MAX_LENGTH, ID_PATTERN, ErrorResponse, RecommendationsResponse
+
+router = APIRouter(prefix=f"{API_V1_PREFIX}/users", tags=["recommendations"])
+
+UserIdPath = Annotated[
+    str, Path(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH, description="user id, e.g. u000042")
+]
+
+
+@router.get(
+    "/{user_id}/recommendations",
+    response_model=RecommendationsResponse,
+    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+async def get_recommendations(
+    user_id: UserIdPath,
+    recommender: RecommenderDep,
+    settings: SettingsDep,
+    exposures: ExposureLoggerDep,
+    k: Annotated[int | None, Query(ge=1, description="list length, 1..max_k (default default_k)")] = None,
+) -> Response:
+    """The user's ranked list with article metadata, scores and provenance.
+
+    Articles published after the list was computed are merged in at read time. Unknown users get
+    the cold-start list (layer `cold_start`). What was served is queued for the exposure log
+    (written in batches by a background thread).
+
+    With an in-process store (SQLite) the reads run inline on the event loop, which saves a
+    thread hop per request; a networked store is read from the thread pool, so a slow network
+    never blocks the loop.
+    """
+    if k is None:
+        k = settings.default_k
+    elif k > settings.max_k:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ("query", "k"),
+                    "msg": f"Input should be less than or equal to {settings.max_k}",
+                    "input": k,
+                }
+            ]
+        )
+    request_id = uuid.uuid4().hex
+    if settings.inline_store_reads:
+        served = recommender.recommend(user_id, k, request_id)  # sub-millisecond, in-process store
+    else:
+        served = await run_in_threadpool(recommender.recommend, user_id, k, request_id)
+    if settings.log_exposures and served.article_ids:
+        exposures.append(user_id, served.article_ids, served.served_at, request_id)
+    return OrjsonResponse(served.body, headers={"X-Request-ID": request_id})

@@ -1,0 +1,1 @@
+"""Configuration, metrics and shared HTTP plumbing of the serving API."""

@@ -1,0 +1,92 @@
+"""Request and response schemas of the API (they also drive the OpenAPI document).
+
+The recommendation route returns prebuilt dicts for speed; `RecommendationsResponse` documents
+their shape and the contract tests validate responses against it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"
+ID_MAX_LENGTH = 64
+
+EntityId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH)]
+Source = Literal["stored", "fresh", "cold_start"]
+
+
+class Provenance(BaseModel):
+    """Where a list came from."""
+
+    model_version: str | None = Field(description="model that produced the list")
+    layer: Literal["batch", "speed", "cold_start"] = Field(description="layer that wrote the list")
+    computed_at: datetime | None = Field(description="when the list was computed")
+    watermark: datetime | None = Field(description="event time of the newest behaviour event reflected")
+    fresh_merged: int = Field(description="items merged in at read time (published after computed_at)")
+
+
+class RecommendationItem(BaseModel):
+    rank: int = Field(ge=1)
+    article_id: str
+    title: str
+    category: str
+    subcategory: str
+    published_at: datetime
+    url: str | None
+    score: float
+    source: Source = Field(description="stored list, read-time fresh merge, or cold-start list")
+
+
+class RecommendationsResponse(BaseModel):
+    user_id: str
+    request_id: str = Field(description="identifies this exposure; send it back as impression_id")
+    served_at: datetime
+    k: int
+    provenance: Provenance
+    items: list[RecommendationItem]
+
+
+class ViewEventIn(BaseModel):
+    """A view reported by an app that has no change-data-capture stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: EntityId
+    article_id: EntityId
+    viewed_at: datetime | None = Field(default=None, description="event time; naive means UTC; default now")
+    impression_id: EntityId | None = Field(default=None, description="request_id of the list it came from")
+
+
+class ViewEventAccepted(BaseModel):
+    status: Literal["accepted"]
+    user_id: str
+    article_id: str
+    view_count: int
+    viewed_at: datetime
+    change_key: str
+    landing_file: str
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str]
+    msg: str
+    type: str
+
+
+class Error(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: Error
+
+
+class Health(BaseModel):
+    status: str
+    model_version: str | None = None
+    generation: int | None = None

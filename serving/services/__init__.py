@@ -1,0 +1,1 @@
+"""What the routes do: the read path over the online store and the landing-zone writer."""
