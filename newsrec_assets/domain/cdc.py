@@ -131,7 +131,7 @@ class ChangeRecord:
 
     @property
     def change_key(self) -> str:
-        return change_key(self.object_name, self.sort_keys)
+        return change_key(self.object_name, self.sort_keys, self.change_type)
 
     def to_json(self) -> dict[str, Any]:
         table = SOURCE_TABLES[self.table]
@@ -164,9 +164,14 @@ class ChangeRecord:
         return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False)
 
 
-def change_key(object_name: str, sort_keys: list[Any]) -> str:
-    """Identity of a change across re-deliveries: the object plus its sort keys."""
-    return f"{object_name}|" + "|".join("" if key is None else str(key) for key in sort_keys)
+def change_key(object_name: str, sort_keys: list[Any], change_type: str) -> str:
+    """Identity of a change across re-deliveries: the object, its sort keys and its change type.
+
+    The change type is part of it because MySQL sources emit an update's UPDATE-DELETE (row before)
+    and UPDATE-INSERT (row after) at the same log position.
+    """
+    position = "|".join("" if key is None else str(key) for key in sort_keys)
+    return f"{object_name}|{position}|{change_type}"
 
 
 def _payload_json_value(value: Any) -> Any:

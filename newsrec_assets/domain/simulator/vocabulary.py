@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # category -> (category-level words, {subcategory: subcategory words})
+# fmt: off
 TOPICS: dict[str, tuple[tuple[str, ...], dict[str, tuple[str, ...]]]] = {
     "sports": (
         ("match", "season", "coach", "fans", "victory", "defeat", "championship", "tournament",
@@ -231,6 +232,8 @@ FUNCTION_WORDS: tuple[str, ...] = (
     "over", "into", "more", "than", "but", "not", "about", "could", "would", "up", "out", "they",
     "he", "she", "who", "which", "while", "also", "most", "some", "what", "when",
 )
+
+# fmt: on
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,176 @@
+"""The `newsrec` command line. Commands import their dependencies lazily to keep startup fast."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+
+
+def _default_end() -> datetime:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - timedelta(minutes=now.minute % 10)
+
+
+def _parse_end(value: str | None) -> datetime:
+    if value is None:
+        return _default_end()
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint="--end") from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@click.group()
+def main() -> None:
+    """newsrec: a near-real-time news recommender."""
+
+
+@main.command()
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed; same seed, same bytes.")
+@click.option("--users", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--articles", type=click.IntRange(min=10), default=3000, show_default=True)
+@click.option("--days", type=click.FloatRange(min=0.01), default=7.0, show_default=True)
+@click.option(
+    "--end", help="End of the history (ISO 8601, UTC if no zone). Default: now, rounded down to 10 min."
+)
+@click.option(
+    "--window-minutes",
+    type=click.IntRange(1, 60),
+    default=10,
+    show_default=True,
+    help="Source-time span of one landing file.",
+)
+@click.option(
+    "--landing",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/landing"),
+    show_default=True,
+    help="Landing folder (<landing>/<table>/<date>/<HHMM>-<seq>.jsonl).",
+)
+@click.option(
+    "--ground-truth",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/ground_truth"),
+    show_default=True,
+    help="Folder for the true interests, click model, view events and simulator state.",
+)
+@click.option(
+    "--at-least-once",
+    is_flag=True,
+    help="Deliver ~3% of records twice (same or new uuid) and ~1% late, into other files.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace change files already in the landing folder.")
+@click.option("--live", is_flag=True, help="Continue from the saved state at wall-clock time.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    help="Live mode: view events per second (about 5x as many impression records).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Live mode: seconds to run (default: until Ctrl-C).",
+)
+@click.option(
+    "--articles-per-hour",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Live mode: newly published articles per hour.",
+)
+def simulate(
+    seed: int,
+    users: int,
+    articles: int,
+    days: float,
+    end: str | None,
+    window_minutes: int,
+    landing: Path,
+    ground_truth: Path,
+    at_least_once: bool,
+    overwrite: bool,
+    live: bool,
+    rate: float,
+    duration: float | None,
+    articles_per_hour: float,
+) -> None:
+    """Simulate the news app's database and write its CDC change stream to the landing folder.
+
+    Batch mode writes `--days` of history ending at `--end` plus the ground truth; `--live` then
+    keeps appending small files (one flush a second) until `--duration` is over or Ctrl-C.
+    """
+    if live:
+        _simulate_live(
+            landing, ground_truth, rate, duration, articles_per_hour, window_minutes, at_least_once
+        )
+        return
+
+    import time
+
+    from newsrec_assets.domain.simulator import SimulationConfig, simulate_history, write_history
+
+    config = SimulationConfig(
+        end=_parse_end(end),
+        seed=seed,
+        users=users,
+        articles=articles,
+        days=days,
+        window_minutes=window_minutes,
+    )
+    started = time.perf_counter()
+    history = simulate_history(config, progress=True)
+    try:
+        summary = write_history(history, landing, ground_truth, at_least_once, overwrite, progress=True)
+    except FileExistsError as error:
+        raise click.UsageError(f"{error} (use --overwrite)") from error
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"wrote {landing} and {ground_truth} in {time.perf_counter() - started:.1f} s")
+
+
+def _simulate_live(
+    landing: Path,
+    ground_truth: Path,
+    rate: float,
+    duration: float | None,
+    articles_per_hour: float,
+    window_minutes: int,
+    at_least_once: bool,
+) -> None:
+    from newsrec_assets.domain.simulator import LiveSettings, LiveSimulator
+
+    settings = LiveSettings(
+        rate=rate,
+        duration_seconds=duration,
+        articles_per_hour=articles_per_hour,
+        window_minutes=window_minutes,
+        at_least_once=at_least_once,
+    )
+    try:
+        simulator = LiveSimulator(landing, ground_truth, settings)
+    except FileNotFoundError as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(f"live: ~{rate:g} view events/s into {landing}; Ctrl-C to stop", err=True)
+    flushes = 0
+
+    def report(summary: object) -> None:
+        nonlocal flushes
+        flushes += 1
+        if flushes % 10 == 0:
+            click.echo(
+                f"  {json.dumps(simulator.summary.records_by_table)} files={simulator.summary.files}",
+                err=True,
+            )
+
+    summary = simulator.run(on_flush=report)
+    click.echo(json.dumps(summary.to_json(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
