@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
+
 ChangeType = Literal["INSERT", "UPDATE-INSERT", "UPDATE-DELETE", "DELETE"]
 CHANGE_TYPES: frozenset[str] = frozenset({"INSERT", "UPDATE-INSERT", "UPDATE-DELETE", "DELETE", "UPDATE"})
 ColumnType = Literal["str", "int", "ts"]
@@ -204,14 +206,24 @@ def _require(mapping: dict[str, Any], key: str, where: str = "") -> Any:
     return mapping[key]
 
 
-def parse_change_line(line: str) -> ChangeRecord:
-    """Parse and validate one landing line; raises MalformedChangeRecord with the reason."""
+def load_change_document(line: str | bytes) -> dict[str, Any]:
+    """The JSON object of one landing line; raises MalformedChangeRecord if it is not one."""
     try:
-        document = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise MalformedChangeRecord(f"invalid JSON: {error.msg} at column {error.colno}") from error
+        document = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        raise MalformedChangeRecord(f"invalid JSON: {error}") from error
     if not isinstance(document, dict):
         raise MalformedChangeRecord("a change record must be a JSON object")
+    return document
+
+
+def parse_change_line(line: str | bytes) -> ChangeRecord:
+    """Parse and validate one landing line; raises MalformedChangeRecord with the reason."""
+    return parse_change_document(load_change_document(line))
+
+
+def parse_change_document(document: dict[str, Any]) -> ChangeRecord:
+    """Validate a landing line's JSON object into a change record."""
     metadata = _require(document, "source_metadata")
     payload = _require(document, "payload")
     if not isinstance(metadata, dict) or not isinstance(payload, dict):

@@ -9,7 +9,6 @@ ingested again next time. Malformed lines go to `raw.cdc_quarantine` with file, 
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
-from newsrec_assets.domain.cdc import SOURCE_TABLES, ChangeRecord, MalformedChangeRecord, parse_change_line
+from newsrec_assets.domain.cdc import (
+    SOURCE_TABLES,
+    ChangeRecord,
+    MalformedChangeRecord,
+    load_change_document,
+    parse_change_document,
+)
 from newsrec_assets.resources.landing import LandingFile, LandingZone
 
 RAW_SCHEMA = "raw"
@@ -89,13 +95,22 @@ class IngestReport:
         self.duplicates += records - stored
         self.quarantined += quarantined
         for table, count in stored_by_table.items():
-            self.stored_by_table[table] = self.stored_by_table.get(table, 0) + count
+            if count:
+                self.stored_by_table[table] = self.stored_by_table.get(table, 0) + count
 
 
 @dataclass
 class ParsedFile:
-    records: list[tuple[int, ChangeRecord]]  # line number, record
+    records: list[tuple[int, ChangeRecord, str]]  # line number, record, its payload as delivered (JSON)
     quarantine: list[tuple[int, str, str]]  # line number, reason, the line as delivered
+
+
+@dataclass
+class _PendingFile:
+    path: str
+    digest: str
+    size: int
+    parsed: ParsedFile
 
 
 def parse_landing_file(content: bytes) -> ParsedFile:
@@ -105,24 +120,20 @@ def parse_landing_file(content: bytes) -> ParsedFile:
         if not raw_line.strip():
             continue
         try:
-            line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            parsed.quarantine.append(
-                (line_number, f"not UTF-8: {error.reason}", raw_line.decode("utf-8", "replace"))
-            )
-            continue
-        try:
-            parsed.records.append((line_number, parse_change_line(line)))
+            document = load_change_document(raw_line)
+            record = parse_change_document(document)
         except MalformedChangeRecord as error:
-            parsed.quarantine.append((line_number, str(error), line))
+            parsed.quarantine.append((line_number, str(error), raw_line.decode("utf-8", "replace")))
+            continue
+        parsed.records.append((line_number, record, orjson.dumps(document["payload"]).decode()))
     return parsed
 
 
-def _arrow_batch(table: str, rows: Sequence[tuple[int, ChangeRecord]], landing_file: str, now: datetime):
+def _arrow_batch(table: str, rows: Sequence[tuple[tuple[int, ChangeRecord, str], str]], now: datetime):
     source = SOURCE_TABLES[table]
     columns: dict[str, list[Any]] = {name: [] for name in _METADATA_COLUMNS}
     columns.update({name: [] for name in source.columns})
-    for line_number, record in rows:
+    for (line_number, record, payload_json), landing_file in rows:
         columns["change_key"].append(record.change_key)
         columns["change_uuid"].append(record.uuid)
         columns["read_timestamp"].append(record.read_timestamp)
@@ -132,7 +143,7 @@ def _arrow_batch(table: str, rows: Sequence[tuple[int, ChangeRecord]], landing_f
         columns["log_file"].append(record.log_file)
         columns["log_position"].append(record.log_position)
         columns["lsn"].append(record.lsn)
-        columns["payload_json"].append(json.dumps(record.to_json()["payload"], separators=(",", ":")))
+        columns["payload_json"].append(payload_json)
         columns["landing_file"].append(landing_file)
         columns["landing_line"].append(line_number)
         columns["ingested_at"].append(now)
@@ -192,7 +203,15 @@ class DuckDBWarehouse(Warehouse):
         for table in SOURCE_TABLES:
             connection.execute(_raw_table_ddl(table))
 
-    def ingest(self, landing: LandingZone, files: Iterable[LandingFile] | None = None) -> IngestReport:
+    def ingest(
+        self,
+        landing: LandingZone,
+        files: Iterable[LandingFile] | None = None,
+        records_per_transaction: int = 50_000,
+        progress: bool = False,
+    ) -> IngestReport:
+        from tqdm.auto import tqdm
+
         report = IngestReport()
         candidates = sorted(files if files is not None else landing.list_files(), key=lambda f: f.path)
         with self.connect() as connection:
@@ -200,15 +219,25 @@ class DuckDBWarehouse(Warehouse):
             registered = set(
                 connection.execute(f"select landing_file, sha256 from {RAW_SCHEMA}.landing_files").fetchall()
             )
-            for landing_file in candidates:
+            pending: list[_PendingFile] = []
+            for landing_file in tqdm(
+                candidates, desc="ingesting landing files", unit="file", disable=not progress
+            ):
                 report.files_seen += 1
                 content = landing.read_bytes(landing_file.path)
                 digest = hashlib.sha256(content).hexdigest()
                 if (landing_file.path, digest) in registered:
                     report.files_already_ingested += 1
                     continue
-                self._ingest_one(connection, landing_file.path, content, digest, report)
                 registered.add((landing_file.path, digest))
+                pending.append(
+                    _PendingFile(landing_file.path, digest, len(content), parse_landing_file(content))
+                )
+                if sum(len(p.parsed.records) for p in pending) >= records_per_transaction:
+                    self._store(connection, pending, report)
+                    pending = []
+            if pending:
+                self._store(connection, pending, report)
             newest = connection.execute(
                 " union all ".join(
                     f"select max(source_timestamp) as t from {raw_table_name(t)}" for t in SOURCE_TABLES
@@ -218,51 +247,69 @@ class DuckDBWarehouse(Warehouse):
             report.newest_source_timestamp = max(moments) if moments else None
         return report
 
-    def _ingest_one(self, connection, path: str, content: bytes, digest: str, report: IngestReport) -> None:
+    def _store(self, connection, files: list[_PendingFile], report: IngestReport) -> None:
+        """Store parsed files and register them, all in one transaction (all or nothing)."""
         now = datetime.now(UTC)
-        parsed = parse_landing_file(content)
-        by_table: dict[str, list[tuple[int, ChangeRecord]]] = {}
-        for row in parsed.records:
-            by_table.setdefault(row[1].table, []).append(row)
-        stored_by_table: dict[str, int] = {}
+        paths = [file.path for file in files]
+        stored: dict[tuple[str, str], int] = {}  # (file, table) -> changes kept from that file
         connection.execute("begin transaction")
         try:
-            for table, rows in by_table.items():
-                batch = _arrow_batch(table, rows, path, now)  # noqa: F841 - read by DuckDB's replacement scan
-                before = connection.execute(f"select count(*) from {raw_table_name(table)}").fetchone()[0]
-                # `or ignore` keeps the first delivery of a change and silently skips re-deliveries,
-                # which the report still counts as duplicates (records - stored).
+            for table in SOURCE_TABLES:
+                rows = [
+                    (row, file.path) for file in files for row in file.parsed.records if row[1].table == table
+                ]
+                if not rows:
+                    continue
+                batch = _arrow_batch(table, rows, now)  # noqa: F841 - read by DuckDB's replacement scan
+                # `or ignore` keeps the first delivery of a change and skips re-deliveries, which the
+                # report still counts as duplicates (records - stored); the kept row names its file.
                 connection.execute(
                     f"insert or ignore into {raw_table_name(table)} by name select * from batch"
                 )
-                after = connection.execute(f"select count(*) from {raw_table_name(table)}").fetchone()[0]
-                stored_by_table[table] = after - before
-            if parsed.quarantine:
+                counts = connection.execute(
+                    f"select landing_file, count(*) from {raw_table_name(table)} "
+                    f"where ingested_at = ? and landing_file in (select unnest(?)) group by 1",
+                    [now, paths],
+                ).fetchall()
+                stored.update({(path, table): count for path, count in counts})
+            quarantine = [
+                (file.path, line_number, reason, line, now)
+                for file in files
+                for line_number, reason, line in file.parsed.quarantine
+            ]
+            if quarantine:
                 connection.executemany(
-                    f"insert into {RAW_SCHEMA}.cdc_quarantine values (?, ?, ?, ?, ?)",
-                    [
-                        (path, line_number, reason, line, now)
-                        for line_number, reason, line in parsed.quarantine
-                    ],
+                    f"insert into {RAW_SCHEMA}.cdc_quarantine values (?, ?, ?, ?, ?)", quarantine
                 )
-            connection.execute(
-                f"insert into {RAW_SCHEMA}.landing_files values (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    path,
-                    digest,
-                    len(content),
-                    len(parsed.records),
-                    sum(stored_by_table.values()),
-                    len(parsed.records) - sum(stored_by_table.values()),
-                    len(parsed.quarantine),
-                    now,
-                ],
+            registry = []
+            for file in files:
+                kept = sum(stored.get((file.path, table), 0) for table in SOURCE_TABLES)
+                records = len(file.parsed.records)
+                registry.append(
+                    (
+                        file.path,
+                        file.digest,
+                        file.size,
+                        records,
+                        kept,
+                        records - kept,
+                        len(file.parsed.quarantine),
+                        now,
+                    )
+                )
+            connection.executemany(
+                f"insert into {RAW_SCHEMA}.landing_files values (?, ?, ?, ?, ?, ?, ?, ?)", registry
             )
             connection.execute("commit")
         except BaseException:
             connection.execute("rollback")
             raise
-        report.add_file(len(parsed.records), stored_by_table, len(parsed.quarantine))
+        for file in files:
+            report.add_file(
+                len(file.parsed.records),
+                {table: stored.get((file.path, table), 0) for table in SOURCE_TABLES},
+                len(file.parsed.quarantine),
+            )
 
     def read_table(self, relation: str, columns: str = "*", where: str | None = None) -> pa.Table:
         return self.query(f"select {columns} from {relation}" + (f" where {where}" if where else ""))
