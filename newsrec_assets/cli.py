@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from newsrec_assets.settings import local_paths
+
 
 def _default_end() -> datetime:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
@@ -47,14 +49,14 @@ def main() -> None:
 @click.option(
     "--landing",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data/landing"),
+    default=lambda: local_paths().landing,
     show_default=True,
     help="Landing folder (<landing>/<table>/<date>/<HHMM>-<seq>.jsonl).",
 )
 @click.option(
     "--ground-truth",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data/ground_truth"),
+    default=lambda: local_paths().ground_truth,
     show_default=True,
     help="Folder for the true interests, click model, view events and simulator state.",
 )
@@ -174,3 +176,43 @@ def _simulate_live(
 
 if __name__ == "__main__":
     main()
+
+
+@main.command()
+@click.option("--select", default="*", show_default=True, help="Dagster asset selection, e.g. 'group:model'.")
+def materialize(select: str) -> None:
+    """Materialise assets once, in this process, recorded in the Dagster instance (DAGSTER_HOME)."""
+    from newsrec_assets.orchestration import materialize_selection
+
+    result = materialize_selection(select)
+    raise SystemExit(0 if result.success else 1)
+
+
+@main.command(name="import-mind")
+@click.option(
+    "--news", "news_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True
+)
+@click.option(
+    "--behaviors",
+    "behaviors_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+)
+@click.option(
+    "--landing",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: local_paths().landing,
+    show_default="$NEWSREC_HOME/landing",
+)
+@click.option("--window-minutes", type=click.IntRange(1, 60), default=10, show_default=True)
+def import_mind(news_path: Path, behaviors_path: Path, landing: Path, window_minutes: int) -> None:
+    """Convert MIND news.tsv + behaviors.tsv into landing-format change records.
+
+    Rows that are malformed or reference unknown news are counted and reported, never fatal.
+    """
+    from newsrec_assets.domain.mind import convert, write_landing_files
+    from newsrec_assets.resources.landing import LocalLandingZone
+
+    records, report = convert(news_path, behaviors_path)
+    files = write_landing_files(records, LocalLandingZone(landing), window_minutes)
+    click.echo(json.dumps(report.as_dict() | {"records": len(records), "files": files}, indent=2))

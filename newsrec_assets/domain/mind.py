@@ -138,28 +138,64 @@ def convert(news_path: Path, behaviors_path: Path) -> tuple[list[ChangeRecord], 
     for article_id, seen in first_seen.items():
         article = articles[article_id]
         published_at = seen - PUBLICATION_LEAD
-        events.append((published_at, 0, "articles", {
-            "article_id": article_id, "title": article.title, "body": article.abstract,
-            "category": article.category, "subcategory": article.subcategory, "status": "published",
-            "published_at": published_at, "updated_at": published_at,
-        }))
+        events.append(
+            (
+                published_at,
+                0,
+                "articles",
+                {
+                    "article_id": article_id,
+                    "title": article.title,
+                    "body": article.abstract,
+                    "category": article.category,
+                    "subcategory": article.subcategory,
+                    "status": "published",
+                    "published_at": published_at,
+                    "updated_at": published_at,
+                },
+            )
+        )
     history_done: set[str] = set()
     for impression in kept:
         if impression.user_id not in history_done:
             history_done.add(impression.user_id)
             for article_id in impression.history:
-                events.append((start - HISTORY_LEAD, 1, "history", {"user_id": impression.user_id,
-                                                                     "article_id": article_id}))
+                events.append(
+                    (
+                        start - HISTORY_LEAD,
+                        1,
+                        "history",
+                        {"user_id": impression.user_id, "article_id": article_id},
+                    )
+                )
         for position, (article_id, clicked) in enumerate(impression.shown):
-            events.append((impression.shown_at, 2, "impressions", {
-                "impression_id": impression.impression_id, "user_id": impression.user_id,
-                "article_id": article_id, "position": position, "shown_at": impression.shown_at,
-            }))
+            events.append(
+                (
+                    impression.shown_at,
+                    2,
+                    "impressions",
+                    {
+                        "impression_id": impression.impression_id,
+                        "user_id": impression.user_id,
+                        "article_id": article_id,
+                        "position": position,
+                        "shown_at": impression.shown_at,
+                    },
+                )
+            )
             if clicked:
-                events.append((impression.shown_at, 3, "click", {
-                    "user_id": impression.user_id, "article_id": article_id,
-                    "impression_id": impression.impression_id,
-                }))
+                events.append(
+                    (
+                        impression.shown_at,
+                        3,
+                        "click",
+                        {
+                            "user_id": impression.user_id,
+                            "article_id": article_id,
+                            "impression_id": impression.impression_id,
+                        },
+                    )
+                )
     events.sort(key=lambda e: (e[0], e[1]))
 
     records: list[ChangeRecord] = []
@@ -172,8 +208,12 @@ def convert(news_path: Path, behaviors_path: Path) -> tuple[list[ChangeRecord], 
             count, first = view_counts.get(row, (0, moment))
             view_counts[row] = (count + 1, first)
             payload = {
-                "user_id": row[0], "article_id": row[1], "view_count": count + 1, "first_viewed_at": first,
-                "last_viewed_at": moment, "last_impression_id": payload.get("impression_id"),
+                "user_id": row[0],
+                "article_id": row[1],
+                "view_count": count + 1,
+                "first_viewed_at": first,
+                "last_viewed_at": moment,
+                "last_impression_id": payload.get("impression_id"),
             }
             change_type = "INSERT" if count == 0 else "UPDATE-INSERT"
             if kind == "history":
@@ -186,9 +226,35 @@ def convert(news_path: Path, behaviors_path: Path) -> tuple[list[ChangeRecord], 
                 report.articles_written += 1
             else:
                 report.impressions_written += 1
-        records.append(ChangeRecord(
-            table=table, change_type=change_type, payload=payload, source_timestamp=moment,
-            read_timestamp=moment + timedelta(seconds=1), log_file="mind-import", log_position=position,
-            read_method="mind-import",
-        ))
+        records.append(
+            ChangeRecord(
+                table=table,
+                change_type=change_type,
+                payload=payload,
+                source_timestamp=moment,
+                read_timestamp=moment + timedelta(seconds=1),
+                log_file="mind-import",
+                log_position=position,
+                read_method="mind-import",
+            )
+        )
     return records, report
+
+
+def write_landing_files(records: list[ChangeRecord], landing, window_minutes: int = 10) -> int:
+    """Write records as `<table>/<date>/<HHMM>-mind.jsonl` files, one per table and time window.
+
+    `landing` is anything with `write_file(path, bytes)` (the landing-zone port). Returns the
+    number of files written.
+    """
+    window = timedelta(minutes=window_minutes)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    groups: dict[tuple[str, datetime], list[str]] = {}
+    for record in records:
+        start = epoch + (record.source_timestamp - epoch) // window * window
+        groups.setdefault((record.table, start), []).append(record.to_json_line())
+    for (table, start), lines in groups.items():
+        landing.write_file(
+            f"{table}/{start:%Y-%m-%d}/{start:%H%M}-mind.jsonl", ("\n".join(lines) + "\n").encode()
+        )
+    return len(groups)
