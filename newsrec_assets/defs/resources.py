@@ -12,6 +12,8 @@ import dagster as dg
 
 from newsrec_assets.resources.artifacts import ArtifactStore, GCSArtifactStore, LocalArtifactStore
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
+from newsrec_assets.resources.online_store.base import OnlineStore
+from newsrec_assets.resources.recent_clicks import RecentClicks, SQLiteRecentClicks
 from newsrec_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from newsrec_assets.settings import Environment, local_paths
 
@@ -55,10 +57,37 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         return LocalArtifactStore(self.root or local_paths().artifacts)
 
 
-def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResource]:
-    """The resources for one environment; the only place that knows the difference."""
-    from newsrec_assets.defs.features.dbt import dbt_resource
+class OnlineStoreResource(dg.ConfigurableResource):
+    """Where the served lists live: SQLite in WAL mode (embedded) or Redis (networked)."""
 
+    kind: Literal["sqlite", "redis"] = "sqlite"
+    sqlite_path: str = ""
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "newsrec"
+
+    def get(self) -> OnlineStore:
+        from newsrec_assets.resources.online_store import RedisOnlineStore, SQLiteOnlineStore
+
+        if self.kind == "redis":
+            return RedisOnlineStore(self.redis_url, prefix=self.redis_prefix)
+        return SQLiteOnlineStore(self.sqlite_path or local_paths().online_store)
+
+
+class SpeedStateResource(dg.ConfigurableResource):
+    """The speed layer's own small state: clicks that arrived since the last batch publish."""
+
+    sqlite_path: str = ""
+
+    def get(self) -> RecentClicks:
+        return SQLiteRecentClicks(self.sqlite_path or local_paths().home / "speed_state.sqlite")
+
+
+def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResource]:
+    """The resources for one environment; the only place that knows the difference.
+
+    dbt's resource is added by the main code location only (see `features.dbt.dbt_resource`), so
+    the light speed-layer location never imports dbt.
+    """
     if environment == "prod":
         return {
             "landing": LandingZoneResource(
@@ -68,17 +97,22 @@ def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResour
                 gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
             ),
             "warehouse": WarehouseResource(),
+            "online_store": OnlineStoreResource(
+                kind="redis",
+                redis_url=dg.EnvVar("NEWSREC_REDIS_URL").get_value() or "redis://127.0.0.1:6379/0",
+            ),
+            "speed_state": SpeedStateResource(),
             "artifacts": ArtifactStoreResource(
                 kind="gcs",
                 bucket=dg.EnvVar("NEWSREC_ARTIFACT_BUCKET").get_value() or "",
                 gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
             ),
-            "dbt": dbt_resource(),
         }
     paths = local_paths()
     return {
         "landing": LandingZoneResource(kind="local", root=str(paths.landing)),
         "warehouse": WarehouseResource(duckdb_path=str(paths.warehouse)),
         "artifacts": ArtifactStoreResource(kind="local", root=str(paths.artifacts)),
-        "dbt": dbt_resource(duckdb_path=str(paths.warehouse)),
+        "online_store": OnlineStoreResource(kind="sqlite", sqlite_path=str(paths.online_store)),
+        "speed_state": SpeedStateResource(sqlite_path=str(paths.home / "speed_state.sqlite")),
     }

@@ -30,8 +30,8 @@ class LandingZone(ABC):
     """Lists and reads landed change-record files."""
 
     @abstractmethod
-    def list_files(self) -> Iterator[LandingFile]:
-        """Every complete `.jsonl` file in the zone, in no particular order."""
+    def list_files(self, prefix: str = "") -> Iterator[LandingFile]:
+        """Every complete `.jsonl` file in the zone (under `prefix`, e.g. `articles/`), unordered."""
 
     @abstractmethod
     def read_bytes(self, path: str) -> bytes:
@@ -41,9 +41,9 @@ class LandingZone(ABC):
     def write_file(self, path: str, content: bytes) -> None:
         """Land a file atomically (used by the API's event intake and the simulator's tests)."""
 
-    def new_files(self, after: tuple[int, str] | None) -> list[LandingFile]:
+    def new_files(self, after: tuple[int, str] | None, prefix: str = "") -> list[LandingFile]:
         """Files that landed after a (landed_at_ns, path) cursor, oldest first."""
-        files = sorted(self.list_files())
+        files = sorted(self.list_files(prefix))
         if after is None:
             return files
         return [file for file in files if (file.landed_at_ns, file.path) > after]
@@ -55,10 +55,11 @@ class LocalLandingZone(LandingZone):
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
 
-    def list_files(self) -> Iterator[LandingFile]:
-        if not self.root.exists():
+    def list_files(self, prefix: str = "") -> Iterator[LandingFile]:
+        top = self.root / prefix
+        if not top.exists():
             return
-        for directory, _, names in os.walk(self.root):
+        for directory, _, names in os.walk(top):
             for name in names:
                 if not name.endswith(".jsonl"):
                     continue
@@ -93,9 +94,9 @@ class GCSLandingZone(LandingZone):
     def _blob_name(self, path: str) -> str:
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def list_files(self) -> Iterator[LandingFile]:
+    def list_files(self, prefix: str = "") -> Iterator[LandingFile]:
         start = len(self.prefix) + 1 if self.prefix else 0
-        for blob in self._bucket.client.list_blobs(self._bucket, prefix=self.prefix or None):
+        for blob in self._bucket.client.list_blobs(self._bucket, prefix=self._blob_name(prefix)):
             if blob.name.endswith(".jsonl"):
                 yield LandingFile(
                     landed_at_ns=int(blob.updated.timestamp() * 1e9),

@@ -15,7 +15,7 @@ from dagster_dbt.dbt_project import using_dagster_dev
 from newsrec_assets.defs.automation import batch_automation_condition
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
-from newsrec_assets.settings import DBT_PROJECT_DIR, get_environment
+from newsrec_assets.settings import DBT_PROJECT_DIR, get_environment, local_paths
 
 GROUP = "features"
 
@@ -38,11 +38,11 @@ def dbt_project() -> DbtProject:
     return project
 
 
-def dbt_resource(duckdb_path: str | None = None) -> DbtCliResource:
+def dbt_resource() -> DbtCliResource:
     """The dbt CLI; the `local` profile reads the DuckDB file from NEWSREC_DUCKDB_PATH."""
-    if duckdb_path:
+    if get_environment() == "local":
         # dbt runs as a subprocess that inherits the environment; this is how its profile learns the path.
-        os.environ["NEWSREC_DUCKDB_PATH"] = duckdb_path
+        os.environ.setdefault("NEWSREC_DUCKDB_PATH", str(local_paths().warehouse))
     return DbtCliResource(project_dir=dbt_project(), dbt_executable=DBT_EXECUTABLE)
 
 

@@ -1,0 +1,150 @@
+"""Turning user histories into ranked lists, shared by the batch and the speed layer (numpy only).
+
+The batch layer writes a `ServingSnapshot` next to the lists it publishes: the news vectors of the
+catalogue, the live candidates, every user's click history and the numpy user encoder. The speed
+layer loads it (no torch, no warehouse) and recomputes one user's list from that history plus the
+clicks that arrived since.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from newsrec_assets.domain.ranking import top_k_scores
+from newsrec_assets.domain.user_encoding import encode_users_numpy, load_user_encoder_params
+
+SNAPSHOT_ARRAYS = "snapshot.npz"
+SNAPSHOT_META = "snapshot.json"
+USER_ENCODER = "user_encoder.npz"
+NO_ARTICLE = -1
+
+
+@dataclass
+class ServingSnapshot:
+    """Everything the speed layer needs to recompute a list, as of the batch that wrote it."""
+
+    model_version: str
+    watermark: datetime  # newest behaviour event the batch accounted for
+    article_ids: np.ndarray  # articles (str): every article a history may reference
+    news_vectors: np.ndarray  # articles, dim (float32)
+    published_at_us: np.ndarray  # articles (int64 microseconds)
+    candidate_rows: np.ndarray  # live candidates: rows into article_ids
+    user_ids: np.ndarray  # users (str)
+    history_rows: np.ndarray  # users, max_history (int32 rows, NO_ARTICLE padded, newest first)
+    encoder_params: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        self._article_row = {a: i for i, a in enumerate(self.article_ids.tolist())}
+        self._user_row = {u: i for i, u in enumerate(self.user_ids.tolist())}
+
+    @property
+    def max_history(self) -> int:
+        return self.history_rows.shape[1]
+
+    def article_rows(self, article_ids: Sequence[str]) -> np.ndarray:
+        return np.array([self._article_row.get(a, NO_ARTICLE) for a in article_ids], dtype=np.int64)
+
+    def history_of(self, user_id: str) -> list[int]:
+        """The user's clicked article rows as of the batch, newest first."""
+        row = self._user_row.get(user_id)
+        if row is None:
+            return []
+        rows = self.history_rows[row]
+        return rows[rows != NO_ARTICLE].tolist()
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            folder / SNAPSHOT_ARRAYS,
+            article_ids=self.article_ids.astype(str),
+            news_vectors=self.news_vectors,
+            published_at_us=self.published_at_us,
+            candidate_rows=self.candidate_rows,
+            user_ids=self.user_ids.astype(str),
+            history_rows=self.history_rows,
+        )
+        np.savez(folder / USER_ENCODER, **self.encoder_params)
+        meta = {"model_version": self.model_version, "watermark": self.watermark.isoformat()}
+        (folder / SNAPSHOT_META).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, folder: Path) -> ServingSnapshot:
+        meta = json.loads((folder / SNAPSHOT_META).read_text())
+        with np.load(folder / SNAPSHOT_ARRAYS) as arrays:
+            return cls(
+                model_version=meta["model_version"],
+                watermark=datetime.fromisoformat(meta["watermark"]),
+                article_ids=arrays["article_ids"].astype(object),
+                news_vectors=arrays["news_vectors"],
+                published_at_us=arrays["published_at_us"],
+                candidate_rows=arrays["candidate_rows"],
+                user_ids=arrays["user_ids"].astype(object),
+                history_rows=arrays["history_rows"],
+                encoder_params=load_user_encoder_params(folder / USER_ENCODER),
+            )
+
+
+def encode_user_histories(
+    encoder_params: dict[str, np.ndarray],
+    news_vectors: np.ndarray,
+    history_rows: np.ndarray,
+    chunk: int = 8192,
+) -> np.ndarray:
+    """User vectors from padded histories of article rows (NO_ARTICLE = padding), chunk by chunk."""
+    users, dim = len(history_rows), news_vectors.shape[1]
+    user_vectors = np.zeros((users, dim), dtype=np.float32)
+    for start in range(0, users, chunk):
+        rows = history_rows[start : start + chunk]
+        mask = rows != NO_ARTICLE
+        history = news_vectors[np.where(mask, rows, 0)]  # chunk, max_history, dim
+        user_vectors[start : start + chunk] = encode_users_numpy(encoder_params, history, mask)
+    return user_vectors
+
+
+def clicked_candidates(history_rows: np.ndarray, candidate_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the candidate indices already clicked, as CSR (indptr, indices) for `top_k_scores`."""
+    position = np.full(max(int(candidate_rows.max(initial=-1)), int(history_rows.max(initial=-1))) + 2, -1)
+    position[candidate_rows] = np.arange(len(candidate_rows))
+    as_candidate = np.where(history_rows != NO_ARTICLE, position[history_rows], -1)
+    keep = as_candidate >= 0
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int64)
+    return indptr, as_candidate[keep].astype(np.int64)
+
+
+def rank_for_users(
+    user_vectors: np.ndarray,
+    candidate_vectors: np.ndarray,
+    history_rows: np.ndarray,
+    candidate_rows: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k candidates per user by dot product, leaving out what the user already clicked."""
+    indptr, indices = clicked_candidates(history_rows, candidate_rows)
+    return top_k_scores(user_vectors, candidate_vectors, k, exclude=(indptr, indices))
+
+
+def merge_history(batch_history: list[int], recent_rows: list[int], max_history: int) -> np.ndarray:
+    """Recent clicks (newest first) ahead of the batch history, each article once, padded."""
+    merged: list[int] = []
+    seen: set[int] = set()
+    for row in [*recent_rows, *batch_history]:
+        if row != NO_ARTICLE and row not in seen:
+            seen.add(row)
+            merged.append(row)
+    padded = np.full(max_history, NO_ARTICLE, dtype=np.int32)
+    padded[: min(len(merged), max_history)] = merged[:max_history]
+    return padded
+
+
+def to_microseconds(moments: np.ndarray) -> np.ndarray:
+    return np.asarray(moments, dtype="datetime64[us]").astype(np.int64)
+
+
+def from_microseconds(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1e6, tz=UTC)

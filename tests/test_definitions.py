@@ -1,0 +1,97 @@
+"""Both code locations load, show the whole lineage, and stay light to import."""
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from newsrec_assets.defs.automation import BATCH_WINDOW, cron_for_window
+
+
+@pytest.fixture(scope="module")
+def main_defs():
+    from newsrec_assets.definitions import defs
+
+    return defs
+
+
+@pytest.fixture(scope="module")
+def speed_defs():
+    from newsrec_assets.speed_definitions import defs
+
+    return defs
+
+
+def test_main_location_has_the_whole_batch_lineage(main_defs):
+    graph = main_defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    for expected in [
+        "raw/cdc_articles",
+        "raw/cdc_user_article_views",
+        "raw/cdc_impressions",
+        "raw/cdc_quarantine",
+        "stg_newsapp__user_article_views",
+        "int_view_events",
+        "current_articles",
+        "article_features",
+        "user_click_histories",
+        "training_impressions",
+        "view_events",
+        "text_encoder",
+        "article_embeddings",
+        "naml_model",
+        "published_model",
+        "batch_recommendations",
+    ]:
+        assert expected in keys
+    # dbt sources resolve onto the ingestion assets: staging depends on the raw CDC log
+    staging = graph.get(dg.AssetKey("stg_newsapp__user_article_views"))
+    assert dg.AssetKey(["raw", "cdc_user_article_views"]) in staging.parent_keys
+    groups = {graph.get(dg.AssetKey(k)).group_name for k in ["current_articles", "naml_model", "text_encoder"]}
+    assert groups == {"features", "model", "embeddings"}
+
+
+def test_dbt_tests_are_asset_checks_and_model_evaluation_blocks(main_defs):
+    graph = main_defs.resolve_asset_graph()
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert ("view_events", "unique_view_events_event_id") in checks
+    assert ("naml_model", "beats_popularity_on_holdout") in checks
+    spec = next(
+        spec
+        for spec in graph.get(dg.AssetKey("naml_model")).assets_def.check_specs
+        if spec.name == "beats_popularity_on_holdout"
+    )
+    assert spec.blocking
+
+
+def test_the_batch_cadence_is_a_visible_freshness_policy_with_a_derived_condition(main_defs):
+    node = main_defs.resolve_asset_graph().get(dg.AssetKey("batch_recommendations"))
+    policy = node.freshness_policy
+    assert policy is not None and policy.fail_window.to_timedelta() == BATCH_WINDOW
+    assert "*/30 * * * *" in str(node.automation_condition.get_label() or node.automation_condition)
+    assert cron_for_window(timedelta(minutes=30)) == "*/30 * * * *"
+    assert cron_for_window(timedelta(hours=2)) == "0 */2 * * *"
+    with pytest.raises(ValueError):
+        cron_for_window(timedelta(minutes=7))
+
+
+def test_sensors_are_present_and_running_by_default(main_defs, speed_defs):
+    main_sensors = {s.name for s in main_defs.sensors}
+    speed_sensors = {s.name: s for s in speed_defs.sensors}
+    assert {"landing_files_sensor", "batch_automation_sensor"} <= main_sensors
+    assert {"speed_layer_sensor", "new_articles_sensor"} <= set(speed_sensors)
+    assert speed_sensors["speed_layer_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_code_locations_import_without_torch_transformers_or_dbt_in_the_speed_path():
+    probe = (
+        "import sys, newsrec_assets.speed_definitions;"
+        "heavy = [m for m in ('torch', 'transformers', 'dbt', 'dagster_dbt') if m in sys.modules];"
+        "import newsrec_assets.definitions;"
+        "heavy_main = [m for m in ('torch', 'transformers') if m in sys.modules];"
+        "print(heavy, heavy_main)"
+    )
+    output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[] []"
