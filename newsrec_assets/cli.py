@@ -216,3 +216,61 @@ def import_mind(news_path: Path, behaviors_path: Path, landing: Path, window_min
     records, report = convert(news_path, behaviors_path)
     files = write_landing_files(records, LocalLandingZone(landing), window_minutes)
     click.echo(json.dumps(report.as_dict() | {"records": len(records), "files": files}, indent=2))
+
+
+@main.command()
+@click.option("--users", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--articles", type=click.IntRange(min=10), default=3000, show_default=True)
+@click.option("--days", type=click.FloatRange(min=0.01), default=7.0, show_default=True)
+@click.option(
+    "--serve/--no-serve",
+    default=True,
+    show_default=True,
+    help="Keep Dagster, the API and the live app running.",
+)
+@click.option("--ui-port", type=int, default=3000, show_default=True)
+@click.option("--api-port", type=int, default=8000, show_default=True)
+@click.option("--live-rate", type=float, default=2.0, show_default=True, help="Live view events per second.")
+def demo(
+    users: int, articles: int, days: float, serve: bool, ui_port: int, api_port: int, live_rate: float
+) -> None:
+    """The whole system on this laptop: simulate, materialise the graph once, then run it live.
+
+    1. simulates the news app's history (unless $NEWSREC_HOME/landing already holds it);
+    2. materialises every asset once (ingestion, dbt, encoder, embeddings, NAML, batch lists);
+    3. runs `dagster dev` (UI, sensors, automation), the API and the live app together until Ctrl-C.
+    """
+    import time
+
+    from newsrec_assets.orchestration import ensure_dagster_home, materialize_selection, warehouse_summary
+
+    paths = local_paths()
+    ensure_dagster_home()
+    started = time.perf_counter()
+    if not any(paths.landing.rglob("*.jsonl")) if paths.landing.exists() else True:
+        click.secho(
+            f"1/3 simulating {users} users, {articles} articles, {days} days -> {paths.landing}", bold=True
+        )
+        ctx = click.get_current_context()
+        ctx.invoke(
+            simulate,
+            users=users,
+            articles=articles,
+            days=days,
+            landing=paths.landing,
+            ground_truth=paths.ground_truth,
+            at_least_once=True,
+        )
+    else:
+        click.secho(f"1/3 reusing the simulated history in {paths.landing}", bold=True)
+    click.secho("2/3 materialising the whole asset graph once", bold=True)
+    result = materialize_selection("*")
+    click.echo(json.dumps(warehouse_summary(paths.warehouse), indent=2))
+    click.echo(f"materialised in {time.perf_counter() - started:.0f} s; success: {result.success}")
+    if not result.success:
+        raise SystemExit(1)
+    if serve:
+        from newsrec_assets.orchestration import run_live_demo
+
+        click.secho("3/3 running Dagster, the API and the live news app (Ctrl-C stops everything)", bold=True)
+        run_live_demo(ui_port=ui_port, api_port=api_port, live_rate=live_rate)

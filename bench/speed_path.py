@@ -1,0 +1,285 @@
+"""Speed path: a view event lands, the speed-layer sensor runs, and the API serves the new list.
+
+Needs a published batch in `$NEWSREC_HOME` (run `make demo` or `newsrec demo --no-serve` first).
+It starts its own `dagster dev` (fresh DAGSTER_HOME, so the sensors start from the present) and the
+API on free loopback ports, posts view events through `POST /v1/events` (which lands them as
+change records), and polls `GET /v1/users/{id}/recommendations` until the list's layer is `speed`
+and its watermark covers the event. Latency = list first served - event file landed.
+
+Standalone: `python -m bench.speed_path --events 100`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-speed-path"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 2.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _post(url: str, body: dict) -> int:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": API_KEY},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status
+
+
+class Stack:
+    """`dagster dev` and the API as child processes, stopped (whole process groups) on exit."""
+
+    def __init__(self, home: Path, log_dir: Path):
+        self.home, self.log_dir = home, log_dir
+        self.ui_port, self.api_port = _free_port(), _free_port()
+        self.children: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Stack:
+        bin_dir = Path(sys.executable).parent
+        dagster_home = Path(tempfile.mkdtemp(prefix="newsrec-speed-dagster-"))
+        shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        env = {
+            **os.environ,
+            "NEWSREC_HOME": str(self.home),
+            "DAGSTER_HOME": str(dagster_home),
+            "NEWSREC_API_KEYS": API_KEY,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "TQDM_DISABLE": "1",
+        }
+        commands = {
+            "dagster": [
+                str(bin_dir / "dagster"),
+                "dev",
+                "-w",
+                str(REPO_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.ui_port),
+            ],
+            "api": [
+                str(bin_dir / "uvicorn"),
+                "serving.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--log-level",
+                "warning",
+            ],
+        }
+        for name, command in commands.items():
+            log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            self.children.append(
+                subprocess.Popen(
+                    command,
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGINT)
+        for child in self.children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+def _now_ms() -> datetime:
+    """Now, to the millisecond: the landing format's timestamp precision."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _served_after(stack: Stack, user_id: str, viewed_at: datetime, deadline: float) -> float | None:
+    """Poll until the user's list is a speed-layer list covering `viewed_at`; the time it was seen."""
+    while time.monotonic() < deadline:
+        try:
+            body = _get(f"{stack.api}/v1/users/{user_id}/recommendations?k=10")
+            provenance = body["provenance"]
+            if (
+                provenance["layer"] == "speed"
+                and datetime.fromisoformat(provenance["watermark"]) >= viewed_at
+            ):
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return None
+
+
+def measure(home: Path, events: int, spacing_s: float, log, timeout_s: float = 90.0, seed: int = 0) -> dict:
+    """Run the stack, post `events` view events `spacing_s` apart, and return the latencies."""
+    from newsrec_assets.domain.recommend import ServingSnapshot
+    from newsrec_assets.resources.artifacts import LocalArtifactStore
+
+    store = LocalArtifactStore(home / "artifacts")
+    version = store.latest("serving_snapshot")
+    if version is None:
+        raise RuntimeError(
+            f"no published batch in {home}: run `make demo` (or `newsrec demo --no-serve`) first"
+        )
+    snapshot = ServingSnapshot.load(store.fetch("serving_snapshot", version))
+    rng = random.Random(seed)
+    users = rng.sample(snapshot.user_ids.tolist(), events + 1)
+    candidates = snapshot.article_ids[snapshot.candidate_rows].tolist()
+
+    log_dir = Path(tempfile.mkdtemp(prefix="newsrec-speed-logs-"))
+    latencies: list[float] = []
+    missed = 0
+    with Stack(home, log_dir) as stack:
+        log(f"dagster dev on :{stack.ui_port}, API on :{stack.api_port}, logs in {log_dir}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                _get(f"{stack.api}/readyz")
+                break
+            except OSError:
+                time.sleep(0.5)
+        # Warm-up until one event is served: the daemon must start and the sensor tick once (its
+        # first tick only sets the cursor, so events posted before it are not the speed layer's).
+        log("warm-up events (wait for the daemon and the speed sensor's first tick)")
+        warm = users.pop()
+        deadline = time.monotonic() + 240
+        while True:
+            viewed_at = _now_ms()
+            _post(
+                f"{stack.api}/v1/events",
+                {"user_id": warm, "article_id": rng.choice(candidates), "viewed_at": viewed_at.isoformat()},
+            )
+            if _served_after(stack, warm, viewed_at, time.monotonic() + 20) is not None:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no warm-up event was ever served; see {log_dir}")
+
+        lock = threading.Lock()
+
+        def one(user_id: str) -> None:
+            nonlocal missed
+            viewed_at = _now_ms()
+            _post(
+                f"{stack.api}/v1/events",
+                {
+                    "user_id": user_id,
+                    "article_id": rng.choice(candidates),
+                    "viewed_at": viewed_at.isoformat(),
+                },
+            )
+            landed = time.monotonic()  # the API returns after the change-record file is in place
+            served = _served_after(stack, user_id, viewed_at, landed + timeout_s)
+            with lock:
+                if served is None:
+                    missed += 1
+                else:
+                    latencies.append(served - landed)
+
+        threads = []
+        for index, user_id in enumerate(users):
+            thread = threading.Thread(target=one, args=(user_id,), daemon=True)
+            thread.start()
+            threads.append(thread)
+            if index % 10 == 9:
+                log(f"{index + 1}/{len(users)} events posted, {len(latencies)} served so far")
+            time.sleep(spacing_s)
+        for thread in threads:
+            thread.join(timeout_s + 5)
+    values = np.array(latencies)
+    return {
+        "events": len(users),
+        "served": len(latencies),
+        "missed": missed,
+        "p50_s": float(np.percentile(values, 50)) if len(values) else None,
+        "p95_s": float(np.percentile(values, 95)) if len(values) else None,
+        "max_s": float(values.max()) if len(values) else None,
+        "mean_s": float(values.mean()) if len(values) else None,
+        "spacing_s": spacing_s,
+        "logs": str(log_dir),
+    }
+
+
+def run(ctx):
+    from bench.report import Figure, Outcome
+    from newsrec_assets.settings import local_paths
+
+    home = Path(ctx.option("speed_path.home", str(local_paths().home)))
+    events = ctx.size(100, 20, "speed_path.events")
+    result = measure(home, events, ctx.option("speed_path.spacing_s", 1.0), ctx.log)
+    return Outcome(
+        figures=[
+            Figure(
+                f"event landed → list served, p50 over {result['served']} events",
+                result["p50_s"],
+                "s",
+                8.0,
+                "at_most",
+            ),
+            Figure(
+                f"event landed → list served, p95 over {result['served']} events",
+                result["p95_s"],
+                "s",
+                15.0,
+                "at_most",
+            ),
+            Figure("events never served within 90 s", result["missed"], "events", 0, "at_most"),
+        ],
+        details=result,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, default=None, help="NEWSREC_HOME with a published batch")
+    parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--spacing", type=float, default=1.0, help="seconds between events")
+    args = parser.parse_args()
+    from newsrec_assets.settings import local_paths
+
+    home = args.home or local_paths().home
+    result = measure(home, args.events, args.spacing, lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
