@@ -49,7 +49,9 @@ def test_main_location_has_the_whole_batch_lineage(main_defs):
     # dbt sources resolve onto the ingestion assets: staging depends on the raw CDC log
     staging = graph.get(dg.AssetKey("stg_newsapp__user_article_views"))
     assert dg.AssetKey(["raw", "cdc_user_article_views"]) in staging.parent_keys
-    groups = {graph.get(dg.AssetKey(k)).group_name for k in ["current_articles", "naml_model", "text_encoder"]}
+    groups = {
+        graph.get(dg.AssetKey(k)).group_name for k in ["current_articles", "naml_model", "text_encoder"]
+    }
     assert groups == {"features", "model", "embeddings"}
 
 

@@ -27,8 +27,8 @@ API_KEY = "test-key"
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     """Simulate a small app, then materialise the whole batch graph once."""
-    from newsrec_assets.defs.features.dbt import dbt_resource
     from newsrec_assets.definitions import defs
+    from newsrec_assets.defs.features.dbt import dbt_resource
     from newsrec_assets.domain.simulator import SimulationConfig, simulate_history, write_history
 
     home = tmp_path_factory.mktemp("newsrec_home")
