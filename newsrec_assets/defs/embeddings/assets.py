@@ -96,7 +96,8 @@ def text_encoder(
     artifacts.get().set_latest(TEXT_ENCODER_KIND, version)
     context.log.info(
         f"encoder {version}: title retrieval precision@{config.retrieval_k} "
-        f"{report['retrieval_acc_before']:.3f} -> {report['retrieval_acc_after']:.3f} in {report['steps']} steps, {report['seconds']:.0f} s"
+        f"{report['retrieval_acc_before']:.3f} -> {report['retrieval_acc_after']:.3f} "
+        f"in {report['steps']} steps, {report['seconds']:.0f} s"
     )
     return dg.MaterializeResult(
         metadata={
