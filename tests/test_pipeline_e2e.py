@@ -146,3 +146,30 @@ def _newest_cursor(home) -> str:
 
     newest = max(LocalLandingZone(home / "landing").list_files("user_article_views/"))
     return f"{newest.landed_at_ns}:{newest.path}"
+
+
+def test_served_lists_are_shipped_back_as_impressions(pipeline):
+    from newsrec_assets.defs.ingestion.assets import api_exposures
+    from newsrec_assets.resources.landing import LocalLandingZone
+    from newsrec_assets.resources.warehouse import DuckDBWarehouse
+    from serving.core.config import Settings
+    from serving.main import create_app
+
+    home, resources, instance, _ = pipeline
+    settings = Settings(
+        sqlite_path=home / "online_store.sqlite", landing_dir=home / "landing", api_keys=[API_KEY]
+    )
+    with TestClient(create_app(settings)) as client:
+        served = client.get("/v1/users/u000003/recommendations", params={"k": 5}).json()
+    result = dg.materialize([api_exposures], resources=resources, instance=instance)
+    assert result.success
+    assert result.asset_materializations_for_node("api_exposures")[0].metadata["exposures_shipped"].value >= 1
+
+    DuckDBWarehouse(home / "warehouse.duckdb").ingest(LocalLandingZone(home / "landing"))
+    shown = DuckDBWarehouse(home / "warehouse.duckdb", read_only=True).query(
+        f"select article_id, position from raw.cdc_impressions where impression_id = '{served['request_id']}' "
+        "order by position"
+    )
+    assert shown["article_id"].to_pylist() == [item["article_id"] for item in served["items"]]
+    again = dg.materialize([api_exposures], resources=resources, instance=instance)
+    assert again.asset_materializations_for_node("api_exposures")[0].metadata["exposures_shipped"].value == 0
