@@ -167,8 +167,8 @@ def test_served_lists_are_shipped_back_as_impressions(pipeline):
 
     DuckDBWarehouse(home / "warehouse.duckdb").ingest(LocalLandingZone(home / "landing"))
     shown = DuckDBWarehouse(home / "warehouse.duckdb", read_only=True).query(
-        f"select article_id, position from raw.cdc_impressions where impression_id = '{served['request_id']}' "
-        "order by position"
+        "select article_id, position from raw.cdc_impressions "
+        f"where impression_id = '{served['request_id']}' order by position"
     )
     assert shown["article_id"].to_pylist() == [item["article_id"] for item in served["items"]]
     again = dg.materialize([api_exposures], resources=resources, instance=instance)
