@@ -1,0 +1,96 @@
+"""The ranking glue shared by the batch and speed layers, and the speed layer's recent-clicks state."""
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+from newsrec_assets.domain.recommend import (
+    NO_ARTICLE,
+    ServingSnapshot,
+    clicked_candidates,
+    encode_user_histories,
+    merge_history,
+    rank_for_users,
+)
+from newsrec_assets.resources.recent_clicks import SQLiteRecentClicks
+
+
+def encoder_params(dim: int) -> dict[str, np.ndarray]:
+    import torch
+
+    from newsrec_assets.domain.naml import NamlConfig, NamlModel, user_encoder_numpy_params
+
+    torch.manual_seed(0)
+    return user_encoder_numpy_params(NamlModel(NamlConfig(news_dim=dim)))
+
+
+def test_clicked_candidates_maps_history_rows_to_candidate_positions():
+    history = np.array([[5, 2, NO_ARTICLE], [7, NO_ARTICLE, NO_ARTICLE], [NO_ARTICLE] * 3], dtype=np.int32)
+    candidates = np.array([2, 3, 5, 9])
+    indptr, indices = clicked_candidates(history, candidates)
+    per_user = [indices[indptr[u] : indptr[u + 1]].tolist() for u in range(3)]
+    assert per_user == [
+        [2, 0],
+        [],
+        [],
+    ]  # article 5 is candidate 2, article 2 is candidate 0; 7 is no candidate
+
+
+def test_rank_for_users_leaves_out_clicked_articles_and_ranks_by_dot_product():
+    news = np.eye(4, dtype=np.float32)
+    users = np.array([[4, 3, 2, 1], [1, 2, 3, 4]], dtype=np.float32)
+    history = np.array([[0, NO_ARTICLE], [NO_ARTICLE, NO_ARTICLE]], dtype=np.int32)
+    candidates = np.arange(4)
+    index, scores = rank_for_users(users, news[candidates], history, candidates, k=3)
+    assert index[0].tolist() == [1, 2, 3]  # article 0 was clicked
+    assert index[1].tolist() == [3, 2, 1]
+    assert scores[1].tolist() == [4, 3, 2]
+
+
+def test_merge_history_puts_new_clicks_first_once_and_pads():
+    merged = merge_history([4, 7, 9], [7, 2, NO_ARTICLE], max_history=4)
+    assert merged.tolist() == [7, 2, 4, 9]
+    assert merge_history([], [], 3).tolist() == [NO_ARTICLE] * 3
+    assert merge_history(list(range(10)), [42], 3).tolist() == [42, 0, 1]
+
+
+def test_snapshot_round_trips_and_encodes_like_the_model(tmp_path):
+    rng = np.random.default_rng(0)
+    params = encoder_params(8)
+    snapshot = ServingSnapshot(
+        model_version="naml-test",
+        watermark=datetime(2026, 11, 20, 10, tzinfo=UTC),
+        article_ids=np.array(["a1", "a2", "a3"], dtype=object),
+        news_vectors=rng.normal(size=(3, 8)).astype(np.float32),
+        published_at_us=np.array([1, 2, 3], dtype=np.int64),
+        candidate_rows=np.array([1, 2]),
+        user_ids=np.array(["u1", "u2"], dtype=object),
+        history_rows=np.array([[0, 2], [NO_ARTICLE, NO_ARTICLE]], dtype=np.int32),
+        encoder_params=params,
+    )
+    snapshot.save(tmp_path)
+    loaded = ServingSnapshot.load(tmp_path)
+    assert loaded.model_version == "naml-test" and loaded.watermark == snapshot.watermark
+    assert (
+        loaded.history_of("u1") == [0, 2] and loaded.history_of("u2") == [] and loaded.history_of("zz") == []
+    )
+    assert loaded.article_rows(["a3", "nope"]).tolist() == [2, NO_ARTICLE]
+    vectors = encode_user_histories(loaded.encoder_params, loaded.news_vectors, loaded.history_rows, chunk=1)
+    from newsrec_assets.domain.user_encoding import encode_users_numpy
+
+    expected = encode_users_numpy(params, snapshot.news_vectors[[[0, 2]]], np.array([[True, True]]))
+    np.testing.assert_allclose(vectors[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert np.allclose(vectors[1], 0)  # no history, no user vector
+
+
+def test_recent_clicks_are_kept_once_per_click_and_forgotten_after_a_batch(tmp_path):
+    clicks = SQLiteRecentClicks(tmp_path / "speed.sqlite")
+    clicks.add([("u1", "a1", 100), ("u1", "a2", 300), ("u2", "a1", 200), ("u1", "a1", 100)])
+    assert clicks.since(["u1", "u2", "u3"], after_us=0) == {
+        "u1": [("a2", 300), ("a1", 100)],
+        "u2": [("a1", 200)],
+        "u3": [],
+    }
+    assert clicks.since(["u1"], after_us=150) == {"u1": [("a2", 300)]}
+    assert clicks.forget_before(200) == 2
+    assert clicks.since(["u1", "u2"], after_us=0) == {"u1": [("a2", 300)], "u2": []}
