@@ -97,3 +97,28 @@ def test_code_locations_import_without_torch_transformers_or_dbt_in_the_speed_pa
     )
     output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[] []"
+
+
+def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs):
+    """After a cron tick, fresh features alone request the batch lists; the model is daily."""
+    from datetime import UTC, datetime
+
+    from dagster._core.test_utils import freeze_time
+
+    instance = dg.DagsterInstance.ephemeral()
+    every_key = list(main_defs.resolve_asset_graph().get_all_asset_keys())
+    slower = {dg.AssetKey("published_model"), dg.AssetKey("naml_model"), dg.AssetKey("text_encoder")}
+
+    def materialized(keys):
+        for key in keys:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+    with freeze_time(datetime(2026, 11, 20, 10, 5, tzinfo=UTC)):
+        materialized(every_key)
+        cursor = dg.evaluate_automation_conditions(main_defs, instance).cursor
+    with freeze_time(datetime(2026, 11, 20, 10, 35, tzinfo=UTC)):  # after the 10:30 tick
+        materialized([key for key in every_key if key not in slower | {dg.AssetKey("batch_recommendations")}])
+        result = dg.evaluate_automation_conditions(main_defs, instance, cursor=cursor)
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
+    assert result.get_num_requested(dg.AssetKey("naml_model")) == 0
+    assert result.get_num_requested(dg.AssetKey("text_encoder")) == 0

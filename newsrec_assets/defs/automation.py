@@ -7,6 +7,7 @@ features and embeddings upstream) is computed from that same window.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
@@ -30,14 +31,13 @@ def cron_for_window(window: timedelta) -> str:
     raise ValueError(f"window {window} does not divide an hour or a day evenly")
 
 
-def batch_automation_condition() -> dg.AutomationCondition:
-    """Materialise once per batch window, after the upstream batch assets have been updated."""
-    return dg.AutomationCondition.on_cron(cron_for_window(BATCH_WINDOW))
+def batch_automation_condition(slower_deps: Sequence[str] = ()) -> dg.AutomationCondition:
+    """Materialise once per batch window, after the upstream batch assets have been updated.
 
-
-def batch_root_automation_condition() -> dg.AutomationCondition:
-    """For the first assets of the batch (no upstream batch asset): once per window, unconditionally."""
-    return (
-        dg.AutomationCondition.cron_tick_passed(cron_for_window(BATCH_WINDOW)).since_last_handled()
-        & ~dg.AutomationCondition.in_progress()
-    ).with_label(f"every {BATCH_WINDOW}")
+    `slower_deps` are upstream assets on a slower cadence (the daily model, the weekly encoder):
+    the batch uses their latest version and does not wait for them to be updated in this window.
+    """
+    condition = dg.AutomationCondition.on_cron(cron_for_window(BATCH_WINDOW))
+    if slower_deps:
+        condition = condition.ignore(dg.AssetSelection.assets(*slower_deps))
+    return condition

@@ -149,7 +149,7 @@ def fixed_size_vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
     deps=[text_encoder, dg.AssetKey("current_articles")],
     kinds={"pytorch", "duckdb"},
     pool=WAREHOUSE_WRITER_POOL,
-    automation_condition=batch_automation_condition(),
+    automation_condition=batch_automation_condition(slower_deps=["text_encoder"]),
 )
 def article_embeddings(
     context: dg.AssetExecutionContext,

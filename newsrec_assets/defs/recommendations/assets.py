@@ -40,7 +40,7 @@ class BatchRecommendationsConfig(dg.Config):
     ],
     kinds={"numpy", "sqlite"},
     freshness_policy=BATCH_FRESHNESS_POLICY,
-    automation_condition=batch_automation_condition(),
+    automation_condition=batch_automation_condition(slower_deps=["published_model"]),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,
