@@ -45,6 +45,7 @@ SMALL = NamlConfig(
     attention_dim=16,
     dropout=0.1,
     max_history=20,
+    use_prior=False,  # the popularity prior has its own tests (test_popularity.py)
 )
 
 
@@ -270,6 +271,20 @@ def test_save_and_load_round_trip(tmp_path, model):
     params = load_user_encoder_params(tmp_path / "naml")
     for name, value in user_encoder_numpy_params(model).items():
         np.testing.assert_array_equal(params[name], value)
+
+
+def test_models_saved_before_the_prior_still_load(tmp_path, model):
+    """Older artifacts have no use_prior key in config.json and no prior weights."""
+    import json
+
+    version = save_model(model, tmp_path / "naml")
+    meta_file = tmp_path / "naml" / "config.json"
+    meta = json.loads(meta_file.read_text())
+    for key in ("use_prior", "prior_hidden_dim", "prior_ctr_strength"):
+        del meta["naml_config"][key]
+    meta_file.write_text(json.dumps(meta))
+    loaded = load_model(tmp_path / "naml")
+    assert loaded.prior is None and model_version(loaded) == version
 
 
 def test_encode_news_numpy_matches_module(model):

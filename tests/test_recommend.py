@@ -7,10 +7,12 @@ import numpy as np
 from newsrec_assets.domain.recommend import (
     NO_ARTICLE,
     ServingSnapshot,
+    candidate_priors,
     clicked_candidates,
     encode_user_histories,
     merge_history,
     rank_for_users,
+    ranking_vectors,
 )
 from newsrec_assets.resources.recent_clicks import SQLiteRecentClicks
 
@@ -64,6 +66,7 @@ def test_snapshot_round_trips_and_encodes_like_the_model(tmp_path):
         news_vectors=rng.normal(size=(3, 8)).astype(np.float32),
         published_at_us=np.array([1, 2, 3], dtype=np.int64),
         candidate_rows=np.array([1, 2]),
+        candidate_priors=np.array([0.5, -0.25], dtype=np.float32),
         user_ids=np.array(["u1", "u2"], dtype=object),
         history_rows=np.array([[0, 2], [NO_ARTICLE, NO_ARTICLE]], dtype=np.int32),
         encoder_params=params,
@@ -71,6 +74,7 @@ def test_snapshot_round_trips_and_encodes_like_the_model(tmp_path):
     snapshot.save(tmp_path)
     loaded = ServingSnapshot.load(tmp_path)
     assert loaded.model_version == "naml-test" and loaded.watermark == snapshot.watermark
+    assert loaded.candidate_priors.tolist() == [0.5, -0.25]
     assert (
         loaded.history_of("u1") == [0, 2] and loaded.history_of("u2") == [] and loaded.history_of("zz") == []
     )
@@ -94,3 +98,12 @@ def test_recent_clicks_are_kept_once_per_click_and_forgotten_after_a_batch(tmp_p
     assert clicks.since(["u1"], after_us=150) == {"u1": [("a2", 300)]}
     assert clicks.forget_before(200) == 2
     assert clicks.since(["u1", "u2"], after_us=0) == {"u1": [("a2", 300)], "u2": []}
+
+
+def test_ranking_vectors_fold_the_prior_into_the_dot_product():
+    users = np.array([[1.0, 2.0]], dtype=np.float32)
+    news = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    priors = np.array([3.0, -1.0], dtype=np.float32)
+    ranking_users, ranking_news = ranking_vectors(users, news, priors)
+    np.testing.assert_allclose(ranking_users @ ranking_news.T, users @ news.T + priors)
+    assert candidate_priors(None, np.ones(2), np.zeros(2), np.zeros(2)).tolist() == [0.0, 0.0]

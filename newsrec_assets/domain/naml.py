@@ -15,6 +15,12 @@ Adapted from arXiv 1907.05576 to our setting:
 ``NewsEncoder`` and ``UserEncoder`` are separate modules so that the batch layer can precompute
 news vectors and the speed layer can encode users in numpy (``user_encoder_numpy_params`` +
 ``user_encoding.encode_users_numpy``).
+
+Optionally (``NamlConfig.use_prior``, on by default) a ``PopularityPrior`` adds a per-(article, time)
+score from the article's age and click-through rate so far, as in PP-Rec (Qi et al., 2021):
+``score = user . news + prior(article, t)``. It has a numpy twin (``prior_numpy_params`` +
+``popularity.prior_scores``); see ``popularity`` for the features and how serving folds the prior
+into the dot product.
 """
 
 from __future__ import annotations
@@ -27,14 +33,20 @@ import torch
 from torch import nn
 
 __all__ = [
+    "PRIOR_CONFIG_KEYS",
     "AdditiveAttention",
     "NamlConfig",
     "NamlModel",
     "NewsEncoder",
+    "PopularityPrior",
     "UserEncoder",
     "encode_news_numpy",
+    "prior_numpy_params",
     "user_encoder_numpy_params",
 ]
+
+# NamlConfig fields that only matter with the prior (left out of a prior-less model's version hash)
+PRIOR_CONFIG_KEYS = ("use_prior", "prior_hidden_dim", "prior_ctr_strength")
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class NamlConfig:
     attention_dim: int = 64  # hidden size of the additive attention layers
     dropout: float = 0.2
     max_history: int = 50
+    use_prior: bool = True  # add the popularity/recency prior to the dot product
+    prior_hidden_dim: int = 16  # hidden units of the prior's MLP
+    prior_ctr_strength: float = 10.0  # pseudo-impressions smoothing each article's CTR to the mean
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -152,14 +167,60 @@ class UserEncoder(nn.Module):
         return self.attention(history_news_vecs, mask)
 
 
+class PopularityPrior(nn.Module):
+    """Per-(article, time) click score from the article's age and CTR so far (PP-Rec style).
+
+    Input: raw features ``[age_hours, clicks, impressions]`` (``popularity.context_features``).
+    They become ``[log1p(age), logit(smoothed CTR), log1p(impressions)]``, standardised with
+    training statistics (buffers, set by ``fit_statistics``), then ``Linear -> ReLU -> Linear``.
+    The smoothing target (the training CTR) is a buffer too, so the weights file is complete.
+    """
+
+    n_features = 3
+
+    def __init__(self, config: NamlConfig) -> None:
+        super().__init__()
+        self.ctr_strength = float(config.prior_ctr_strength)
+        self.register_buffer("ctr_mean", torch.tensor(0.1))
+        self.register_buffer("feature_mean", torch.zeros(self.n_features))
+        self.register_buffer("feature_std", torch.ones(self.n_features))
+        self.hidden = nn.Linear(self.n_features, config.prior_hidden_dim)
+        self.out = nn.Linear(config.prior_hidden_dim, 1)
+        nn.init.zeros_(self.out.weight)  # starts as a constant: NAML alone until the prior learns
+        nn.init.zeros_(self.out.bias)
+
+    def model_features(self, raw: torch.Tensor) -> torch.Tensor:
+        """[..., 3] raw -> [..., 3] ``[log1p(age), logit(smoothed ctr), log1p(impressions)]``."""
+        raw = raw.float().clamp_min(0.0)
+        age, clicks, impressions = raw.unbind(-1)
+        ctr = (clicks + self.ctr_strength * self.ctr_mean) / (impressions + self.ctr_strength)
+        ctr = ctr.clamp(1e-6, 1.0 - 1e-6)
+        logit_ctr = torch.log(ctr) - torch.log1p(-ctr)
+        return torch.stack([torch.log1p(age), logit_ctr, torch.log1p(impressions)], dim=-1)  # ..., 3
+
+    @torch.no_grad()
+    def fit_statistics(self, raw: torch.Tensor, ctr_mean: float) -> None:
+        """Set the smoothing target and the standardisation from training rows [n, 3]."""
+        self.ctr_mean.fill_(float(ctr_mean))
+        features = self.model_features(raw)  # n, 3
+        self.feature_mean.copy_(features.mean(dim=0))
+        self.feature_std.copy_(features.std(dim=0).clamp_min(1e-3))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        """[..., 3] raw features -> [...] additive click scores."""
+        z = (self.model_features(raw) - self.feature_mean) / self.feature_std  # ..., 3
+        return self.out(torch.relu(self.hidden(z))).squeeze(-1)  # ...
+
+
 class NamlModel(nn.Module):
-    """NAML: news encoder, user encoder and dot-product click predictor."""
+    """NAML: news encoder, user encoder, dot-product click predictor and (optional) prior."""
 
     def __init__(self, config: NamlConfig | None = None) -> None:
         super().__init__()
         self.config = config or NamlConfig()
         self.news_encoder = NewsEncoder(self.config)
         self.user_encoder = UserEncoder(self.config)
+        self.prior = PopularityPrior(self.config) if self.config.use_prior else None
 
     def encode_news(
         self,
@@ -175,16 +236,27 @@ class NamlModel(nn.Module):
         """User vectors [batch, dim] from clicked news vectors [batch, H, dim] and mask [batch, H]."""
         return self.user_encoder(history_news_vecs, mask)
 
+    def prior_score(self, prior_features: torch.Tensor) -> torch.Tensor:
+        """Additive prior per (article, time): raw features [..., 3] -> [...]."""
+        if self.prior is None:
+            raise ValueError("this model has no prior (NamlConfig.use_prior is False)")
+        return self.prior(prior_features)
+
     @staticmethod
-    def score(user_vecs: torch.Tensor, news_vecs: torch.Tensor) -> torch.Tensor:
-        """Dot-product click scores.
+    def score(
+        user_vecs: torch.Tensor, news_vecs: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Dot-product click scores, plus the candidates' prior scores when given.
 
         ``user_vecs`` [batch, dim] with ``news_vecs`` [batch, C, dim] (per-user candidates) gives
-        [batch, C]; with ``news_vecs`` [n, dim] (shared candidates) gives [batch, n].
+        [batch, C]; with ``news_vecs`` [n, dim] (shared candidates) gives [batch, n]. ``prior``
+        ([batch, C] or [n], from ``prior_score``) is added to each candidate's score.
         """
         if news_vecs.dim() == 3:
-            return torch.einsum("bd,bcd->bc", user_vecs, news_vecs)  # batch, C
-        return user_vecs @ news_vecs.T  # batch, n
+            scores = torch.einsum("bd,bcd->bc", user_vecs, news_vecs)  # batch, C
+        else:
+            scores = user_vecs @ news_vecs.T  # batch, n
+        return scores if prior is None else scores + prior
 
     def forward(
         self,
@@ -195,6 +267,7 @@ class NamlModel(nn.Module):
         candidate_idx: torch.Tensor,
         history_idx: torch.Tensor,
         history_mask: torch.Tensor,
+        candidate_prior_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training forward pass over a batch that shares one table of articles.
 
@@ -204,6 +277,8 @@ class NamlModel(nn.Module):
             candidate_idx: [batch, 1 + K] indices into those U articles.
             history_idx: [batch, H] indices into those U articles (any valid index at padding).
             history_mask: [batch, H] true for real clicks.
+            candidate_prior_features: [batch, 1 + K, 3] raw prior features of each candidate at
+                the impression's time; required when the model has a prior, ignored otherwise.
 
         Returns:
             logits [batch, 1 + K].
@@ -212,7 +287,12 @@ class NamlModel(nn.Module):
         candidates = news[candidate_idx]  # batch, 1 + K, dim
         history = news[history_idx]  # batch, H, dim
         users = self.encode_user(history, history_mask)  # batch, dim
-        return self.score(users, candidates)  # batch, 1 + K
+        prior = None
+        if self.prior is not None:
+            if candidate_prior_features is None:
+                raise ValueError("a model with a prior needs candidate_prior_features")
+            prior = self.prior(candidate_prior_features)  # batch, 1 + K
+        return self.score(users, candidates, prior)  # batch, 1 + K
 
 
 def user_encoder_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
@@ -222,6 +302,27 @@ def user_encoder_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
         "proj_weight": attention.proj.weight.detach().cpu().numpy().astype(np.float32).copy(),  # att, dim
         "proj_bias": attention.proj.bias.detach().cpu().numpy().astype(np.float32).copy(),  # att
         "query": attention.query.detach().cpu().numpy().astype(np.float32).copy(),  # att
+    }
+
+
+def prior_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
+    """The prior's weights as float32 arrays for ``popularity.prior_scores`` (``PARAM_NAMES``)."""
+    prior = model.prior
+    if prior is None:
+        raise ValueError("this model has no prior (NamlConfig.use_prior is False)")
+
+    def array(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().astype(np.float32).copy()
+
+    return {
+        "ctr_mean": array(prior.ctr_mean),  # scalar
+        "ctr_strength": np.asarray(prior.ctr_strength, dtype=np.float32),  # scalar
+        "feature_mean": array(prior.feature_mean),  # 3
+        "feature_std": array(prior.feature_std),  # 3
+        "hidden_weight": array(prior.hidden.weight),  # hidden, 3
+        "hidden_bias": array(prior.hidden.bias),  # hidden
+        "out_weight": array(prior.out.weight)[0],  # hidden
+        "out_bias": array(prior.out.bias)[0],  # scalar
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newsrec_assets.domain.popularity import augment_news_vectors, augment_user_vectors, prior_scores
 from newsrec_assets.domain.ranking import top_k_scores
 from newsrec_assets.domain.user_encoding import encode_users_numpy, load_user_encoder_params
 
@@ -35,6 +36,7 @@ class ServingSnapshot:
     news_vectors: np.ndarray  # articles, dim (float32)
     published_at_us: np.ndarray  # articles (int64 microseconds)
     candidate_rows: np.ndarray  # live candidates: rows into article_ids
+    candidate_priors: np.ndarray  # candidates (float32): the popularity/recency prior at batch time
     user_ids: np.ndarray  # users (str)
     history_rows: np.ndarray  # users, max_history (int32 rows, NO_ARTICLE padded, newest first)
     encoder_params: dict[str, np.ndarray]
@@ -66,6 +68,7 @@ class ServingSnapshot:
             news_vectors=self.news_vectors,
             published_at_us=self.published_at_us,
             candidate_rows=self.candidate_rows,
+            candidate_priors=self.candidate_priors,
             user_ids=self.user_ids.astype(str),
             history_rows=self.history_rows,
         )
@@ -84,6 +87,7 @@ class ServingSnapshot:
                 news_vectors=arrays["news_vectors"],
                 published_at_us=arrays["published_at_us"],
                 candidate_rows=arrays["candidate_rows"],
+                candidate_priors=arrays["candidate_priors"],
                 user_ids=arrays["user_ids"].astype(object),
                 history_rows=arrays["history_rows"],
                 encoder_params=load_user_encoder_params(folder / USER_ENCODER),
@@ -127,6 +131,28 @@ def rank_for_users(
     """Top-k candidates per user by dot product, leaving out what the user already clicked."""
     indptr, indices = clicked_candidates(history_rows, candidate_rows)
     return top_k_scores(user_vectors, candidate_vectors, k, exclude=(indptr, indices))
+
+
+def candidate_priors(
+    prior_params: dict[str, np.ndarray] | None,
+    age_hours: np.ndarray,
+    clicks: np.ndarray,
+    impressions: np.ndarray,
+) -> np.ndarray:
+    """The model's additive popularity/recency prior per candidate (zeros for a model without one)."""
+    if prior_params is None:
+        return np.zeros(len(age_hours), dtype=np.float32)
+    raw = np.stack([age_hours, clicks, impressions], axis=1).astype(np.float32)
+    return prior_scores(prior_params, raw).astype(np.float32)
+
+
+def ranking_vectors(user_vectors: np.ndarray, news_vectors: np.ndarray, priors: np.ndarray):
+    """Vectors whose dot product is the model's score, prior included: ([u, 1], [n, prior]).
+
+    Stored user vectors and article vectors in the online store are in this form, so the API can
+    score an article published after a list was computed with one dot product.
+    """
+    return augment_user_vectors(user_vectors), augment_news_vectors(news_vectors, priors)
 
 
 def merge_history(batch_history: list[int], recent_rows: list[int], max_history: int) -> np.ndarray:

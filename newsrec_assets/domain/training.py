@@ -8,11 +8,16 @@ Input is plain numpy/python so that the use-case layer can feed it from any ware
   article row, clicked, split ``train``/``validation``).
 - ``histories``: per impression id, the article rows the user clicked before that impression,
   newest last (``build_click_histories`` derives them from a click log).
+- ``prior_features`` (when the model has the popularity/recency prior): per impression row, the
+  raw ``[age_hours, clicks, impressions]`` of its article at the impression's time
+  (``popularity.context_features``); the prior's score is added to each candidate's logit.
 
 Each click in a train impression becomes one sample: the clicked article plus K negatives drawn
 from the same impression's non-clicked articles (real exposures), topped up with random catalogue
 articles when the impression has fewer than K. Loss: softmax cross-entropy over the 1 + K
-candidates, as in the NAML paper.
+candidates, as in the NAML paper. With the prior, the random top-up articles have no features at
+the impression's time, so they are masked out of the softmax: a click is compared with what was
+actually shown next to it.
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from newsrec_assets.domain.metrics import evaluate_impressions, to_seconds
-from newsrec_assets.domain.naml import NamlConfig, NamlModel, encode_news_numpy, user_encoder_numpy_params
+from newsrec_assets.domain.naml import (
+    PRIOR_CONFIG_KEYS,
+    NamlConfig,
+    NamlModel,
+    encode_news_numpy,
+    prior_numpy_params,
+    user_encoder_numpy_params,
+)
+from newsrec_assets.domain.popularity import save_prior_params
 from newsrec_assets.domain.torch_utils import seed_everything, torch_threads
 from newsrec_assets.domain.user_encoding import MODEL_CONFIG_FILE, save_user_encoder_params
 
@@ -111,7 +124,7 @@ class TrainConfig:
     """Optimisation settings (the model's sizes live in ``NamlConfig``)."""
 
     negatives: int = 4  # K
-    batch_size: int = 64
+    batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_epochs: int = 10
@@ -267,12 +280,17 @@ def score_impressions(
     history_mask: np.ndarray,
     batch_size: int = 2048,
     news_vecs: np.ndarray | None = None,
+    prior_features: np.ndarray | None = None,
 ) -> np.ndarray:
     """Model scores for impression rows (eval mode, no gradients).
 
     ``impression_codes`` index into ``history_rows``/``history_mask`` ([G, H]); ``article_rows``
-    index into ``articles``. Returns float32 [n_rows].
+    index into ``articles``. A model with a prior needs ``prior_features`` [n_rows, 3] (each row's
+    article at the row's time, ``popularity.context_features``); its prior is added to the dot
+    product. Returns float32 [n_rows].
     """
+    if model.prior is not None and prior_features is None:
+        raise ValueError("this model has a prior: pass prior_features for the rows to score")
     if news_vecs is None:
         news_vecs = encode_news_numpy(
             model, articles.title_vecs, articles.body_vecs, articles.cat_ids, articles.subcat_ids
@@ -282,15 +300,20 @@ def score_impressions(
     users = np.zeros((len(history_rows), model.config.news_dim), dtype=np.float32)
     needed = np.unique(impression_codes)
     news_t = torch.as_tensor(news_vecs)
+    prior = np.zeros(len(article_rows), dtype=np.float32)
     try:
         with torch.inference_mode():
             for s in range(0, len(needed), batch_size):
                 idx = needed[s : s + batch_size]
                 hist = news_t[torch.as_tensor(history_rows[idx])]  # batch, H, dim
                 users[idx] = model.encode_user(hist, torch.as_tensor(history_mask[idx])).numpy()
+            if model.prior is not None:
+                features = torch.as_tensor(np.asarray(prior_features, dtype=np.float32))  # n_rows, 3
+                prior = model.prior_score(features).numpy()
     finally:
         model.train(was_training)
-    return np.einsum("nd,nd->n", users[impression_codes], news_vecs[article_rows]).astype(np.float32)
+    dots = np.einsum("nd,nd->n", users[impression_codes], news_vecs[article_rows])
+    return (dots + prior).astype(np.float32)
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -303,12 +326,17 @@ def train_naml(
     histories: Mapping[Any, Sequence[int]],
     model_config: NamlConfig | None = None,
     config: TrainConfig | None = None,
+    prior_features: np.ndarray | None = None,
 ) -> TrainResult:
     """Train NAML on train impressions, early-stopping on mean per-impression validation AUC.
 
     The weights with the best validation AUC are restored at the end. Without validation
     impressions it trains for ``max_epochs`` (or until the time budget). ``model_config.text_dim``
     is taken from the article vectors. Deterministic for a fixed seed and thread count.
+
+    With ``model_config.use_prior`` (the default), ``prior_features`` [n_rows, 3] must give each
+    impression row's raw prior features (``popularity.context_features`` at the row's time);
+    the prior's smoothing target and standardisation are fitted on the train rows.
     """
     config = config or TrainConfig()
     model_config = model_config or NamlConfig()
@@ -326,14 +354,19 @@ def train_naml(
     hist_rows, hist_mask = padded_histories(uniq_imps, histories, model_config.max_history)
     if hist_mask.any() and (hist_rows[hist_mask].min() < 0 or hist_rows[hist_mask].max() >= n_articles):
         raise ValueError("history article rows must index into articles")
+    if model_config.use_prior:
+        if prior_features is None:
+            raise ValueError("use_prior is on: pass prior_features (or set NamlConfig.use_prior=False)")
+        prior_features = np.asarray(prior_features, dtype=np.float32)
+        if prior_features.shape != (len(rows), 3):
+            raise ValueError(f"prior_features must be [{len(rows)}, 3], got {prior_features.shape}")
 
     is_train = _split_is(impressions.split, "train")
     is_val = _split_is(impressions.split, "validation")
     pos_idx = np.flatnonzero(is_train & clicked)
     pos_rows, pos_groups = rows[pos_idx], imp_codes[pos_idx]
     neg_idx = np.flatnonzero(is_train & ~clicked)
-    neg_order = neg_idx[np.argsort(imp_codes[neg_idx], kind="stable")]
-    group_negatives = rows[neg_order]
+    neg_order = neg_idx[np.argsort(imp_codes[neg_idx], kind="stable")]  # log rows, by impression
     group_ptr = np.concatenate(([0], np.cumsum(np.bincount(imp_codes[neg_idx], minlength=n_groups))))
 
     if len(pos_idx) == 0:
@@ -342,6 +375,10 @@ def train_naml(
     with torch_threads(config.num_threads):
         rng = seed_everything(config.seed)
         model = NamlModel(model_config)
+        if model.prior is not None:
+            model.prior.fit_statistics(
+                torch.as_tensor(prior_features[is_train]), ctr_mean=float(clicked[is_train].mean())
+            )
         result = TrainResult(model=model, n_train_samples=len(pos_idx))
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = nn.CrossEntropyLoss()
@@ -355,18 +392,24 @@ def train_naml(
             epoch_start = time.perf_counter()
             model.train()
             perm = rng.permutation(len(pos_idx))
-            negatives = sample_negatives(
+            sampled = sample_negatives(
                 pos_rows[perm],
                 pos_groups[perm],
                 group_ptr,
-                group_negatives,
+                neg_order,
                 n_articles,
                 config.negatives,
                 rng,
-            )  # samples, K
+            )  # samples, K: log rows of real exposures, article rows of the random top-up
+            available = group_ptr[pos_groups[perm] + 1] - group_ptr[pos_groups[perm]]
+            exposed = np.arange(config.negatives)[None, :] < available[:, None]  # samples, K
+            neg_log_rows = np.where(exposed, sampled, 0)  # samples, K
+            negatives = np.where(exposed, rows[neg_log_rows], sampled)  # samples, K: article rows
             losses: list[float] = []
             batches = range(0, len(perm), config.batch_size)
-            for s in tqdm(batches, desc=f"NAML epoch {epoch}", disable=not config.progress, leave=False):
+            # with progress on, `disable` is left to tqdm, so that TQDM_DISABLE=1 still silences it
+            bar = {} if config.progress else {"disable": True}
+            for s in tqdm(batches, desc=f"NAML epoch {epoch}", leave=False, **bar):
                 if time.perf_counter() - started + last_eval_s >= config.time_budget_s:
                     out_of_time = True
                     break
@@ -379,6 +422,12 @@ def train_naml(
                 )
                 uniq_t = torch.as_tensor(uniq_rows)
                 inverse = torch.as_tensor(inverse.reshape(-1))
+                cand_features = None
+                if model.prior is not None:
+                    cand_log_rows = np.concatenate(
+                        [pos_idx[sel, None], neg_log_rows[s : s + config.batch_size]], axis=1
+                    )  # batch, 1 + K
+                    cand_features = torch.as_tensor(prior_features[cand_log_rows])  # batch, 1 + K, 3
                 logits = model(
                     title_t[uniq_t],
                     body_t[uniq_t],
@@ -387,7 +436,11 @@ def train_naml(
                     inverse[: cand.size].view(cand.shape),  # batch, 1 + K
                     inverse[cand.size :].view(hist.shape),  # batch, H
                     torch.as_tensor(mask),
+                    cand_features,
                 )  # batch, 1 + K
+                if model.prior is not None:  # random top-ups have no features: out of the softmax
+                    shown = torch.as_tensor(exposed[s : s + config.batch_size])  # batch, K
+                    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(~shown, -1e9)], dim=1)
                 loss = loss_fn(logits, torch.zeros(len(sel), dtype=torch.long))  # clicked item first
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -408,6 +461,7 @@ def train_naml(
                     hist_rows,
                     hist_mask,
                     batch_size=config.eval_batch_size,
+                    prior_features=None if prior_features is None else prior_features[is_val],
                 )
                 metrics = evaluate_impressions(imp_codes[is_val], clicked[is_val].astype(np.int8), scores)
             last_eval_s = time.perf_counter() - eval_start
@@ -449,7 +503,10 @@ def train_naml(
 def model_version(model: NamlModel) -> str:
     """Content hash of the config and weights: ``naml-<16 hex>``, stable across save/load."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    config = model.config.to_dict()
+    if not model.config.use_prior:  # a prior-less model hashes as before the prior existed
+        config = {k: v for k, v in config.items() if k not in PRIOR_CONFIG_KEYS}
+    digest.update(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         array = tensor.detach().cpu().contiguous().numpy()
         digest.update(f"{name}|{array.dtype}|{array.shape}".encode())
@@ -458,7 +515,9 @@ def model_version(model: NamlModel) -> str:
 
 
 def save_model(model: NamlModel, path: str | Path, extra: Mapping[str, Any] | None = None) -> str:
-    """Write ``weights.pt``, ``config.json`` and the numpy ``user_encoder.npz`` to a folder.
+    """Write ``weights.pt``, ``config.json``, the numpy ``user_encoder.npz`` and ``prior.npz``.
+
+    ``prior.npz`` (``popularity.load_prior_params``) is written only for a model with a prior.
 
     ``extra`` (e.g. the training history, the text-encoder version) is stored in ``config.json``
     under ``"extra"``; it must be JSON-serialisable. Returns the version id.
@@ -468,6 +527,8 @@ def save_model(model: NamlModel, path: str | Path, extra: Mapping[str, Any] | No
     version = model_version(model)
     torch.save(model.state_dict(), folder / WEIGHTS_FILE)
     save_user_encoder_params(user_encoder_numpy_params(model), folder)
+    if model.prior is not None:
+        save_prior_params(prior_numpy_params(model), folder)
     meta = {
         "model": "naml",
         "version": version,
@@ -492,7 +553,8 @@ def load_model(path: str | Path) -> NamlModel:
     """Load a model written by ``save_model`` (eval mode). Raises if the weights' hash mismatches."""
     folder = Path(path)
     meta = json.loads((folder / MODEL_CONFIG_FILE).read_text())
-    model = NamlModel(NamlConfig.from_dict(meta["naml_config"]))
+    # models saved before the prior existed have no use_prior key and no prior weights
+    model = NamlModel(NamlConfig.from_dict({"use_prior": False, **meta["naml_config"]}))
     state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

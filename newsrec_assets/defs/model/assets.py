@@ -22,12 +22,17 @@ EVALUATION_FILE = "evaluation.json"
 class NamlTrainingConfig(dg.Config):
     news_dim: int = 128
     negatives: int = 4
-    batch_size: int = 64
+    # 256 samples per step on one thread: ~2.8k samples/s on the shared 2-core demo machine, against
+    # ~0.4-1.1k/s for 64 on two threads (the intra-op pool spins when the other core is busy); the
+    # validation AUC is the same for 64, 128 and 256
+    batch_size: int = 256
+    num_threads: int = 1
     learning_rate: float = 1e-3
     max_epochs: int = 10
     patience: int = 2
     time_budget_seconds: float = 240.0
     seed: int = 0
+    use_prior: bool = True  # add the popularity/recency prior (age, CTR so far) to the dot product
     ground_truth_dir: str = ""  # the simulator's oracle, when the data is simulated
 
 
@@ -85,11 +90,19 @@ def naml_model(
     """NAML (title, body, category and subcategory views; attentive user encoder) trained on impressions.
 
     Negative sampling (K=4) from the same impression's unclicked articles, sampled negatives when an
-    impression has fewer; early stopping on validation AUC; fixed seeds. Writes a versioned artifact
-    and evaluates on the time-split holdout against popularity, recency-weighted popularity, random
-    and (for simulated data) the oracle of true click probabilities.
+    impression has fewer; early stopping on validation AUC; fixed seeds. With `use_prior`, a small
+    popularity/recency prior (PP-Rec style: the article's age and its click-through rate on all
+    impressions strictly before the moment) is added to the dot product; its numpy parameters are
+    saved with the model (`prior.npz`). Writes a versioned artifact and evaluates on the time-split
+    holdout against popularity, recency-weighted popularity, random and (for simulated data) the
+    oracle of true click probabilities.
     """
-    from newsrec_assets.defs.model.data import load_catalogue, load_clicks, load_impressions
+    from newsrec_assets.defs.model.data import (
+        impression_prior_features,
+        load_catalogue,
+        load_clicks,
+        load_impressions,
+    )
     from newsrec_assets.domain.metrics import auc_lift, popularity_scores, recency_popularity_scores
     from newsrec_assets.domain.naml import NamlConfig
     from newsrec_assets.domain.training import (
@@ -115,10 +128,12 @@ def naml_model(
         clicks.viewed_at[known_clicks],
         clicks.article_rows[known_clicks],
     )
+    prior_features = impression_prior_features(data, catalogue) if config.use_prior else None
     model_config = NamlConfig(
         news_dim=config.news_dim,
         n_categories=len(catalogue.categories) + 1,
         n_subcategories=len(catalogue.subcategories) + 1,
+        use_prior=config.use_prior,
     )
     result = train_naml(
         catalogue.features,
@@ -133,8 +148,10 @@ def naml_model(
             patience=config.patience,
             time_budget_s=config.time_budget_seconds,
             seed=config.seed,
+            num_threads=config.num_threads,
             progress=True,
         ),
+        prior_features=prior_features,
     )
     context.log.info(
         f"trained {len(result.history)} epochs in {result.seconds:.0f} s, best validation AUC "
@@ -148,7 +165,13 @@ def naml_model(
     history_rows, history_mask = padded_histories(unique_ids, histories, model_config.max_history)
     scores = {
         "naml": score_impressions(
-            result.model, catalogue.features, codes, log.article_rows[holdout], history_rows, history_mask
+            result.model,
+            catalogue.features,
+            codes,
+            log.article_rows[holdout],
+            history_rows,
+            history_mask,
+            prior_features=None if prior_features is None else prior_features[holdout],
         ),
         "popularity": popularity_scores(
             data.article_ids[holdout], log.shown_times[holdout], clicks.article_ids, clicks.viewed_at
@@ -179,6 +202,8 @@ def naml_model(
         "beats_both_baselines": beats_both,
         "auc_lift_vs_oracle": lift,
         "table": table,
+        "use_prior": config.use_prior,
+        "training_seconds": result.seconds,
     }
     with tempfile.TemporaryDirectory() as folder:
         version = save_model(
@@ -189,6 +214,8 @@ def naml_model(
                 "subcategories": catalogue.subcategories,
                 "history": result.history,
                 "best_val_auc": result.best_val_auc,
+                "training_seconds": result.seconds,
+                "stopped_by": result.stopped_by,
             },
         )
         (Path(folder) / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))

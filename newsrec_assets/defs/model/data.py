@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from newsrec_assets.domain.catalogue import Catalogue
+from newsrec_assets.domain.popularity import context_features
 from newsrec_assets.domain.training import ImpressionLog
 from newsrec_assets.resources.warehouse import Warehouse
 
@@ -78,13 +79,14 @@ class Impressions:
     log: ImpressionLog
     article_ids: np.ndarray
     positions: np.ndarray
+    clicked_at: np.ndarray  # datetime64[us], NaT where not clicked
     dropped_unknown_articles: int
 
 
 def load_impressions(warehouse: Warehouse, catalogue: Catalogue) -> Impressions:
     """Training impressions whose article is in the catalogue (deleted articles have no vectors)."""
     table = warehouse.query(
-        "select impression_id, user_id, shown_at, article_id, position, clicked, split "
+        "select impression_id, user_id, shown_at, article_id, position, clicked, first_clicked_at, split "
         "from main.training_impressions order by shown_at, impression_id, position"
     )
     article_ids = np.asarray(table["article_id"].to_pylist(), dtype=object)
@@ -101,5 +103,27 @@ def load_impressions(warehouse: Warehouse, catalogue: Catalogue) -> Impressions:
         ),
         article_ids=article_ids[keep],
         positions=np.asarray(table["position"].to_pylist(), dtype=np.int64)[keep],
+        clicked_at=table["first_clicked_at"].to_numpy().astype("datetime64[us]")[keep],
         dropped_unknown_articles=int((~keep).sum()),
+    )
+
+
+def impression_prior_features(impressions: Impressions, catalogue: Catalogue) -> np.ndarray:
+    """Raw popularity-prior features of every impression row's article at the row's time.
+
+    ``[age_hours, clicks, impressions]`` (``popularity.context_features``): the exposures are the
+    impression rows themselves (train and validation alike), the clicks their first clicks at the
+    time they happened; only events strictly before each row count. float32 [n_rows, 3].
+    """
+    log = impressions.log
+    rows = np.asarray(log.article_rows, dtype=np.int64)
+    clicked = np.asarray(log.clicked, dtype=bool) & ~np.isnat(impressions.clicked_at)
+    return context_features(
+        article_keys=rows,
+        times=log.shown_times,
+        published_at=catalogue.published_at[rows],
+        impression_keys=rows,
+        impression_times=log.shown_times,
+        click_keys=rows[clicked],
+        click_times=impressions.clicked_at[clicked],
     )

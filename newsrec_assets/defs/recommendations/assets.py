@@ -60,12 +60,15 @@ def batch_recommendations(
     """
     from newsrec_assets.defs.model.data import load_catalogue
     from newsrec_assets.domain.naml import encode_news_numpy, user_encoder_numpy_params
+    from newsrec_assets.domain.popularity import load_prior_params
     from newsrec_assets.domain.ranking import cold_start_list
     from newsrec_assets.domain.recommend import (
         NO_ARTICLE,
         ServingSnapshot,
+        candidate_priors,
         encode_user_histories,
         rank_for_users,
+        ranking_vectors,
         to_microseconds,
     )
     from newsrec_assets.domain.training import load_model
@@ -87,7 +90,9 @@ def batch_recommendations(
     as_of = db.scalar("select max(as_of) from main.article_features") or datetime.now(UTC)
     as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of
     live = db.query(
-        "select a.article_id, a.title, a.category, a.subcategory, a.published_at, f.popularity "
+        "select a.article_id, a.title, a.category, a.subcategory, a.published_at, f.popularity, "
+        "coalesce(f.age_hours, 0) as age_hours, coalesce(f.clicks_total, 0) as clicks, "
+        "coalesce(f.impressions_total, 0) as impressions "
         "from main.current_articles a left join main.article_features f using (article_id) where a.is_live"
     )
     histories = db.query("select user_id, click_rank, article_id from main.user_click_histories")
@@ -108,7 +113,16 @@ def batch_recommendations(
     recent = published >= np.datetime64(as_of.replace(tzinfo=None)) - np.timedelta64(
         int(config.candidate_max_age_hours * 3600), "s"
     )
-    candidate_rows = live_rows[(live_rows >= 0) & recent]
+    is_candidate = (live_rows >= 0) & recent
+    candidate_rows = live_rows[is_candidate]
+    # The model's popularity/recency prior for each candidate, as of the batch's watermark.
+    priors = candidate_priors(
+        load_prior_params(model_folder),
+        *(
+            np.asarray(live[column].to_pylist(), dtype=np.float32)[is_candidate]
+            for column in ("age_hours", "clicks", "impressions")
+        ),
+    )
 
     # Histories: one padded row per user, newest first.
     max_history = model.config.max_history
@@ -123,8 +137,9 @@ def batch_recommendations(
     user_vectors = encode_user_histories(params, news_vectors, history_rows)
     timings["encode_users"] = time.perf_counter() - clock
     clock = time.perf_counter()
+    ranking_users, ranking_candidates = ranking_vectors(user_vectors, news_vectors[candidate_rows], priors)
     top_index, top_scores = rank_for_users(
-        user_vectors, news_vectors[candidate_rows], history_rows, candidate_rows, config.list_length
+        ranking_users, ranking_candidates, history_rows, candidate_rows, config.list_length
     )
     timings["score_top_k"] = time.perf_counter() - clock
 
@@ -142,7 +157,7 @@ def batch_recommendations(
                 layer="batch",
                 computed_at=computed_at,
                 watermark=as_of,
-                user_vector=user_vectors[user],
+                user_vector=ranking_users[user],
             )
 
     clock = time.perf_counter()
@@ -167,7 +182,7 @@ def batch_recommendations(
             strict=True,
         )
     )
-    online.put_article_vectors(list(candidate_ids), news_vectors[candidate_rows], model_version)
+    online.put_article_vectors(list(candidate_ids), ranking_candidates, model_version)
     online.put_cold_start(ColdStartList(tuple(cold_ids), cold_scores, computed_at, model_version))
     result = online.publish_batch(records(), model_version=model_version)
     if not result.published:
@@ -181,6 +196,7 @@ def batch_recommendations(
         news_vectors=news_vectors,
         published_at_us=to_microseconds(catalogue.published_at),
         candidate_rows=candidate_rows,
+        candidate_priors=priors,
         user_ids=user_ids,
         history_rows=history_rows,
         encoder_params=params,

@@ -69,6 +69,7 @@ def speed_recommendations(
         from_microseconds,
         merge_history,
         rank_for_users,
+        ranking_vectors,
     )
     from newsrec_assets.resources.online_store import UserRecommendations
 
@@ -87,14 +88,18 @@ def speed_recommendations(
     user_ids = sorted({e.user_id for e in config.events})
     clicks = recent.since(user_ids, watermark_us)
 
-    # Articles published after the batch have vectors in the online store (see fresh_article_vectors).
+    # Articles published after the batch have vectors in the online store (see fresh_article_vectors),
+    # already in ranking form [news vector, prior]; their plain news vectors serve in histories.
     online = online_store.get()
     fresh = online.get_fresh_articles(snapshot.watermark, snapshot.model_version)
-    fresh_new = fresh.article_ids[snapshot.article_rows(fresh.article_ids.tolist()) == NO_ARTICLE]
-    fresh_vectors = fresh.vectors[np.isin(fresh.article_ids, fresh_new)]
-    article_ids = np.concatenate([snapshot.article_ids, fresh_new.astype(object)])
+    is_new = snapshot.article_rows(fresh.article_ids.tolist()) == NO_ARTICLE
+    fresh_ids, fresh_ranking = fresh.article_ids[is_new].astype(object), fresh.vectors[is_new]
+    dim = snapshot.news_vectors.shape[1]
+    article_ids = np.concatenate([snapshot.article_ids, fresh_ids])
     news_vectors = (
-        np.vstack([snapshot.news_vectors, fresh_vectors]) if len(fresh_new) else snapshot.news_vectors
+        np.vstack([snapshot.news_vectors, fresh_ranking[:, :dim]])
+        if len(fresh_ids)
+        else snapshot.news_vectors
     )
     row_of = {a: i for i, a in enumerate(article_ids.tolist())}
     candidate_rows = np.concatenate(
@@ -117,8 +122,12 @@ def speed_recommendations(
         else np.zeros((0, snapshot.max_history), dtype=np.int32)
     )
     user_vectors = encode_user_histories(snapshot.encoder_params, news_vectors, history_rows)
+    ranking_users, batch_candidates = ranking_vectors(
+        user_vectors, snapshot.news_vectors[snapshot.candidate_rows], snapshot.candidate_priors
+    )
+    ranking_candidates = np.vstack([batch_candidates, fresh_ranking]) if len(fresh_ids) else batch_candidates
     top_index, top_scores = rank_for_users(
-        user_vectors, news_vectors[candidate_rows], history_rows, candidate_rows, config.list_length
+        ranking_users, ranking_candidates, history_rows, candidate_rows, config.list_length
     )
 
     computed_at = datetime.now(UTC)
@@ -134,7 +143,7 @@ def speed_recommendations(
                 layer="speed",
                 computed_at=computed_at,
                 watermark=from_microseconds(max(viewed for _, viewed in clicks[user_id])),
-                user_vector=user_vectors[i],
+                user_vector=ranking_users[i],
             )
         )
         written += result.accepted
@@ -147,7 +156,7 @@ def speed_recommendations(
             "users": len(user_ids),
             "lists_written": written,
             "lists_refused_stale": refused,
-            "fresh_articles_considered": len(fresh_new),
+            "fresh_articles_considered": len(fresh_ids),
             "snapshot_version": snapshot_version,
             "compute_seconds": round(time.perf_counter() - started, 3),
             "seconds_since_first_file_landed": round(landed_lag, 3) if landed_lag is not None else None,
@@ -245,9 +254,13 @@ def fresh_article_vectors(
     """
     import json
 
+    import numpy as np
+
     from newsrec_assets.domain.catalogue import encode
     from newsrec_assets.domain.cdc import MalformedChangeRecord, parse_change_line
     from newsrec_assets.domain.naml import encode_news_numpy
+    from newsrec_assets.domain.popularity import augment_news_vectors, load_prior_params
+    from newsrec_assets.domain.recommend import candidate_priors
     from newsrec_assets.domain.text_encoder import embed_texts, load_encoder
     from newsrec_assets.domain.training import load_model
     from newsrec_assets.domain.user_encoding import MODEL_CONFIG_FILE
@@ -282,13 +295,19 @@ def fresh_article_vectors(
         encoder, tokenizer = load_encoder(store.fetch("text_encoder", encoder_version))
         titles = embed_texts(encoder, tokenizer, [r.payload["title"] for r in live], max_length=32)
         bodies = embed_texts(encoder, tokenizer, [r.payload["body"] for r in live], max_length=128)
-        vectors = encode_news_numpy(
+        news = encode_news_numpy(
             model,
             titles,
             bodies,
             encode([r.payload["category"] for r in live], extra["categories"]),
             encode([r.payload["subcategory"] for r in live], extra["subcategories"]),
         )
+        # Ranking form [news vector, prior]: a new article has no impressions or clicks yet.
+        now = datetime.now(UTC)
+        age_hours = np.array([(now - r.payload["published_at"]).total_seconds() / 3600 for r in live])
+        zeros = np.zeros(len(live))
+        priors = candidate_priors(load_prior_params(model_folder), age_hours, zeros, zeros)
+        vectors = augment_news_vectors(news, priors)
         online.upsert_articles(
             ArticleMeta(
                 article_id=r.payload["article_id"],
