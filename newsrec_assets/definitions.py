@@ -38,4 +38,7 @@ defs = dg.Definitions(
         ),
     ],
     resources={**build_resources(get_environment()), "dbt": dbt_resource()},
+    # One process per run: on a 2-core machine a subprocess per step only adds start-up CPU that
+    # the speed layer's runs then wait for; the batch's steps are sequential anyway.
+    executor=dg.in_process_executor,
 )
