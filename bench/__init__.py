@@ -1,0 +1,1 @@
+"""The newsrec benchmark suite: `python -m bench` (see bench/README.md)."""

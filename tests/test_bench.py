@@ -1,0 +1,199 @@
+"""The benchmark suite's own tests: the report writer, the CLI registry, the scoring benchmark at a
+tiny size, and the grouped top-k selection that the scoring benchmark drove into `ranking.py`.
+
+No load generation and no model training here: those run in `python -m bench --quick`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from bench.__main__ import REGISTRY, Benchmark, main
+from bench.common import Context
+from bench.report import (
+    BenchmarkResult,
+    Figure,
+    RunReport,
+    load_results,
+    planned,
+    render_markdown,
+    write_reports,
+)
+from bench.scoring import top_k_scores_before
+from newsrec_assets.domain.ranking import _GroupedLayout, top_k_scores
+
+
+def test_figure_ratio_and_verdicts():
+    assert Figure("p99", 4.0, "ms", 5.0, "at_most").status == "pass"
+    assert Figure("p99", 6.0, "ms", 5.0, "at_most").status == "FAIL"
+    assert Figure("p99", 6.0, "ms", 5.0, "at_most").ratio == pytest.approx(1.2)
+    assert Figure("share", 0.8, "× peak", 0.7, "at_least").status == "pass"
+    assert Figure("share", 0.6, "× peak", 0.7, "at_least").status == "FAIL"
+    assert Figure("gflops", 90.0, "GFLOP/s").status == "info"
+    assert Figure("failed", 0.0, "", 0.0, "at_most").status == "pass"  # goal 0: no ratio, still a verdict
+    assert Figure("failed", 0.0, "", 0.0, "at_most").ratio is None
+    assert Figure("p99", math.inf, "ms", 5.0, "at_most").status == "FAIL"
+    assert planned("p50", "s", 8.0, "at_most").status == "not run"
+
+
+def _report(tmp_path):
+    results = [
+        BenchmarkResult(
+            "endpoint",
+            "Endpoint",
+            "ok",
+            figures=[
+                Figure("SQLite API p99", 3.1, "ms", 5.0, "at_most"),
+                Figure("SQLite API p99 / bare p99", 2.5, "×", 2.0, "at_most", reference="bare p99 1.24 ms"),
+                Figure("bare p50", 0.12, "ms"),
+            ],
+            seconds=12.0,
+            tables=[("Every run", "| a |\n|---|\n| 1 |")],
+            cpu={"others_cores": 0.25, "cores": 2},
+        ),
+        BenchmarkResult("speed_path", "Speed path", "not run", figures=[planned("p50", "s", 8.0, "at_most")]),
+    ]
+    return RunReport(
+        command="python -m bench --quick",
+        started_at="2026-11-26T10:00:00+00:00",
+        finished_at="2026-11-26T10:02:00+00:00",
+        quick=True,
+        machine={"cpu_model": "Test CPU", "cores": 2, "memory_gib": 24.0, "numpy": "2.x"},
+        results=results,
+        seconds=120.0,
+    )
+
+
+def test_report_writer(tmp_path):
+    report = _report(tmp_path)
+    markdown, results_json = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    write_reports(report, markdown, results_json)
+
+    text = markdown.read_text()
+    assert "`python -m bench --quick`" in text
+    assert "| endpoint | SQLite API p99 | 3.10 ms | ≤ 5.00 ms | 0.62 | — | pass |" in text
+    assert (
+        "| endpoint | SQLite API p99 / bare p99 | 2.50 × | ≤ 2.00 × | 1.25 | bare p99 1.24 ms | **FAIL** |"
+        in text
+    )
+    assert "| speed_path | p50 | — | ≤ 8.00 s | — | — | not run |" in text
+    assert "| CPU | Test CPU |" in text
+    assert "other processes used 0.25 of 2 cores" in text
+    assert "### Every run" in text
+
+    data = json.loads(results_json.read_text())
+    assert data["quick"] is True and data["machine"]["cores"] == 2
+    figure = data["benchmarks"]["endpoint"]["figures"][1]
+    assert figure["ratio"] == pytest.approx(1.25) and figure["status"] == "FAIL"
+    assert data["benchmarks"]["speed_path"]["figures"][0]["status"] == "not run"
+
+    again = load_results(results_json)  # what `--only` carries over
+    assert again["endpoint"].figures[0].value == 3.1
+    assert again["endpoint"].carried_over_from == report.started_at
+    assert again["speed_path"].figures[0].status == "not run"
+    assert render_markdown(report) == text
+
+
+def test_cli_reports_an_unimplemented_benchmark_as_not_run(tmp_path, monkeypatch):
+    import bench.__main__ as cli
+
+    missing = Benchmark(
+        "later",
+        "bench._not_written_yet",
+        "A benchmark whose module does not exist yet",
+        (
+            planned("event landed → list served, p50", "s", 8.0, "at_most"),
+            planned("p95", "s", 15.0, "at_most"),
+        ),
+    )
+    monkeypatch.setattr(cli, "REGISTRY", (*REGISTRY[:1], missing))
+    markdown, results_json = tmp_path / "B.md", tmp_path / "r.json"
+    code = main(["--quiet", "--only", "later", "--markdown", str(markdown), "--json", str(results_json)])
+    assert code == 0
+    data = json.loads(results_json.read_text())
+    later = data["benchmarks"]["later"]
+    assert later["status"] == "not run"
+    assert [f["status"] for f in later["figures"]] == ["not run", "not run"]
+    assert [f["goal"] for f in later["figures"]] == [8.0, 15.0]
+    assert data["benchmarks"][REGISTRY[0].name]["status"] == "skipped"  # not selected, nothing carried over
+    assert (
+        "| later | event landed → list served, p50 | — | ≤ 8.00 s | — | — | not run |" in markdown.read_text()
+    )
+
+
+def test_registry_plans_the_speed_path():
+    speed = next(b for b in REGISTRY if b.name == "speed_path")
+    assert speed.module == "bench.speed_path"
+    assert [(f.goal, f.kind) for f in speed.planned] == [(8.0, "at_most"), (15.0, "at_most")]
+
+
+def test_scoring_benchmark_at_tiny_size():
+    from bench import scoring
+
+    ctx = Context(
+        quick=True,
+        verbose=False,
+        options={
+            "scoring.users": "300,1200",
+            "scoring.articles": "1000",
+            "scoring.k": "10",
+            "scoring.sgemm_n": "128",
+            "scoring.sgemm_repeats": "1",
+            "scoring.before_users": "300",
+            "scoring.chunk_size": "256",
+        },
+    )
+    outcome = scoring.run(ctx)  # raises if top_k_scores disagrees with a brute-force sort
+
+    by_name = {f.name: f for f in outcome.figures}
+    share = by_name["scoring matmul, share of sgemm peak"]
+    assert share.value > 0 and share.goal == 0.70 and share.kind == "at_least"
+    assert [c["users"] for c in outcome.details["curve"]] == [300, 1200]
+    assert outcome.details["before_after_same_scores"] is True
+    assert any(title.startswith("ranking.top_k_scores before/after") for title, _ in outcome.tables)
+
+
+@pytest.mark.parametrize(
+    ("n_users", "n_articles", "k", "excluded", "zero_users", "rounded"),
+    [
+        (200, 3000, 20, 0, 0, False),  # plain
+        (200, 3001, 20, 40, 0, False),  # padding columns and exclusions
+        (150, 2000, 25, 1990, 0, False),  # fewer eligible than k: -inf tail, exact fallback rows
+        (150, 2000, 25, 0, 30, False),  # zero user vectors: all scores tie
+        (150, 2000, 10, 5, 0, True),  # many ties
+    ],
+)
+def test_grouped_top_k_matches_the_previous_implementation(
+    n_users, n_articles, k, excluded, zero_users, rounded
+):
+    assert _GroupedLayout.plan(n_articles, k) is not None  # these sizes take the grouped path
+    rng = np.random.default_rng(3)
+    users = rng.standard_normal((n_users, 16)).astype(np.float32)
+    articles = rng.standard_normal((n_articles, 16)).astype(np.float32)
+    if rounded:
+        users, articles = np.round(users), np.round(articles)
+    users[:zero_users] = 0
+    exclude = [
+        rng.choice(n_articles, size=int(rng.integers(0, excluded + 1)), replace=False) for _ in range(n_users)
+    ]
+
+    old_idx, old_scores = top_k_scores_before(users, articles, k, exclude=exclude, chunk_size=64)
+    idx, scores = top_k_scores(users, articles, k, exclude=exclude, chunk_size=64)
+
+    np.testing.assert_array_equal(scores, old_scores)  # same scores in the same order
+    full = users @ articles.T
+    for u, row in enumerate(exclude):
+        full[u, row] = -np.inf
+    np.testing.assert_array_equal(np.take_along_axis(full, idx, axis=1), scores)  # indices score that
+    for u in range(n_users):
+        assert len(set(idx[u].tolist())) == k
+        pairs = list(zip((-scores[u]).tolist(), idx[u].tolist(), strict=True))
+        assert pairs == sorted(pairs)  # score descending, then article index ascending
+        eligible = np.isfinite(full[u]).sum()
+        assert np.isfinite(scores[u]).sum() == min(k, eligible)
+    where_exact = [u for u in range(n_users) if len(set(full[u].tolist())) == n_articles]
+    np.testing.assert_array_equal(idx[where_exact], old_idx[where_exact])  # no ties: same articles
