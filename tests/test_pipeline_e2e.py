@@ -144,8 +144,7 @@ def test_a_posted_view_reaches_the_served_list_through_the_speed_sensor(pipeline
 def _newest_cursor(home) -> str:
     from newsrec_assets.resources.landing import LocalLandingZone
 
-    newest = max(LocalLandingZone(home / "landing").list_files("user_article_views/"))
-    return f"{newest.landed_at_ns}:{newest.path}"
+    return max(LocalLandingZone(home / "landing").list_files("user_article_views/")).cursor
 
 
 def test_served_lists_are_shipped_back_as_impressions(pipeline):

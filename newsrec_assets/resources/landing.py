@@ -25,6 +25,22 @@ class LandingFile:
     def table(self) -> str:
         return self.path.split("/", 1)[0]
 
+    @property
+    def cursor(self) -> str:
+        """A sensor cursor meaning "everything up to and including this file"."""
+        return f"{self.landed_at_ns}:{self.path}"
+
+
+START_OF_TIME_CURSOR = "0:"
+
+
+def parse_cursor(cursor: str | None) -> tuple[int, str] | None:
+    """The (landed_at_ns, path) position a `LandingFile.cursor` string stands for; None for no cursor."""
+    if not cursor:
+        return None
+    landed_at_ns, _, path = cursor.partition(":")
+    return int(landed_at_ns), path
+
 
 class LandingZone(ABC):
     """Lists and reads landed change-record files."""

@@ -6,17 +6,7 @@ import dagster as dg
 
 from newsrec_assets.defs.ingestion.assets import api_exposures, raw_cdc_log
 from newsrec_assets.defs.resources import LandingZoneResource, OnlineStoreResource
-
-
-def encode_cursor(landed_at_ns: int, path: str) -> str:
-    return f"{landed_at_ns}:{path}"
-
-
-def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
-    if not cursor:
-        return None
-    landed_at_ns, _, path = cursor.partition(":")
-    return int(landed_at_ns), path
+from newsrec_assets.resources.landing import parse_cursor
 
 
 @dg.sensor(
@@ -33,13 +23,12 @@ def decode_cursor(cursor: str | None) -> tuple[int, str] | None:
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def landing_files_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
-    new_files = landing.get().new_files(after=decode_cursor(context.cursor))
+    new_files = landing.get().new_files(after=parse_cursor(context.cursor))
     if not new_files:
         return dg.SkipReason("No new files in the landing zone since the last tick.")
     newest = new_files[-1]
-    cursor = encode_cursor(newest.landed_at_ns, newest.path)
     digest = hashlib.sha1("\n".join(f.path for f in new_files).encode()).hexdigest()[:12]
-    context.update_cursor(cursor)
+    context.update_cursor(newest.cursor)
     return dg.RunRequest(
         run_key=f"landing-{newest.landed_at_ns}-{digest}",
         tags={"newsrec/new_files": str(len(new_files))},

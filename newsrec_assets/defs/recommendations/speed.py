@@ -23,6 +23,7 @@ from newsrec_assets.defs.resources import (
     OnlineStoreResource,
     SpeedStateResource,
 )
+from newsrec_assets.resources.landing import START_OF_TIME_CURSOR, parse_cursor
 
 GROUP = "recommendations"
 SNAPSHOT_KIND = "serving_snapshot"
@@ -164,13 +165,6 @@ def speed_recommendations(
     )
 
 
-def _cursor(cursor: str | None) -> tuple[int, str] | None:
-    if not cursor:
-        return None
-    landed_at_ns, _, path = cursor.partition(":")
-    return int(landed_at_ns), path
-
-
 @dg.sensor(
     name="speed_layer_sensor",
     description=(
@@ -185,10 +179,10 @@ def speed_layer_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
     from newsrec_assets.domain.cdc import MalformedChangeRecord, parse_change_line
 
     zone = landing.get()
-    files = zone.new_files(after=_cursor(context.cursor), prefix=VIEWS_PREFIX)
+    files = zone.new_files(after=parse_cursor(context.cursor), prefix=VIEWS_PREFIX)
     if context.cursor is None:
         newest = files[-1] if files else None
-        context.update_cursor(f"{newest.landed_at_ns}:{newest.path}" if newest else "0:")
+        context.update_cursor(newest.cursor if newest else START_OF_TIME_CURSOR)
         return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
     if not files:
         return dg.SkipReason("No new behaviour change records.")
@@ -212,7 +206,7 @@ def speed_layer_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
                     )
                 )
     newest = files[-1]
-    context.update_cursor(f"{newest.landed_at_ns}:{newest.path}")
+    context.update_cursor(newest.cursor)
     if not events:
         return dg.SkipReason(f"{len(files)} new files, no view events in them.")
     digest = hashlib.sha1("\n".join(f.path for f in files).encode()).hexdigest()[:12]
@@ -331,16 +325,16 @@ def fresh_article_vectors(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_articles_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
-    files = landing.get().new_files(after=_cursor(context.cursor), prefix=ARTICLES_PREFIX)
+    files = landing.get().new_files(after=parse_cursor(context.cursor), prefix=ARTICLES_PREFIX)
     if context.cursor is None:
         newest = files[-1] if files else None
-        context.update_cursor(f"{newest.landed_at_ns}:{newest.path}" if newest else "0:")
+        context.update_cursor(newest.cursor if newest else START_OF_TIME_CURSOR)
         return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
     if not files:
         return dg.SkipReason("No new article change records.")
     files = files[:MAX_FILES_PER_TICK]
     newest = files[-1]
-    context.update_cursor(f"{newest.landed_at_ns}:{newest.path}")
+    context.update_cursor(newest.cursor)
     return dg.RunRequest(
         run_key=f"articles-{files[0].landed_at_ns}-{newest.landed_at_ns}",
         run_config=dg.RunConfig(
