@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -61,66 +59,26 @@ class Stack:
     def __init__(self, home: Path, log_dir: Path):
         self.home, self.log_dir = home, log_dir
         self.ui_port, self.api_port = _free_port(), _free_port()
-        self.children: list[subprocess.Popen] = []
+        self.children: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> Stack:
-        bin_dir = Path(sys.executable).parent
+        from newsrec_assets.orchestration import service_commands, start_services
+
         dagster_home = Path(tempfile.mkdtemp(prefix="newsrec-speed-dagster-"))
         shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
         env = {
-            **os.environ,
             "NEWSREC_HOME": str(self.home),
             "DAGSTER_HOME": str(dagster_home),
             "NEWSREC_API_KEYS": API_KEY,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "TQDM_DISABLE": "1",
         }
-        commands = {
-            "dagster": [
-                str(bin_dir / "dagster"),
-                "dev",
-                "-w",
-                str(REPO_ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.ui_port),
-            ],
-            "api": [
-                str(bin_dir / "uvicorn"),
-                "serving.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.api_port),
-                "--log-level",
-                "warning",
-            ],
-        }
-        for name, command in commands.items():
-            log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-            self.children.append(
-                subprocess.Popen(
-                    command,
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
+        self.children = start_services(service_commands(self.ui_port, self.api_port), env, self.log_dir)
         return self
 
     def __exit__(self, *exc) -> None:
-        for child in reversed(self.children):
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGINT)
-        for child in self.children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        from newsrec_assets.orchestration import stop_services
+
+        stop_services(self.children, say=lambda _: None)
 
     @property
     def api(self) -> str:

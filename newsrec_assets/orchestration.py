@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from newsrec_assets.settings import REPO_ROOT, local_paths
@@ -59,22 +63,10 @@ def warehouse_summary(warehouse_path: Path) -> dict[str, int]:
     }
 
 
-def run_live_demo(ui_port: int, api_port: int, live_rate: float) -> None:
-    """Dagster (UI, daemon: sensors and automation), the API and the live app, until Ctrl-C."""
-    import secrets
-    import signal
-    import subprocess
-    import sys
-    import time
-
+def service_commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
+    """`dagster dev` (UI and daemon: sensors, automation) and the API, on loopback ports."""
     bin_dir = Path(sys.executable).parent
-    api_key = os.environ.get("NEWSREC_API_KEYS") or f"demo-{secrets.token_hex(8)}"
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "NEWSREC_API_KEYS": api_key,
-    }
-    commands = {
+    return {
         "dagster": [
             str(bin_dir / "dagster"),
             "dev",
@@ -95,14 +87,62 @@ def run_live_demo(ui_port: int, api_port: int, live_rate: float) -> None:
             "--log-level",
             "warning",
         ],
-        "live app": [str(bin_dir / "newsrec"), "simulate", "--live", "--rate", str(live_rate)],
     }
-    # Each child gets its own session so that Ctrl-C reaches only this process, which then stops
-    # the children in order and waits for them: nothing is left running.
-    children = {
-        name: subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True)
-        for name, command in commands.items()
-    }
+
+
+def start_services(
+    commands: dict[str, list[str]], extra_env: dict[str, str], log_dir: Path | None = None
+) -> dict[str, subprocess.Popen]:
+    """Start each command in its own session (Ctrl-C reaches only the caller, which stops them).
+
+    The venv's bin/ goes first on PATH, so the children find dagster, dbt and uvicorn. With
+    `log_dir`, each child's output goes to `<log_dir>/<name>.log` instead of the terminal.
+    """
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", **extra_env}
+    children = {}
+    for name, command in commands.items():
+        output = open(log_dir / f"{name}.log", "w") if log_dir else None  # noqa: SIM115 - lives with the child
+        children[name] = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+    return children
+
+
+def stop_services(children: dict[str, subprocess.Popen], grace_seconds: float = 20, say=print) -> None:
+    """Interrupt the children in reverse start order, wait, and kill what is left after the grace."""
+    for name, child in reversed(children.items()):
+        if child.poll() is None:
+            say(f"stopping {name}")
+            os.killpg(child.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace_seconds
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def run_live_demo(ui_port: int, api_port: int, live_rate: float) -> None:
+    """Dagster (UI, daemon: sensors and automation), the API and the live app, until Ctrl-C."""
+    import secrets
+
+    api_key = os.environ.get("NEWSREC_API_KEYS") or f"demo-{secrets.token_hex(8)}"
+    commands = service_commands(ui_port, api_port)
+    commands["live app"] = [
+        str(Path(sys.executable).parent / "newsrec"),
+        "simulate",
+        "--live",
+        "--rate",
+        str(live_rate),
+    ]
+    children = start_services(commands, {"NEWSREC_API_KEYS": api_key})
     print(
         f"\n  Dagster UI:  http://127.0.0.1:{ui_port}  (lineage, runs, sensors, freshness)\n"
         f"  API:         http://127.0.0.1:{api_port}/v1/users/u000001/recommendations?k=10\n"
@@ -127,14 +167,4 @@ def run_live_demo(ui_port: int, api_port: int, live_rate: float) -> None:
                     stopping = True
             time.sleep(0.5)
     finally:
-        for name, child in reversed(children.items()):
-            if child.poll() is None:
-                print(f"stopping {name}", flush=True)
-                os.killpg(child.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        stop_services(children, say=lambda message: print(message, flush=True))
