@@ -165,6 +165,20 @@ def speed_recommendations(
     )
 
 
+def _files_since_cursor(context: dg.SensorEvaluationContext, zone, prefix: str):
+    """Up to MAX_FILES_PER_TICK files under `prefix` that landed after the cursor, or why none.
+
+    The first tick only moves the cursor to the newest landed file: history is the batch's job.
+    """
+    files = zone.new_files(after=parse_cursor(context.cursor), prefix=prefix)
+    if context.cursor is None:
+        context.update_cursor(files[-1].cursor if files else START_OF_TIME_CURSOR)
+        return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
+    if not files:
+        return dg.SkipReason(f"No new change records under {prefix}.")
+    return files[:MAX_FILES_PER_TICK]
+
+
 @dg.sensor(
     name="speed_layer_sensor",
     description=(
@@ -179,14 +193,9 @@ def speed_layer_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
     from newsrec_assets.domain.cdc import MalformedChangeRecord, parse_change_line
 
     zone = landing.get()
-    files = zone.new_files(after=parse_cursor(context.cursor), prefix=VIEWS_PREFIX)
-    if context.cursor is None:
-        newest = files[-1] if files else None
-        context.update_cursor(newest.cursor if newest else START_OF_TIME_CURSOR)
-        return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
-    if not files:
-        return dg.SkipReason("No new behaviour change records.")
-    files = files[:MAX_FILES_PER_TICK]
+    files = _files_since_cursor(context, zone, VIEWS_PREFIX)
+    if isinstance(files, dg.SkipReason):
+        return files
     events = []
     for file in files:
         for line in zone.read_bytes(file.path).splitlines():
@@ -325,14 +334,9 @@ def fresh_article_vectors(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_articles_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
-    files = landing.get().new_files(after=parse_cursor(context.cursor), prefix=ARTICLES_PREFIX)
-    if context.cursor is None:
-        newest = files[-1] if files else None
-        context.update_cursor(newest.cursor if newest else START_OF_TIME_CURSOR)
-        return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
-    if not files:
-        return dg.SkipReason("No new article change records.")
-    files = files[:MAX_FILES_PER_TICK]
+    files = _files_since_cursor(context, landing.get(), ARTICLES_PREFIX)
+    if isinstance(files, dg.SkipReason):
+        return files
     newest = files[-1]
     context.update_cursor(newest.cursor)
     return dg.RunRequest(
