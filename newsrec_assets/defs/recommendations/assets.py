@@ -10,7 +10,7 @@ import numpy as np
 
 from newsrec_assets.defs.automation import BATCH_FRESHNESS_POLICY, batch_automation_condition
 from newsrec_assets.defs.embeddings.assets import article_embeddings
-from newsrec_assets.defs.model.assets import NAML_KIND, published_model
+from newsrec_assets.defs.model.assets import NAML_KIND, factorize, published_model
 from newsrec_assets.defs.resources import (
     ArtifactStoreResource,
     OnlineStoreResource,
@@ -72,6 +72,7 @@ def batch_recommendations(
         to_microseconds,
     )
     from newsrec_assets.domain.training import load_model
+    from newsrec_assets.domain.user_encoding import load_model_metadata
     from newsrec_assets.resources.online_store import ArticleMeta, ColdStartList, UserRecommendations
 
     timings: dict[str, float] = {}
@@ -82,7 +83,7 @@ def batch_recommendations(
         raise dg.Failure("No published model: materialise `published_model` first.")
     model_folder = store.fetch(NAML_KIND, model_version)
     model = load_model(model_folder)
-    extra = _model_extra(model_folder)
+    extra = load_model_metadata(model_folder)["extra"]
     db = warehouse.get(read_only=True)
     catalogue = load_catalogue(
         db, category_vocabulary=extra["categories"], subcategory_vocabulary=extra["subcategories"]
@@ -126,7 +127,7 @@ def batch_recommendations(
 
     # Histories: one padded row per user, newest first.
     max_history = model.config.max_history
-    user_codes, user_ids = _factorize(histories["user_id"].to_pylist())
+    user_codes, user_ids = factorize(np.asarray(histories["user_id"].to_pylist(), dtype=object))
     ranks = np.asarray(histories["click_rank"].to_pylist(), dtype=np.int64) - 1
     article_rows = catalogue.rows(histories["article_id"].to_pylist())
     history_rows = np.full((len(user_ids), max_history), NO_ARTICLE, dtype=np.int32)
@@ -226,16 +227,3 @@ def batch_recommendations(
             **{f"seconds_{name}": round(seconds, 3) for name, seconds in timings.items()},
         }
     )
-
-
-def _factorize(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    unique, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
-    return codes, unique.astype(object)
-
-
-def _model_extra(folder: Path) -> dict:
-    import json
-
-    from newsrec_assets.domain.user_encoding import MODEL_CONFIG_FILE
-
-    return json.loads((folder / MODEL_CONFIG_FILE).read_text())["extra"]

@@ -255,7 +255,6 @@ def fresh_article_vectors(
     published NAML news encoder) and the articles' metadata into the online store within seconds of
     the CMS change. Unpublished and deleted articles are removed from the store.
     """
-    import json
 
     import numpy as np
 
@@ -266,7 +265,7 @@ def fresh_article_vectors(
     from newsrec_assets.domain.recommend import candidate_priors
     from newsrec_assets.domain.text_encoder import embed_texts, load_encoder
     from newsrec_assets.domain.training import load_model
-    from newsrec_assets.domain.user_encoding import MODEL_CONFIG_FILE
+    from newsrec_assets.domain.user_encoding import load_model_metadata
     from newsrec_assets.resources.online_store import ArticleMeta
 
     zone = landing.get()
@@ -294,7 +293,7 @@ def fresh_article_vectors(
             raise dg.Failure("No published model or text encoder yet.")
         model_folder = store.fetch("naml", model_version)
         model = load_model(model_folder)
-        extra = json.loads((model_folder / MODEL_CONFIG_FILE).read_text())["extra"]
+        extra = load_model_metadata(model_folder)["extra"]
         encoder, tokenizer = load_encoder(store.fetch("text_encoder", encoder_version))
         titles = embed_texts(encoder, tokenizer, [r.payload["title"] for r in live], max_length=32)
         bodies = embed_texts(encoder, tokenizer, [r.payload["body"] for r in live], max_length=128)
