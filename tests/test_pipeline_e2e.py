@@ -172,3 +172,41 @@ def test_served_lists_are_shipped_back_as_impressions(pipeline):
     assert shown["article_id"].to_pylist() == [item["article_id"] for item in served["items"]]
     again = dg.materialize([api_exposures], resources=resources, instance=instance)
     assert again.asset_materializations_for_node("api_exposures")[0].metadata["exposures_shipped"].value == 0
+
+
+def test_an_article_published_after_the_batch_gets_a_vector_for_read_time_merging(pipeline):
+    from newsrec_assets.defs.recommendations.speed import FreshArticlesConfig, fresh_article_vectors
+    from newsrec_assets.domain.cdc import ChangeRecord
+    from newsrec_assets.resources.landing import LocalLandingZone
+    from newsrec_assets.resources.online_store import SQLiteOnlineStore
+
+    home, resources, instance, _ = pipeline
+    store = SQLiteOnlineStore(home / "online_store.sqlite")
+    model_version = store.get_model_version().version
+    published = datetime.now(UTC)
+    article = {
+        "article_id": "a999999",
+        "title": "Late goal sends the league leaders top of the table",
+        "body": "The striker scored in added time as the league leaders won the derby at home.",
+        "category": "sports",
+        "subcategory": "football",
+        "status": "published",
+        "published_at": published,
+        "updated_at": published,
+    }
+    record = ChangeRecord("articles", "INSERT", article, published, published, log_file="cms", log_position=1)
+    path = f"articles/{published:%Y-%m-%d}/late-article.jsonl"
+    LocalLandingZone(home / "landing").write_file(path, (record.to_json_line() + "\n").encode())
+
+    result = dg.materialize(
+        [fresh_article_vectors],
+        resources=resources,
+        instance=instance,
+        run_config=dg.RunConfig(ops={"fresh_article_vectors": FreshArticlesConfig(landing_files=[path])}),
+    )
+    assert result.success
+    fresh = store.get_fresh_articles(published - timedelta(seconds=1), model_version)
+    assert "a999999" in fresh.article_ids.tolist()
+    stored_user = store.get_recommendations("u000001")
+    assert fresh.vectors.shape[1] == len(stored_user.user_vector)  # ranking form: [news vector, prior]
+    assert store.get_articles(["a999999"])["a999999"].title == article["title"]
