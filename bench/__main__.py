@@ -66,6 +66,20 @@ REGISTRY: tuple[Benchmark, ...] = (
         ),
     ),
     Benchmark(
+        "ceiling",
+        "bench.ceiling",
+        "Model ceiling: how much of the oracle's AUC lift the data lets any ranker reach",
+        (
+            planned(
+                "2.6 sessions/user/day (default demo): lift of the best position-blind estimate "
+                "(all terms estimated)",
+                "×",
+                0.9,
+                "at_least",
+            ),
+        ),
+    ),
+    Benchmark(
         "endpoint",
         "bench.endpoint",
         "Endpoint: GET /v1/users/{id}/recommendations at a fixed 2,000 req/s",

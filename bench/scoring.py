@@ -195,8 +195,11 @@ def run(ctx: Context) -> Outcome:
         f"top-k {before_users:,} users (after)",
         lambda: top_k_scores(users[:before_users], articles, k, exclude=exclude_b, chunk_size=chunk_size),
     )
-    same = bool(np.array_equal(old_scores, new_scores))
-    ctx.log(f"scoring: before {before_s:.1f} s, after {after_s:.1f} s (same scores: {same})")
+    # The two chunk their matmuls differently, and BLAS kernels may round the last bit of a dot
+    # product differently by shape: same articles in the same order, scores equal to float32 rounding.
+    same = np.array_equal(old_idx, new_idx) and np.allclose(old_scores, new_scores, rtol=1e-5, atol=1e-5)
+    same = bool(same)
+    ctx.log(f"scoring: before {before_s:.1f} s, after {after_s:.1f} s (same ranking: {same})")
 
     largest_s = next(c["seconds"] for c in curve if c["users"] == largest)
     smallest = curve[0]
@@ -271,7 +274,8 @@ def run(ctx: Context) -> Outcome:
                     ],
                 ],
             )
-            + f"\n\nIdentical scores on all {before_users:,} users: {same}. "
+            + "\n\nSame articles in the same order, scores equal to float32 rounding, on all "
+            + f"{before_users:,} users: {same}. "
             f"Brute-force check of 256 random users at {largest:,}: all agree.",
         ),
     ]
@@ -286,7 +290,7 @@ def run(ctx: Context) -> Outcome:
         "before_seconds": before_s,
         "after_seconds": after_s,
         "before_users": before_users,
-        "before_after_same_scores": same,
+        "before_after_same_ranking": same,
         "shape": {
             "articles": n_articles,
             "dim": dim,

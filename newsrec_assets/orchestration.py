@@ -84,6 +84,7 @@ def service_commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
             "127.0.0.1",
             "--port",
             str(api_port),
+            "--no-access-log",
             "--log-level",
             "warning",
         ],

@@ -6,6 +6,7 @@ read-only for lists; its log file (exposures, view counters) is written by the A
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from newsrec_assets.resources.online_store import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
+from serving.api.fast_lane import RecommendationsFastLane
 from serving.api.main import api_router
 from serving.core.config import Settings
 from serving.core.errors import install_error_handlers
@@ -26,7 +28,9 @@ from serving.services.recommender import Recommender
 def build_store(settings: Settings) -> OnlineStore:
     """The online store the settings name, opened for serving."""
     if settings.store_backend == "redis":
-        return RedisOnlineStore(settings.redis_url, prefix=settings.redis_prefix)
+        return RedisOnlineStore(
+            settings.redis_url, prefix=settings.redis_prefix, socket_timeout=settings.redis_timeout_seconds
+        )
     return SQLiteOnlineStore(
         settings.sqlite_path, read_only=True, busy_timeout_ms=settings.sqlite_busy_timeout_ms
     )
@@ -49,6 +53,10 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What exists at startup lives as long as the process: keep it out of the collector's
+        # full passes, whose pauses would otherwise land on requests' tail latency.
+        gc.collect()
+        gc.freeze()
         yield
         exposures.close()
         if owns_store:
@@ -67,9 +75,11 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     app.state.recommender = Recommender(store, settings, metrics)
     app.state.exposures = exposures
     app.state.landing = LandingWriter(build_landing_zone(settings))
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
     app.include_router(api_router)
+    if settings.fast_lane:
+        app.add_middleware(RecommendationsFastLane, api=app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so it sees both
     return app
 
 

@@ -114,6 +114,7 @@ def sqlite_settings(tmp_path: Path, **overrides) -> Settings:
         "api_keys": [API_KEY, "other-key"],
         "fresh_refresh_seconds": 0,
         "cold_start_refresh_seconds": 0,
+        "article_check_seconds": 0,
     }
     return Settings(**(fields | overrides))
 
@@ -273,6 +274,81 @@ def test_unpublished_articles_are_skipped(api):
     body = api.client.get("/v1/users/u000001/recommendations?k=4").json()
     assert [item["article_id"] for item in body["items"]] == ["a001", "a003", "a004", "a005"]
     assert [item["rank"] for item in body["items"]] == [1, 2, 3, 4]
+
+
+def test_article_metadata_is_cached_until_the_articles_change(api, tmp_path):
+    # The fixture checks the store's article revision on every request; this app checks it once a
+    # minute, so it keeps serving what it cached until then.
+    settings = api.settings.model_copy(update={"article_check_seconds": 60})
+    with TestClient(create_app(settings)) as client:
+        first = client.get("/v1/users/u000001/recommendations?k=4").json()
+        assert store_calls(client, "get_articles") == 1
+        assert client.get("/v1/users/u000002/recommendations?k=4").json()["items"] == first["items"]
+        assert store_calls(client, "get_articles") == 1  # the same articles: served from the cache
+        api.store.delete_articles(["a000"])
+        still = client.get("/v1/users/u000001/recommendations?k=4").json()["items"]
+        assert still[0]["article_id"] == "a000"  # within the check interval: stale by design
+        client.app.state.recommender.articles._checked_at = float("-inf")  # the interval is over
+        items = client.get("/v1/users/u000001/recommendations?k=4").json()["items"]
+        assert [item["article_id"] for item in items] == ["a001", "a002", "a003", "a004"]
+
+
+def store_calls(client: TestClient, operation: str) -> int:
+    """How often the app called the online store for `operation` (its latency histogram's count)."""
+    for family in client.app.state.metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "newsrec_store_read_duration_seconds_count" and sample.labels == {
+                "operation": operation
+            }:
+                return int(sample.value)
+    return 0
+
+
+@pytest.mark.parametrize("inline_store_reads", [True, False])
+def test_fast_lane_answers_as_the_fastapi_route_does(api, inline_store_reads):
+    """Well-formed requests are answered by the fast lane, the rest by FastAPI; both answer alike."""
+    routed = api.settings.model_copy(update={"fast_lane": False, "inline_store_reads": inline_store_reads})
+    fast = api.settings.model_copy(update={"inline_store_reads": inline_store_reads})
+    api.store.put_recommendations(user_list("u000002", layer="speed", watermark=NOW))
+    api.store.upsert_articles(
+        [ArticleMeta("fresh-1", "Fresh", "news", "sub0", COMPUTED_AT + timedelta(minutes=1))]
+    )
+    api.store.put_article_vectors(["fresh-1"], np.array([unit(0) * 0.88]), "m1")
+    paths = [
+        "/v1/users/u000001/recommendations",
+        "/v1/users/u000002/recommendations?k=3",  # speed list, fresh article merged in
+        "/v1/users/u999999/recommendations?k=50",  # cold start
+        "/v1/users/u000001/recommendations?k=51",  # k > max_k: FastAPI's 422
+        "/v1/users/u000001/recommendations?k=05",  # not a plain number: FastAPI parses it
+        "/v1/users/u000001/recommendations?k=4&debug=1",  # another parameter: FastAPI ignores it
+        "/v1/users/bad%20id/recommendations",
+        "/v1/users/u000001/recommendations/",
+    ]
+    with TestClient(create_app(routed)) as slow_client, TestClient(create_app(fast)) as fast_client:
+        for path in paths:
+            expected, got = slow_client.get(path), fast_client.get(path)
+            assert got.status_code == expected.status_code, path
+            assert got.headers["content-type"] == expected.headers["content-type"], path
+            if expected.status_code != 200:
+                assert got.json() == expected.json(), path
+                continue
+            assert got.headers["x-request-id"] == got.json()["request_id"]
+            ignore = {"request_id": None, "served_at": None}
+            assert got.json() | ignore == expected.json() | ignore, path
+        assert store_calls(fast_client, "get_recommendations") == store_calls(
+            slow_client, "get_recommendations"
+        )
+        fresh = fast_client.get("/v1/users/u000002/recommendations?k=3").json()
+        assert [item["source"] for item in fresh["items"]] == ["stored", "fresh", "stored"]
+
+
+def test_fast_lane_store_failure_is_a_json_503(tmp_path):
+    with running_api(None, sqlite_settings(tmp_path, fast_lane=True)) as api:
+        response = api.client.get("/v1/users/u000001/recommendations?k=3")
+        assert_json_error(response, 503, "store_unavailable")
+        assert response.headers["retry-after"] == "1"
+        text = api.client.get("/metrics").text
+        assert 'route="/v1/users/{user_id}/recommendations",status="503"} 1.0' in text
 
 
 def test_served_lists_are_logged_as_exposures(api):

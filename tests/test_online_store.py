@@ -360,7 +360,10 @@ def test_articles_and_fresh_vectors(store):
         ArticleMeta("a2", "Fresh", "sports", "football", T0 + timedelta(minutes=5)),
         ArticleMeta("a3", "Fresher", "news", "politics", T0 + timedelta(minutes=10)),
     ]
+    assert store.article_revision() == 0
     assert store.upsert_articles(articles) == 3
+    after_upsert = store.article_revision()
+    assert after_upsert > 0
     store.put_article_vectors(["a1", "a2"], np.array([[1.0, 0.0], [0.0, 1.0]]), "m1")
     store.put_article_vectors(["a3"], np.array([[0.5, 0.5]]), "m0")  # another model version
 
@@ -375,8 +378,10 @@ def test_articles_and_fresh_vectors(store):
     assert store.prune_article_vectors(T0) == 1  # a1's vector is too old to be fresh
     assert store.get_fresh_articles(T0 - timedelta(days=4), "m1").article_ids.tolist() == ["a2"]
 
+    assert store.article_revision() == after_upsert  # vectors are not metadata
     store.delete_articles(["a2"])
     assert store.get_articles(["a2"]) == {} and len(store.get_fresh_articles(T0, "m1")) == 0
+    assert store.article_revision() > after_upsert  # readers' metadata caches must drop a2
 
 
 def test_cold_start_and_model_version(store):
@@ -411,6 +416,16 @@ def test_exposure_log(store):
     assert [e.request_id for e in store.read_exposures(after=first.cursor)] == ["req-2"]
     assert store.trim_exposures(first.cursor) == 1
     assert [e.request_id for e in store.read_exposures()] == ["req-2"]
+
+
+def test_exposure_batches_keep_order_and_values(store):
+    batch = [
+        (f"u{i}", [f"a{i}-{j}" for j in range(i % 4)], T0 + timedelta(microseconds=7 * i + 1), f"req-{i}")
+        for i in range(250)
+    ]
+    assert store.log_exposures(batch) == 250 and store.log_exposures([]) == 0
+    read = store.read_exposures(limit=1000)
+    assert [(e.user_id, list(e.article_ids), e.served_at, e.request_id) for e in read] == batch
 
 
 def test_record_view_counts_per_user_and_article(store):

@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from newsrec_assets.domain.ranking import (
     cold_start_list,
     exclusion_csr,
+    merge_by_score,
     merge_fresh_articles,
     top_k_scores,
 )
@@ -160,3 +163,37 @@ def test_merge_fresh_articles_edge_cases():
 
     with pytest.raises(ValueError):
         merge_fresh_articles(["a"], [1.0, 2.0], np.ones(1), [], np.empty((0, 1)), k=1)
+
+
+def merged_by_sorting(stored_ids, stored_scores, fresh_ids, fresh_scores):
+    """Reference: concatenate, stable sort by score (stored first on ties), keep each id's best."""
+    pool = [(-score, 0, i, a) for i, (a, score) in enumerate(zip(stored_ids, stored_scores, strict=True))]
+    pool += [(-score, 1, i, a) for i, (a, score) in enumerate(zip(fresh_ids, fresh_scores, strict=True))]
+    seen, out = set(), []
+    for negative_score, source, _, article_id in sorted(pool):
+        if article_id not in seen:
+            seen.add(article_id)
+            out.append((article_id, -negative_score, bool(source)))
+    return out
+
+
+scores_32 = st.floats(-4, 4, width=32)
+
+
+@given(
+    stored=st.lists(
+        st.tuples(st.sampled_from("abcdefghij"), scores_32), max_size=10, unique_by=lambda p: p[0]
+    ),
+    fresh=st.lists(st.tuples(st.sampled_from("fghijklmno"), scores_32), max_size=10),
+    take=st.integers(0, 25),
+)
+def test_merge_by_score_is_a_lazy_sort_of_both_lists(stored, fresh, take):
+    stored.sort(key=lambda pair: -pair[1])  # stored lists are ranked
+    stored_ids, stored_scores = [a for a, _ in stored], [s for _, s in stored]
+    fresh_ids, fresh_scores = [a for a, _ in fresh], [s for _, s in fresh]
+    merged = list(merge_by_score(stored_ids, stored_scores, fresh_ids, fresh_scores))
+    assert merged == merged_by_sorting(stored_ids, stored_scores, fresh_ids, fresh_scores)
+    ids, scores, is_fresh = merge_fresh_articles(
+        stored_ids, stored_scores, np.ones(1), fresh_ids, np.array(fresh_scores).reshape(-1, 1), k=take
+    )
+    assert list(zip(ids.tolist(), scores.tolist(), is_fresh.tolist(), strict=True)) == merged[:take]

@@ -22,9 +22,10 @@ the k-th score makes the cut is unspecified.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -328,8 +329,9 @@ def merge_fresh_articles(
     """Merge articles published after a list was computed into that stored list.
 
     The fresh articles are scored against the stored user vector (dot product, the same scale as
-    the stored scores when both come from one model version) and merged by score. An article in
-    both inputs appears once, with the higher of its scores. Equal scores keep stored items first.
+    the stored scores when both come from one model version) and merged by score
+    (`merge_by_score`). An article in both inputs appears once, with the higher of its scores.
+    Equal scores keep stored items first.
 
     Args:
         stored_ids, stored_scores: the precomputed list, best first.
@@ -342,26 +344,51 @@ def merge_fresh_articles(
         `(article_ids, scores, is_fresh)`, best first, at most k long; `is_fresh` marks items that
         came from the fresh articles.
     """
-    s_ids = np.asarray(stored_ids)
-    s_scores = np.asarray(stored_scores, dtype=np.float32).reshape(-1)
     f_ids = np.asarray(fresh_article_ids)
-    if len(s_ids) != len(s_scores):
-        raise ValueError("stored_ids and stored_scores must have the same length")
-    if len(f_ids) == 0:
-        keep = min(k, len(s_ids))
-        return s_ids[:keep], s_scores[:keep], np.zeros(keep, dtype=bool)
     vecs = np.asarray(fresh_vecs, dtype=np.float32)
     if vecs.ndim != 2 or vecs.shape[0] != len(f_ids):
         raise ValueError(f"fresh_vecs must be [{len(f_ids)}, d], got {vecs.shape}")
-    f_scores = vecs @ np.asarray(user_vec, dtype=np.float32).reshape(-1)  # fresh
+    f_scores = vecs @ np.asarray(user_vec, dtype=np.float32).reshape(-1)
+    merged = list(islice(merge_by_score(stored_ids, stored_scores, f_ids, f_scores), k))
+    return (
+        np.asarray([item[0] for item in merged], dtype=str),
+        np.asarray([item[1] for item in merged], dtype=np.float32),
+        np.asarray([item[2] for item in merged], dtype=bool),
+    )
 
-    ids = np.concatenate((s_ids.astype(object), f_ids.astype(object)))
-    scores = np.concatenate((s_scores, f_scores.astype(np.float32)))
-    is_fresh = np.concatenate((np.zeros(len(s_ids), dtype=bool), np.ones(len(f_ids), dtype=bool)))
-    # Best first; stable, so equal scores keep stored items (which come first) ahead.
-    order = np.argsort(-scores, kind="stable")
-    ids, scores, is_fresh = ids[order], scores[order], is_fresh[order]
-    # Dedup: keep each id's first (best) occurrence, preserving the order.
-    _, first = np.unique(ids.astype(str), return_index=True)
-    keep = np.sort(first)[:k]
-    return ids[keep].astype(str), scores[keep], is_fresh[keep]
+
+def merge_by_score(
+    stored_ids: Sequence[str] | np.ndarray,
+    stored_scores: Sequence[float] | np.ndarray,
+    fresh_ids: Sequence[str] | np.ndarray,
+    fresh_scores: Sequence[float] | np.ndarray,
+) -> Iterator[tuple[str, float, bool]]:
+    """`(article_id, score, is_fresh)` of a ranked stored list and scored fresh articles, best first.
+
+    Lazy, so a caller that needs ten items pays for about ten: serving calls this on every
+    request. The stored list keeps its order; each fresh article goes before the first stored
+    item with a lower score (ties keep stored items first). An article that appears twice is
+    yielded once, at its best score.
+    """
+    s_ids = stored_ids.tolist() if isinstance(stored_ids, np.ndarray) else list(stored_ids)
+    s_scores = np.asarray(stored_scores, dtype=np.float32).reshape(-1).tolist()
+    if len(s_ids) != len(s_scores):
+        raise ValueError("stored_ids and stored_scores must have the same length")
+    f_scores = np.asarray(fresh_scores, dtype=np.float32).reshape(-1)
+    if len(f_scores) != len(fresh_ids):
+        raise ValueError("fresh_ids and fresh_scores must have the same length")
+    order = np.argsort(-f_scores, kind="stable")
+    f_ids = np.asarray(fresh_ids)[order].tolist()
+    f_sorted = f_scores[order].tolist()
+    seen: set[str] = set()
+    i = j = 0
+    while i < len(s_ids) or j < len(f_ids):
+        if j == len(f_ids) or (i < len(s_ids) and s_scores[i] >= f_sorted[j]):
+            article_id, score, is_fresh = s_ids[i], s_scores[i], False
+            i += 1
+        else:
+            article_id, score, is_fresh = f_ids[j], f_sorted[j], True
+            j += 1
+        if article_id not in seen:
+            seen.add(article_id)
+            yield article_id, score, is_fresh

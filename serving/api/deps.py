@@ -10,9 +10,7 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from newsrec_assets.resources.online_store import OnlineStore
 from serving.core.config import Settings
 from serving.core.metrics import Metrics
-from serving.services.exposures import ExposureLogger
 from serving.services.landing import LandingWriter
-from serving.services.recommender import Recommender
 
 
 async def get_settings(request: Request) -> Settings:
@@ -23,16 +21,8 @@ async def get_store(request: Request) -> OnlineStore:
     return request.app.state.store
 
 
-async def get_recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
-
-
 async def get_landing(request: Request) -> LandingWriter:
     return request.app.state.landing
-
-
-async def get_exposure_logger(request: Request) -> ExposureLogger:
-    return request.app.state.exposures
 
 
 async def get_metrics(request: Request) -> Metrics:
@@ -41,9 +31,7 @@ async def get_metrics(request: Request) -> Metrics:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[OnlineStore, Depends(get_store)]
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
 LandingDep = Annotated[LandingWriter, Depends(get_landing)]
-ExposureLoggerDep = Annotated[ExposureLogger, Depends(get_exposure_logger)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 

@@ -43,9 +43,20 @@ class Settings(BaseSettings):
     fresh_window_hours: float = Field(default=48.0, gt=0)
     fresh_refresh_seconds: float = Field(default=5.0, ge=0)
     cold_start_refresh_seconds: float = Field(default=10.0, ge=0)
+    # Cached article metadata: how often to ask the store whether articles changed (the longest
+    # an edited or unpublished article is served as it was; 0 asks on every request).
+    article_check_seconds: float = Field(default=1.0, ge=0)
+    article_cache_entries: int = Field(default=200_000, ge=1)
     log_exposures: bool = True
-    # Read the store on the event loop instead of the thread pool (None: only for SQLite).
-    inline_store_reads: bool | None = None
+    # Answer well-formed recommendation requests before FastAPI's routing (serving/api/fast_lane.py).
+    fast_lane: bool = True
+    # Read the store on the event loop instead of the thread pool. An in-process SQLite read or a
+    # round trip to a nearby Redis is shorter than the hop to a pool thread and back; a remote or
+    # slow store is better read from the pool, so that waiting on it never blocks the loop.
+    inline_store_reads: bool = True
+    # How long a Redis command may take before the request fails with a 503 (with inline reads,
+    # also the longest the event loop can be held by one command).
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
     # How long a SQLite read may wait for a lock (readers in WAL mode almost never wait).
     sqlite_busy_timeout_ms: int = Field(default=1000, ge=0)
     # How far in the future a client's `viewed_at` may lie (clock skew) before it is refused.
@@ -64,6 +75,4 @@ class Settings(BaseSettings):
             raise ValueError("landing_kind 'gcs' needs landing_bucket")
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
-        if self.inline_store_reads is None:
-            self.inline_store_reads = self.store_backend == "sqlite"
         return self

@@ -64,8 +64,13 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
 
 
 async def _store_error(request: Request, exc: StoreError) -> Response:
+    return store_error_response(exc, request.url.path)
+
+
+def store_error_response(exc: StoreError, path: str) -> Response:
+    """The 503 for a failing online store (logged)."""
     code = "store_unavailable" if isinstance(exc, StoreUnavailable) else "store_error"
-    logger.warning("online store failure on %s: %s", request.url.path, exc)
+    logger.warning("online store failure on %s: %s", path, exc)
     return OrjsonResponse(
         error_body(code, "the online store is unavailable, retry shortly"),
         status_code=503,

@@ -11,6 +11,12 @@ are not merged.
 
 Unknown users get the cold-start list (also cached); without one, the newest articles.
 Items whose article has no metadata (unpublished, deleted) are skipped.
+
+Article metadata is rendered once per article into a response fragment and cached per process
+(`ArticleFragments`), because the same few thousand articles appear in every list; the cache is
+dropped when the store's `article_revision` changes, checked at most every
+`article_check_seconds`. That bound is how long an edited or unpublished article can still be
+served as it was.
 """
 
 from __future__ import annotations
@@ -18,15 +24,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice, repeat
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from newsrec_assets.domain.cdc import format_ts
-from newsrec_assets.domain.ranking import cold_start_list, merge_fresh_articles
+from newsrec_assets.domain.ranking import cold_start_list, merge_by_score
 from newsrec_assets.resources.online_store import (
     ArticleMeta,
     ColdStartList,
@@ -96,6 +103,51 @@ class Refreshing(Generic[T]):
         return value
 
 
+class ArticleFragments:
+    """Article metadata as ready-made response fragments, cached until the articles change.
+
+    Lookups return a fragment per known article and None for ids the store does not know
+    (unpublished, deleted: cached too, so a list that references them costs no store read).
+    The whole cache is dropped when `OnlineStore.article_revision` moves, which is checked at
+    most every `check_seconds` (0: on every lookup). Safe to share between threads: a lookup
+    that raced with a drop writes into the dropped dict, never into its successor.
+    """
+
+    def __init__(self, store: OnlineStore, metrics: Metrics, check_seconds: float, max_entries: int) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.check_seconds = check_seconds
+        self.max_entries = max_entries
+        self._fragments: dict[str, dict[str, Any] | None] = {}
+        self._revision: int | None = None
+        self._checked_at = float("-inf")
+
+    def lookup(self, article_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The cache, holding an entry (fragment or None) for each of `article_ids`."""
+        fragments = self._current()
+        missing = [article_id for article_id in article_ids if article_id not in fragments]
+        if missing:
+            with self.metrics.store_call("get_articles"):
+                found = self.store.get_articles(missing)
+            if len(fragments) + len(missing) > self.max_entries:
+                fragments = self._fragments = {}
+            for article_id in missing:
+                meta = found.get(article_id)
+                fragments[article_id] = None if meta is None else _fragment(meta)
+        return fragments
+
+    def _current(self) -> dict[str, dict[str, Any] | None]:
+        now = time.monotonic()
+        if now - self._checked_at >= self.check_seconds:
+            with self.metrics.store_call("article_revision"):
+                revision = self.store.article_revision()
+            if revision != self._revision:
+                self._fragments = {}
+                self._revision = revision
+            self._checked_at = now
+        return self._fragments
+
+
 @dataclass(frozen=True)
 class FreshSnapshot:
     """Vectors of recently published articles of the current model version."""
@@ -123,6 +175,9 @@ class Recommender:
         self._fresh = Refreshing(self._load_fresh, settings.fresh_refresh_seconds, "fresh-articles")
         self._cold_start = Refreshing(
             self._load_cold_start, settings.cold_start_refresh_seconds, "cold-start"
+        )
+        self.articles = ArticleFragments(
+            store, metrics, settings.article_check_seconds, settings.article_cache_entries
         )
 
     # -- caches ----------------------------------------------------------------------------------
@@ -174,9 +229,7 @@ class Recommender:
         if record is None:
             return self._cold_start_response(user_id, k, request_id, served_at)
 
-        ids, scores, is_fresh = self._merge_fresh(record)
-        sources = np.where(is_fresh, "fresh", "stored")
-        items = self._items(ids, scores, sources, k)
+        items = self._items(self._ranked(record), k)
         fresh_served = sum(1 for item in items if item["source"] == "fresh")
         if fresh_served:
             self.metrics.fresh_merged.inc(fresh_served)
@@ -190,11 +243,23 @@ class Recommender:
         }
         return self._served(user_id, k, request_id, served_at, provenance, items)
 
-    def _merge_fresh(self, record: UserRecommendations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        stored_ids = np.asarray(record.article_ids, dtype=str)
-        no_merge = (stored_ids, record.scores, np.zeros(len(stored_ids), dtype=bool))
+    def _ranked(self, record: UserRecommendations) -> Iterator[tuple[str, float, str]]:
+        """`(article_id, score, source)` best first: the stored list with fresh articles merged in."""
+        fresh_ids, fresh_vectors = self._fresh_after(record)
+        if fresh_ids is None:
+            return zip(record.article_ids, record.scores.tolist(), repeat("stored"), strict=False)
+        fresh_scores = fresh_vectors @ record.user_vector
+        return (
+            (article_id, score, "fresh" if is_fresh else "stored")
+            for article_id, score, is_fresh in merge_by_score(
+                record.article_ids, record.scores, fresh_ids, fresh_scores
+            )
+        )
+
+    def _fresh_after(self, record: UserRecommendations) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+        """Ids and vectors of the articles published after the list was computed, if comparable."""
         if record.user_vector is None:
-            return no_merge
+            return None, None
         snapshot = self.fresh_snapshot()
         articles = snapshot.articles
         if (
@@ -203,24 +268,17 @@ class Recommender:
             or snapshot.model_version != record.model_version
             or articles.vectors.shape[1] != len(record.user_vector)
         ):
-            return no_merge
+            return None, None
         # Articles are sorted by publish time: those published after computed_at are a suffix.
         start = int(np.searchsorted(articles.published_at_us, to_us(record.computed_at), side="right"))
         if start == len(articles):
-            return no_merge
-        return merge_fresh_articles(
-            stored_ids,
-            record.scores,
-            record.user_vector,
-            articles.article_ids[start:],
-            articles.vectors[start:],
-            k=len(stored_ids) + len(articles) - start,
-        )
+            return None, None
+        return articles.article_ids[start:], articles.vectors[start:]
 
     def _cold_start_response(self, user_id: str, k: int, request_id: str, served_at: datetime) -> Served:
         cold = self._cold_start.get()
-        ids = np.asarray(cold.article_ids, dtype=str)
-        items = self._items(ids, cold.scores, np.full(len(ids), "cold_start"), k)
+        ranked = zip(cold.article_ids, cold.scores.tolist(), repeat("cold_start"), strict=False)
+        items = self._items(ranked, k)
         self.metrics.served.labels("cold_start").inc()
         provenance = {
             "model_version": cold.model_version,
@@ -231,32 +289,22 @@ class Recommender:
         }
         return self._served(user_id, k, request_id, served_at, provenance, items)
 
-    def _items(
-        self, ids: np.ndarray, scores: np.ndarray, sources: np.ndarray, k: int
-    ) -> list[dict[str, Any]]:
-        """The first k candidates that still have metadata, as response items."""
+    def _items(self, ranked: Iterator[tuple[str, float, str]], k: int) -> list[dict[str, Any]]:
+        """The first k ranked candidates that still have metadata, as response items."""
         items: list[dict[str, Any]] = []
-        position = 0
-        while len(items) < k and position < len(ids):
-            stop = min(len(ids), position + k - len(items) + _METADATA_SLACK)
-            chunk: Sequence[str] = ids[position:stop].tolist()
-            with self.metrics.store_call("get_articles"):
-                found = self.store.get_articles(chunk)
-            for offset, article_id in enumerate(chunk):
-                meta = found.get(article_id)
-                if meta is None:
+        while len(items) < k:
+            # Take no more than still needed: with the metadata cache warm, another round is cheap.
+            chunk = list(islice(ranked, k - len(items)))
+            if not chunk:
+                break
+            fragments = self.articles.lookup([article_id for article_id, _, _ in chunk])
+            for article_id, score, source in chunk:
+                fragment = fragments.get(article_id)
+                if fragment is None:
                     continue
-                items.append(
-                    _item(
-                        len(items) + 1,
-                        meta,
-                        float(scores[position + offset]),
-                        str(sources[position + offset]),
-                    )
-                )
+                items.append({"rank": len(items) + 1, **fragment, "score": score, "source": source})
                 if len(items) == k:
                     break
-            position = stop
         return items
 
     @staticmethod
@@ -279,15 +327,13 @@ class Recommender:
         return Served(body=body, article_ids=[item["article_id"] for item in items], served_at=served_at)
 
 
-def _item(rank: int, meta: ArticleMeta, score: float, source: str) -> dict[str, Any]:
+def _fragment(meta: ArticleMeta) -> dict[str, Any]:
+    """The metadata part of a response item (the rest: rank, score, source)."""
     return {
-        "rank": rank,
         "article_id": meta.article_id,
         "title": meta.title,
         "category": meta.category,
         "subcategory": meta.subcategory,
         "published_at": format_ts(meta.published_at),
         "url": meta.url,
-        "score": score,
-        "source": source,
     }

@@ -445,6 +445,13 @@ class OnlineStore(ABC):
         """The most recently published articles, newest first."""
 
     @abstractmethod
+    def article_revision(self) -> int:
+        """A counter that grows with every `upsert_articles` / `delete_articles` (0 before any).
+
+        Readers that cache article metadata compare it to know when their cache went stale.
+        """
+
+    @abstractmethod
     def put_article_vectors(self, article_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
         """Store article vectors (articles, dim) of one model version; returns the number written."""
 

@@ -128,6 +128,11 @@ CREATE TABLE IF NOT EXISTS article_vectors (
 CREATE TABLE IF NOT EXISTS cold_start (id INTEGER PRIMARY KEY CHECK (id = 1), record BLOB NOT NULL);
 """
 
+_BUMP_ARTICLE_REVISION_SQL = (
+    "INSERT INTO meta (key, value) VALUES ('article_revision', 1) "
+    "ON CONFLICT (key) DO UPDATE SET value = value + 1"
+)
+
 _LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS exposures (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -524,6 +529,7 @@ class SQLiteOnlineStore(OnlineStore):
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                conn.execute(_BUMP_ARTICLE_REVISION_SQL)
         return len(rows)
 
     def delete_articles(self, article_ids: Iterable[str]) -> int:
@@ -533,6 +539,7 @@ class SQLiteOnlineStore(OnlineStore):
             with _transaction(conn):
                 conn.executemany("DELETE FROM articles WHERE article_id = ?", ids)
                 conn.executemany("DELETE FROM article_vectors WHERE article_id = ?", ids)
+                conn.execute(_BUMP_ARTICLE_REVISION_SQL)
         return len(ids)
 
     def get_articles(self, article_ids: Sequence[str]) -> dict[str, ArticleMeta]:
@@ -550,6 +557,11 @@ class SQLiteOnlineStore(OnlineStore):
                 ):
                     found[row[0]] = _article(row)
         return found
+
+    def article_revision(self) -> int:
+        with _errors():
+            row = self._lists().execute("SELECT value FROM meta WHERE key = 'article_revision'").fetchone()
+        return 0 if row is None else int(row[0])
 
     def recent_articles(self, limit: int) -> list[ArticleMeta]:
         with _errors():

@@ -1,21 +1,26 @@
-"""`GET /v1/users/{user_id}/recommendations`: a user's top-k list, read from the online store."""
+"""`GET /v1/users/{user_id}/recommendations`: a user's top-k list, read from the online store.
+
+The route below documents and validates the endpoint; well-formed requests usually never reach
+it, because `serving.api.fast_lane` answers them first with the same `recommendations_response`.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 from starlette.responses import Response
 
-from serving.api.deps import ExposureLoggerDep, RecommenderDep, SettingsDep
 from serving.core.config import API_V1_PREFIX
 from serving.core.responses import OrjsonResponse
 from serving.models import ID_MAX_LENGTH, ID_PATTERN, ErrorResponse, RecommendationsResponse
 
 router = APIRouter(prefix=f"{API_V1_PREFIX}/users", tags=["recommendations"])
+ROUTE_PATH = f"{API_V1_PREFIX}/users/{{user_id}}/recommendations"
 
 UserIdPath = Annotated[
     str, Path(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH, description="user id, e.g. u000042")
@@ -29,9 +34,7 @@ UserIdPath = Annotated[
 )
 async def get_recommendations(
     user_id: UserIdPath,
-    recommender: RecommenderDep,
-    settings: SettingsDep,
-    exposures: ExposureLoggerDep,
+    request: Request,
     k: Annotated[int | None, Query(ge=1, description="list length, 1..max_k (default default_k)")] = None,
 ) -> Response:
     """The user's ranked list with article metadata, scores and provenance.
@@ -39,14 +42,9 @@ async def get_recommendations(
     Articles published after the list was computed are merged in at read time. Unknown users get
     the cold-start list (layer `cold_start`). What was served is queued for the exposure log
     (written in batches by a background thread).
-
-    With an in-process store (SQLite) the reads run inline on the event loop, which saves a
-    thread hop per request; a networked store is read from the thread pool, so a slow network
-    never blocks the loop.
     """
-    if k is None:
-        k = settings.default_k
-    elif k > settings.max_k:
+    settings = request.app.state.settings
+    if k is not None and k > settings.max_k:
         raise RequestValidationError(
             [
                 {
@@ -57,11 +55,24 @@ async def get_recommendations(
                 }
             ]
         )
+    return await recommendations_response(request.app.state, user_id, k)
+
+
+async def recommendations_response(state: State, user_id: str, k: int | None) -> Response:
+    """The response for a validated request (`k` within 1..max_k, or None for the default).
+
+    With `inline_store_reads` the store is read on the event loop, which saves a thread hop per
+    request (an in-process SQLite read, or one round trip to a nearby Redis, takes less than the
+    hop); otherwise from the thread pool, so a slow network never blocks the loop.
+    Raises `StoreError` when the store cannot be read.
+    """
+    settings = state.settings
+    k = settings.default_k if k is None else k
     request_id = uuid.uuid4().hex
     if settings.inline_store_reads:
-        served = recommender.recommend(user_id, k, request_id)  # sub-millisecond, in-process store
+        served = state.recommender.recommend(user_id, k, request_id)
     else:
-        served = await run_in_threadpool(recommender.recommend, user_id, k, request_id)
+        served = await run_in_threadpool(state.recommender.recommend, user_id, k, request_id)
     if settings.log_exposures and served.article_ids:
-        exposures.append(user_id, served.article_ids, served.served_at, request_id)
+        state.exposures.append(user_id, served.article_ids, served.served_at, request_id)
     return OrjsonResponse(served.body, headers={"X-Request-ID": request_id})
