@@ -64,6 +64,7 @@ class Rows:
     clicked: np.ndarray
     holdout: np.ndarray
     terms: dict[str, np.ndarray]  # bias, interest, category, freshness, position, quality (logit parts)
+    params: Any  # the simulator's ClickModelParams
     stats: dict[str, Any]
 
 
@@ -125,6 +126,7 @@ def simulate_rows(users: int, articles: int, days: float, sessions: float, seed:
         clicked[keep],
         holdout,
         terms,
+        params,
         stats,
     )
 
@@ -217,11 +219,10 @@ def click_share_interest(
 def measure(users: int, articles: int, days: float, sessions: float, seed: int, log=print) -> dict[str, Any]:
     """AUC and lift of the oracle, its ablations and the estimators on one simulated history."""
     from newsrec_assets.domain.metrics import auc_lift, evaluate_impressions
-    from newsrec_assets.domain.simulator.click_model import ClickModelParams
 
     log(f"ceiling: {users:,} users, {articles:,} articles, {days:g} days, {sessions:g} sessions/user/day")
     rows = simulate_rows(users, articles, days, sessions, seed)
-    params = ClickModelParams()
+    params = rows.params
     held = rows.holdout
     t = rows.terms
     results: dict[str, float] = {}

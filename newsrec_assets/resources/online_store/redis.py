@@ -13,7 +13,8 @@ Keys
 - `{p}:live` hash user -> record blob, `{p}:livemeta` hash user -> `"<watermark µs>:<seq>"`:
   lists written by `put_recommendations`.
 - `{p}:model` (JSON), `{p}:articles` hash id -> JSON, `{p}:articles_by_pub` sorted set by
-  published time, `{p}:artvec` hash id -> model version + float32 vector, `{p}:cold_start`.
+  published time, `{p}:article_rev` counter (bumped with every article upsert or delete),
+  `{p}:artvec` hash id -> model version + float32 vector, `{p}:cold_start`.
 - `{p}:exposures` stream (capped at `max_exposures`, approximately), `{p}:views:<user>` hash of
   view counters, `{p}:api_log_position` counter.
 

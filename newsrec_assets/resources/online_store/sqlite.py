@@ -18,7 +18,8 @@ Tables (lists file)
   generation; `current_generation` (one row: generation, seq) is the pointer readers follow;
   `generations` describes each generation (state staging/published/refused).
 - `live_recs(user_id, watermark_us, seq, record)`: lists written by `put_recommendations`.
-- `meta`: the global write sequence `write_seq`. Plus `model_version`, `articles`,
+- `meta`: the global write sequence `write_seq` and `article_revision` (bumped with every
+  article upsert or delete). Plus `model_version`, `articles`,
   `article_vectors`, `cold_start`.
 
 Atomicity (see `base` for the rules)
