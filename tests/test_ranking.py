@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -130,6 +131,16 @@ def test_cold_start_list_weights_and_time_types():
         cold_start_list(["a"], published[:1], [-1], now, k=1)
 
 
+def first(k, merged):
+    """The first k merged items as arrays `(ids, scores, is_fresh)`."""
+    items = list(islice(merged, k))
+    return (
+        np.asarray([i[0] for i in items], dtype=str),
+        np.asarray([i[1] for i in items], dtype=np.float32),
+        np.asarray([i[2] for i in items], dtype=bool),
+    )
+
+
 def test_merge_fresh_articles_by_hand():
     stored_ids = ["s1", "s2", "s3"]
     stored_scores = [0.9, 0.5, 0.1]
@@ -137,8 +148,8 @@ def test_merge_fresh_articles_by_hand():
     fresh_ids = ["f1", "f2", "s3"]
     fresh_vecs = np.array([[0.7, 5.0], [0.05, 1.0], [0.6, 0.0]])  # scores 0.7, 0.05, 0.6
 
-    ids, scores, is_fresh = merge_fresh_articles(
-        stored_ids, stored_scores, user_vec, fresh_ids, fresh_vecs, k=4
+    ids, scores, is_fresh = first(
+        4, merge_fresh_articles(stored_ids, stored_scores, user_vec, fresh_ids, fresh_vecs)
     )
 
     # s3 appears in both: once, with its higher (fresh) score 0.6.
@@ -148,21 +159,21 @@ def test_merge_fresh_articles_by_hand():
 
 
 def test_merge_fresh_articles_edge_cases():
-    ids, scores, is_fresh = merge_fresh_articles(
-        ["a", "b"], [2.0, 1.0], np.ones(2), [], np.empty((0, 2)), k=1
+    ids, scores, is_fresh = first(
+        1, merge_fresh_articles(["a", "b"], [2.0, 1.0], np.ones(2), [], np.empty((0, 2)))
     )
     assert ids.tolist() == ["a"] and scores.tolist() == [2.0] and is_fresh.tolist() == [False]
 
     # Equal scores keep the stored item first.
-    ids, _, is_fresh = merge_fresh_articles(["a"], [1.0], np.ones(1), ["b"], np.ones((1, 1)), k=2)
+    ids, _, is_fresh = first(2, merge_fresh_articles(["a"], [1.0], np.ones(1), ["b"], np.ones((1, 1))))
     assert ids.tolist() == ["a", "b"] and is_fresh.tolist() == [False, True]
 
     # An empty stored list takes fresh articles alone.
-    ids, _, _ = merge_fresh_articles([], [], np.ones(1), ["x", "y"], np.array([[1.0], [2.0]]), k=5)
+    ids, _, _ = first(5, merge_fresh_articles([], [], np.ones(1), ["x", "y"], np.array([[1.0], [2.0]])))
     assert ids.tolist() == ["y", "x"]
 
     with pytest.raises(ValueError):
-        merge_fresh_articles(["a"], [1.0, 2.0], np.ones(1), [], np.empty((0, 1)), k=1)
+        merge_fresh_articles(["a"], [1.0, 2.0], np.ones(1), [], np.empty((0, 1)))
 
 
 def merged_by_sorting(stored_ids, stored_scores, fresh_ids, fresh_scores):
@@ -193,7 +204,10 @@ def test_merge_by_score_is_a_lazy_sort_of_both_lists(stored, fresh, take):
     fresh_ids, fresh_scores = [a for a, _ in fresh], [s for _, s in fresh]
     merged = list(merge_by_score(stored_ids, stored_scores, fresh_ids, fresh_scores))
     assert merged == merged_by_sorting(stored_ids, stored_scores, fresh_ids, fresh_scores)
-    ids, scores, is_fresh = merge_fresh_articles(
-        stored_ids, stored_scores, np.ones(1), fresh_ids, np.array(fresh_scores).reshape(-1, 1), k=take
+    ids, scores, is_fresh = first(
+        take,
+        merge_fresh_articles(
+            stored_ids, stored_scores, np.ones(1), fresh_ids, np.array(fresh_scores).reshape(-1, 1)
+        ),
     )
     assert list(zip(ids.tolist(), scores.tolist(), is_fresh.tolist(), strict=True)) == merged[:take]

@@ -25,12 +25,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ExcludeLike", "cold_start_list", "exclusion_csr", "merge_fresh_articles", "top_k_scores"]
+__all__ = [
+    "ExcludeLike",
+    "cold_start_list",
+    "exclusion_csr",
+    "merge_by_score",
+    "merge_fresh_articles",
+    "top_k_scores",
+]
 
 # (indptr [U+1], indices [nnz]) in CSR layout, any object with `.indptr`/`.indices` (e.g. a scipy
 # CSR matrix), or one sequence of article indices per user.
@@ -324,8 +330,7 @@ def merge_fresh_articles(
     user_vec: np.ndarray,
     fresh_article_ids: Sequence[str] | np.ndarray,
     fresh_vecs: np.ndarray,
-    k: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Iterator[tuple[str, float, bool]]:
     """Merge articles published after a list was computed into that stored list.
 
     The fresh articles are scored against the stored user vector (dot product, the same scale as
@@ -338,23 +343,18 @@ def merge_fresh_articles(
         user_vec: dim, the user vector the list was computed with.
         fresh_article_ids: articles published after the list's computed_at.
         fresh_vecs: fresh articles, dim.
-        k: length of the merged list.
 
     Returns:
-        `(article_ids, scores, is_fresh)`, best first, at most k long; `is_fresh` marks items that
-        came from the fresh articles.
+        `(article_id, score, is_fresh)` best first, lazily (take as many as needed);
+        `is_fresh` marks items that came from the fresh articles. Invalid inputs raise here,
+        not on iteration.
     """
     f_ids = np.asarray(fresh_article_ids)
     vecs = np.asarray(fresh_vecs, dtype=np.float32)
     if vecs.ndim != 2 or vecs.shape[0] != len(f_ids):
         raise ValueError(f"fresh_vecs must be [{len(f_ids)}, d], got {vecs.shape}")
     f_scores = vecs @ np.asarray(user_vec, dtype=np.float32).reshape(-1)
-    merged = list(islice(merge_by_score(stored_ids, stored_scores, f_ids, f_scores), k))
-    return (
-        np.asarray([item[0] for item in merged], dtype=str),
-        np.asarray([item[1] for item in merged], dtype=np.float32),
-        np.asarray([item[2] for item in merged], dtype=bool),
-    )
+    return merge_by_score(stored_ids, stored_scores, f_ids, f_scores)
 
 
 def merge_by_score(
@@ -368,7 +368,7 @@ def merge_by_score(
     Lazy, so a caller that needs ten items pays for about ten: serving calls this on every
     request. The stored list keeps its order; each fresh article goes before the first stored
     item with a lower score (ties keep stored items first). An article that appears twice is
-    yielded once, at its best score.
+    yielded once, at its best score. Invalid inputs raise here, not on iteration.
     """
     s_ids = stored_ids.tolist() if isinstance(stored_ids, np.ndarray) else list(stored_ids)
     s_scores = np.asarray(stored_scores, dtype=np.float32).reshape(-1).tolist()
@@ -378,16 +378,21 @@ def merge_by_score(
     if len(f_scores) != len(fresh_ids):
         raise ValueError("fresh_ids and fresh_scores must have the same length")
     order = np.argsort(-f_scores, kind="stable")
-    f_ids = np.asarray(fresh_ids)[order].tolist()
-    f_sorted = f_scores[order].tolist()
+    return _merged(s_ids, s_scores, np.asarray(fresh_ids)[order].tolist(), f_scores[order].tolist())
+
+
+def _merged(
+    s_ids: list[str], s_scores: list[float], f_ids: list[str], f_scores: list[float]
+) -> Iterator[tuple[str, float, bool]]:
+    """The two-pointer merge of `merge_by_score` over best-first lists, each id once."""
     seen: set[str] = set()
     i = j = 0
     while i < len(s_ids) or j < len(f_ids):
-        if j == len(f_ids) or (i < len(s_ids) and s_scores[i] >= f_sorted[j]):
+        if j == len(f_ids) or (i < len(s_ids) and s_scores[i] >= f_scores[j]):
             article_id, score, is_fresh = s_ids[i], s_scores[i], False
             i += 1
         else:
-            article_id, score, is_fresh = f_ids[j], f_sorted[j], True
+            article_id, score, is_fresh = f_ids[j], f_scores[j], True
             j += 1
         if article_id not in seen:
             seen.add(article_id)

@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from newsrec_assets.domain.cdc import format_ts
-from newsrec_assets.domain.ranking import cold_start_list, merge_by_score
+from newsrec_assets.domain.ranking import cold_start_list, merge_fresh_articles
 from newsrec_assets.resources.online_store import (
     ArticleMeta,
     ColdStartList,
@@ -248,12 +248,11 @@ class Recommender:
         fresh_ids, fresh_vectors = self._fresh_after(record)
         if fresh_ids is None:
             return zip(record.article_ids, record.scores.tolist(), repeat("stored"), strict=False)
-        fresh_scores = fresh_vectors @ record.user_vector
+        merged = merge_fresh_articles(
+            record.article_ids, record.scores, record.user_vector, fresh_ids, fresh_vectors
+        )
         return (
-            (article_id, score, "fresh" if is_fresh else "stored")
-            for article_id, score, is_fresh in merge_by_score(
-                record.article_ids, record.scores, fresh_ids, fresh_scores
-            )
+            (article_id, score, "fresh" if is_fresh else "stored") for article_id, score, is_fresh in merged
         )
 
     def _fresh_after(self, record: UserRecommendations) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
