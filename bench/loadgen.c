@@ -240,6 +240,7 @@ int main(int argc, char **argv) {
     double end_sched = t0 + warmup + duration;
     double deadline = end_sched + drain_timeout;
     struct epoll_event events[256];
+    int next_conn = 0;
 
     for (;;) {
         double t = now_s();
@@ -251,8 +252,11 @@ int main(int argc, char **argv) {
             q_tail++;
             next++;
         }
-        /* hand queued requests to idle connections */
-        for (int i = 0; i < n_conns && q_head < q_tail; i++) {
+        /* hand queued requests to idle connections, round robin: always taking the first idle
+           one would put nearly every request on connection 0 at low concurrency, and so on
+           whichever server worker holds it (real traffic comes from many clients) */
+        for (int j = 0; j < n_conns && q_head < q_tail; j++) {
+            int i = (next_conn + j) % n_conns;
             conn_t *c = &conns[i];
             if (c->busy) continue;
             if (send_request(c, q_sched[q_head], q_rec[q_head]) < 0) {
@@ -263,6 +267,7 @@ int main(int argc, char **argv) {
             if (q_rec[q_head]) recorded_sent++;
             q_head++;
             sent_total++;
+            next_conn = (i + 1) % n_conns;
         }
         int in_flight = 0;
         for (int i = 0; i < n_conns; i++) in_flight += conns[i].busy;

@@ -11,29 +11,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
-from newsrec_assets.resources.online_store import OnlineStore, RedisOnlineStore, SQLiteOnlineStore
+from newsrec_assets.resources.online_store import OnlineStore
 from serving.api.fast_lane import RecommendationsFastLane
 from serving.api.main import api_router
 from serving.core.config import Settings
 from serving.core.errors import install_error_handlers
 from serving.core.metrics import Metrics, MetricsMiddleware
 from serving.core.responses import OrjsonResponse
-from serving.services.exposures import ExposureLogger
+from serving.core.store import build_store
+from serving.services.exposures import ExposureLogger, ProcessExposureLogger, ThreadExposureLogger
 from serving.services.landing import LandingWriter
 from serving.services.recommender import Recommender
-
-
-def build_store(settings: Settings) -> OnlineStore:
-    """The online store the settings name, opened for serving."""
-    if settings.store_backend == "redis":
-        return RedisOnlineStore(
-            settings.redis_url, prefix=settings.redis_prefix, socket_timeout=settings.redis_timeout_seconds
-        )
-    return SQLiteOnlineStore(
-        settings.sqlite_path, read_only=True, busy_timeout_ms=settings.sqlite_busy_timeout_ms
-    )
 
 
 def build_landing_zone(settings: Settings) -> LandingZone:
@@ -43,26 +34,52 @@ def build_landing_zone(settings: Settings) -> LandingZone:
     return LocalLandingZone(settings.landing_dir)
 
 
-def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> FastAPI:
+class NewsrecAPI(FastAPI):
+    """FastAPI, with the recommendation fast lane in front of its whole middleware stack."""
+
+    fast_lane: RecommendationsFastLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lane = self.fast_lane
+        if lane is not None and scope["type"] == "http":
+            parsed = lane.parse(scope)
+            if parsed is not None:
+                await lane.answer(scope, receive, send, *parsed)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def build_exposure_logger(
+    settings: Settings, store: OnlineStore, metrics: Metrics, owns_store: bool
+) -> ExposureLogger:
+    """A writer process for a store built from the settings; a store handed in is written to
+    from a thread, since it cannot be reopened elsewhere."""
+    if owns_store and settings.exposure_writer == "process":
+        return ProcessExposureLogger(settings.model_dump_json().encode(), metrics)
+    return ThreadExposureLogger(store, metrics)
+
+
+def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> NewsrecAPI:
     """Build the app. A `store` passed in is used as is and left open on shutdown."""
     settings = settings or Settings()
     owns_store = store is None
     store = store if store is not None else build_store(settings)
     metrics = Metrics()
-    exposures = ExposureLogger(store, metrics)
+    exposures = build_exposure_logger(settings, store, metrics, owns_store)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: NewsrecAPI) -> AsyncIterator[None]:
         # What exists at startup lives as long as the process: keep it out of the collector's
         # full passes, whose pauses would otherwise land on requests' tail latency.
         gc.collect()
         gc.freeze()
         yield
+        app.state.recommender.close()
         exposures.close()
         if owns_store:
             store.close()
 
-    app = FastAPI(
+    app = NewsrecAPI(
         title="newsrec",
         summary="Near-real-time news recommendations, served from the online store.",
         version="0.1.0",
@@ -77,9 +94,9 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     app.state.landing = LandingWriter(build_landing_zone(settings))
     install_error_handlers(app)
     app.include_router(api_router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.fast_lane:
-        app.add_middleware(RecommendationsFastLane, api=app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so it sees both
+        app.fast_lane = RecommendationsFastLane(app.state)
     return app
 
 

@@ -22,7 +22,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from newsrec_assets.domain.cdc import parse_change_line
+from newsrec_assets.domain.cdc import format_ts, parse_change_line
 from newsrec_assets.domain.events import reconstruct_view_events
 from newsrec_assets.resources.online_store import (
     ArticleMeta,
@@ -33,10 +33,13 @@ from newsrec_assets.resources.online_store import (
     StoreUnavailable,
     UserRecommendations,
 )
+from newsrec_assets.resources.online_store.base import from_us
 from serving.core.config import Settings
+from serving.core.metrics import Metrics
 from serving.main import create_app
 from serving.models import RecommendationsResponse
-from serving.services.recommender import Refreshing
+from serving.services.exposures import ProcessExposureLogger, ThreadExposureLogger
+from serving.services.recommender import Recommender, Refreshing, ServingClock
 
 REDIS_URL = os.environ.get("NEWSREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 API_KEY = "test-key-1"
@@ -353,12 +356,40 @@ def test_fast_lane_store_failure_is_a_json_503(tmp_path):
 
 def test_served_lists_are_logged_as_exposures(api):
     body = api.client.get("/v1/users/u000003/recommendations?k=3").json()
-    api.client.app.state.exposures.flush()  # written in batches by a background thread
+    assert isinstance(api.client.app.state.exposures, ProcessExposureLogger)  # the default writer
+    api.client.app.state.exposures.flush()  # handed over in batches; flush waits until written
     exposures = api.store.read_exposures()
     assert len(exposures) == 1
     exposure = exposures[0]
     assert exposure.request_id == body["request_id"] and exposure.user_id == "u000003"
     assert list(exposure.article_ids) == [item["article_id"] for item in body["items"]]
+
+
+def test_a_store_handed_to_the_app_gets_its_exposures_from_a_thread(tmp_path):
+    """A store object cannot be reopened in a writer process: the app writes it from a thread."""
+    settings = sqlite_settings(tmp_path)
+    store = SQLiteOnlineStore(settings.sqlite_path)
+    seed(store)
+    try:
+        with TestClient(create_app(settings, store=store)) as client:
+            assert isinstance(client.app.state.exposures, ThreadExposureLogger)
+            body = client.get("/v1/users/u000001/recommendations?k=2").json()
+            client.app.state.exposures.flush()
+            assert [e.request_id for e in store.read_exposures()] == [body["request_id"]]
+    finally:
+        store.close()
+
+
+def test_serving_clock_text_is_format_ts(monkeypatch):
+    clock = ServingClock()
+    for micros in [
+        1_700_000_000_123_456,
+        1_700_000_000_999_999,
+        1_700_000_001_000_000,
+        1_700_000_001_000_999,
+    ]:
+        monkeypatch.setattr(time, "time_ns", lambda micros=micros: micros * 1000)
+        assert clock.now() == (micros, format_ts(from_us(micros)))
 
 
 def test_readers_see_one_generation_flip_during_a_publish(api):
@@ -571,9 +602,10 @@ def test_refreshing_cache_serves_stale_values_while_reloading_in_the_background(
     loads = []
     fail = threading.Event()
 
-    def load():
+    def load(previous):
         if fail.is_set():
             raise StoreUnavailable("down")
+        assert previous == (len(loads) or None)  # the value it replaces
         loads.append(time.monotonic())
         return len(loads)
 
@@ -609,3 +641,51 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("NEWSREC_DEFAULT_K", "60")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_fresh_vectors_reload_incrementally_between_whole_loads(tmp_path):
+    """Between whole loads, a reload adds only what was published since the newest article held
+    (including another article of that same microsecond) and drops what left the window; a new
+    model version or the full-reload interval loads everything again."""
+    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    settings = sqlite_settings(tmp_path, fresh_full_reload_seconds=3600)
+    recommender = Recommender(store, settings, Metrics())
+    base = NOW - timedelta(hours=1)
+
+    def publish(article_id: str, published_at: datetime, vector: np.ndarray, version: str = "m1") -> None:
+        store.upsert_articles([ArticleMeta(article_id, article_id, "news", "sub0", published_at)])
+        store.put_article_vectors([article_id], np.array([vector]), version)
+
+    store.set_model_version("m1")
+    publish("old", NOW - timedelta(hours=settings.fresh_window_hours + 1), unit(0))  # outside the window
+    publish("f1", base, unit(1))
+    publish("f2", base + timedelta(minutes=1), unit(2))
+    first = recommender._load_fresh(None)
+    assert first.article_ids == ["f1", "f2"]
+
+    publish("f3", base + timedelta(minutes=1), unit(3))  # the same microsecond as the newest held
+    publish("f4", base + timedelta(minutes=2), unit(4))
+    calls_before = store_calls_of(recommender, "get_fresh_articles")
+    second = recommender._load_fresh(first)
+    assert second.article_ids == ["f1", "f2", "f3", "f4"] and second.full_at == first.full_at
+    assert second.published_at_us == sorted(second.published_at_us)
+    assert np.array_equal(second.vectors, np.array([unit(1), unit(2), unit(3), unit(4)]))
+    assert store_calls_of(recommender, "get_fresh_articles") == calls_before + 1
+    assert recommender._load_fresh(second) is second  # nothing new: the same snapshot
+
+    # f1 leaves the window when the window shrinks below its age.
+    narrow = recommender.settings.model_copy(update={"fresh_window_hours": 1.0 - 1 / 120})
+    recommender.settings = narrow
+    assert recommender._load_fresh(second).article_ids == ["f2", "f3", "f4"]
+
+    store.set_model_version("m2")
+    publish("g1", base + timedelta(minutes=3), unit(5), version="m2")
+    assert recommender._load_fresh(second).article_ids == ["g1"]  # a new model: a whole load
+    store.close()
+
+
+def store_calls_of(recommender: Recommender, operation: str) -> int:
+    value = recommender.metrics.registry.get_sample_value(
+        "newsrec_store_read_duration_seconds_count", {"operation": operation}
+    )
+    return int(value or 0)

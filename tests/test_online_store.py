@@ -6,8 +6,10 @@ answers at NEWSREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/0).
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
+import socket
 import threading
 import time
 import uuid
@@ -350,6 +352,20 @@ def test_sqlite_publish_is_atomic_for_a_reader_process(tmp_path):
     _assert_single_flip(seen)
 
 
+def test_sqlite_files_are_made_with_16k_pages_and_read_through_a_mapping(tmp_path):
+    """Two ~2 KB list records do not fit a 4 KB page: 16 KB pages store 1M users in 2.2 GB, not 3.8."""
+    writer = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer.publish_batch([make_record("u1", T0, model_version="gen1")])
+    reader = SQLiteOnlineStore(tmp_path / "online.sqlite", read_only=True)
+    try:
+        assert writer._lists().execute("PRAGMA page_size").fetchone()[0] == 16384
+        assert reader._lists().execute("PRAGMA mmap_size").fetchone()[0] > 0
+        assert reader.get_recommendations("u1").model_version == "gen1"
+    finally:
+        reader.close()
+        writer.close()
+
+
 # ------------------------------------------------------------------------------------------------
 # articles, vectors, cold start, model version
 
@@ -478,3 +494,83 @@ def test_redis_unreachable_is_unavailable():
         store.ping()
     with pytest.raises(StoreUnavailable):
         store.get_recommendations("u1")
+
+
+@requires_redis
+def test_redis_read_path_survives_a_script_flush_and_a_killed_connection():
+    """The read path keeps its own connection per thread: a Redis that lost its scripts gets the
+    script again, and a connection killed under it fails one read as unavailable, then reconnects."""
+    store = RedisOnlineStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
+    try:
+        store.publish_batch([make_record("u1", T0, tag="a")])
+        assert store.get_recommendations("u1").article_ids[0] == "a-0"
+        store.client.script_flush()
+        assert store.get_recommendations("u1").article_ids[0] == "a-0"
+        reader = store._readers.connection
+        reader.send_command("CLIENT", "ID")
+        reader_id = reader.read_response()
+        store.client.client_kill_filter(_id=reader_id)
+        with pytest.raises(StoreUnavailable):
+            store.get_recommendations("u1")
+        assert store.get_recommendations("u1").article_ids[0] == "a-0"
+        assert store.get_recommendations("nobody") is None
+    finally:
+        store.clear()
+        store.close()
+
+
+@requires_redis
+def test_redis_async_reads_pair_each_reply_with_its_request_and_recover():
+    """Concurrent reads on the one pipelined connection each get their own user's list; a lost
+    script is loaded again; a killed connection fails the reads in flight as unavailable and the
+    next read reconnects."""
+    store = RedisOnlineStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
+    users = [f"u{i:03d}" for i in range(60)]
+    store.publish_batch([make_record(user, T0, tag=user) for user in users])
+    reads = store.async_reads()
+    assert reads is not None
+
+    async def scenario() -> None:
+        lists = await asyncio.gather(*(reads.get_recommendations(user) for user in [*users, "nobody"]))
+        assert [record.article_ids[0] for record in lists[:-1]] == [f"{user}-0" for user in users]
+        assert lists[-1] is None
+        store.client.script_flush()
+        assert (await reads.get_recommendations("u001")).article_ids[0] == "u001-0"
+        for client in store.client.client_list():
+            if int(client["id"]) != store.client.client_id():
+                store.client.client_kill_filter(_id=client["id"])
+        with pytest.raises(StoreUnavailable):
+            await reads.get_recommendations("u002")
+        assert (await reads.get_recommendations("u002")).article_ids[0] == "u002-0"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        reads.close()
+        store.clear()
+        store.close()
+
+
+def test_redis_async_reads_fail_as_unavailable_when_redis_does_not_answer():
+    """A server that accepts and never replies, and a port nobody listens on."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    store = RedisOnlineStore(f"redis://127.0.0.1:{port}/0", prefix="silent", socket_timeout=0.3)
+    reads = store.async_reads()
+
+    async def scenario() -> float:
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no reply within"):
+            await reads.get_recommendations("u1")
+        return time.monotonic() - start
+
+    try:
+        assert asyncio.run(scenario()) < 2.0
+    finally:
+        reads.close()
+        silent.close()
+    closed = RedisOnlineStore(f"redis://127.0.0.1:{port}/0", prefix="closed", socket_timeout=0.3)
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(closed.async_reads().get_recommendations("u1"))

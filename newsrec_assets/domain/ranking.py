@@ -349,12 +349,11 @@ def merge_fresh_articles(
         `is_fresh` marks items that came from the fresh articles. Invalid inputs raise here,
         not on iteration.
     """
-    f_ids = np.asarray(fresh_article_ids)
     vecs = np.asarray(fresh_vecs, dtype=np.float32)
-    if vecs.ndim != 2 or vecs.shape[0] != len(f_ids):
-        raise ValueError(f"fresh_vecs must be [{len(f_ids)}, d], got {vecs.shape}")
+    if vecs.ndim != 2 or vecs.shape[0] != len(fresh_article_ids):
+        raise ValueError(f"fresh_vecs must be [{len(fresh_article_ids)}, d], got {vecs.shape}")
     f_scores = vecs @ np.asarray(user_vec, dtype=np.float32).reshape(-1)
-    return merge_by_score(stored_ids, stored_scores, f_ids, f_scores)
+    return merge_by_score(stored_ids, stored_scores, fresh_article_ids, f_scores)
 
 
 def merge_by_score(
@@ -370,30 +369,38 @@ def merge_by_score(
     item with a lower score (ties keep stored items first). An article that appears twice is
     yielded once, at its best score. Invalid inputs raise here, not on iteration.
     """
-    s_ids = stored_ids.tolist() if isinstance(stored_ids, np.ndarray) else list(stored_ids)
+    s_ids = stored_ids.tolist() if isinstance(stored_ids, np.ndarray) else stored_ids
     s_scores = np.asarray(stored_scores, dtype=np.float32).reshape(-1).tolist()
     if len(s_ids) != len(s_scores):
         raise ValueError("stored_ids and stored_scores must have the same length")
-    f_scores = np.asarray(fresh_scores, dtype=np.float32).reshape(-1)
+    f_scores = np.asarray(fresh_scores, dtype=np.float32).reshape(-1).tolist()
     if len(f_scores) != len(fresh_ids):
         raise ValueError("fresh_ids and fresh_scores must have the same length")
-    order = np.argsort(-f_scores, kind="stable")
-    return _merged(s_ids, s_scores, np.asarray(fresh_ids)[order].tolist(), f_scores[order].tolist())
+    # Best first; Python's sort is stable with reverse=True too, and on the few fresh articles
+    # a request sees it costs less than numpy's call overhead.
+    order = sorted(range(len(f_scores)), key=f_scores.__getitem__, reverse=True)
+    f_ids = fresh_ids.tolist() if isinstance(fresh_ids, np.ndarray) else fresh_ids
+    return _merged(s_ids, s_scores, [f_ids[o] for o in order], [f_scores[o] for o in order])
 
 
 def _merged(
-    s_ids: list[str], s_scores: list[float], f_ids: list[str], f_scores: list[float]
+    s_ids: Sequence[str], s_scores: list[float], f_ids: list[str], f_scores: list[float]
 ) -> Iterator[tuple[str, float, bool]]:
     """The two-pointer merge of `merge_by_score` over best-first lists, each id once."""
     seen: set[str] = set()
-    i = j = 0
-    while i < len(s_ids) or j < len(f_ids):
-        if j == len(f_ids) or (i < len(s_ids) and s_scores[i] >= f_scores[j]):
-            article_id, score, is_fresh = s_ids[i], s_scores[i], False
+    i, n_stored = 0, len(s_ids)
+    for fresh_id, fresh_score in zip(f_ids, f_scores, strict=True):
+        # Stored items first while they score at least as high (ties keep stored items first).
+        while i < n_stored and s_scores[i] >= fresh_score:
+            article_id = s_ids[i]
+            if article_id not in seen:
+                seen.add(article_id)
+                yield article_id, s_scores[i], False
             i += 1
-        else:
-            article_id, score, is_fresh = f_ids[j], f_scores[j], True
-            j += 1
+        if fresh_id not in seen:
+            seen.add(fresh_id)
+            yield fresh_id, fresh_score, True
+    for article_id, score in zip(s_ids[i:], s_scores[i:], strict=True):
         if article_id not in seen:
             seen.add(article_id)
-            yield article_id, score, is_fresh
+            yield article_id, score, False

@@ -42,20 +42,26 @@ class Settings(BaseSettings):
     # Read-time merge of articles published after a list was computed.
     fresh_window_hours: float = Field(default=48.0, gt=0)
     fresh_refresh_seconds: float = Field(default=5.0, ge=0)
+    # Between whole reloads of the fresh-article vectors, reloads only add newly published
+    # articles: a vector written for an article older than the newest one held waits this long.
+    fresh_full_reload_seconds: float = Field(default=300.0, ge=0)
     cold_start_refresh_seconds: float = Field(default=10.0, ge=0)
     # Cached article metadata: how often to ask the store whether articles changed (the longest
     # an edited or unpublished article is served as it was; 0 asks on every request).
     article_check_seconds: float = Field(default=1.0, ge=0)
     article_cache_entries: int = Field(default=200_000, ge=1)
     log_exposures: bool = True
-    # Answer well-formed recommendation requests before FastAPI's routing (serving/api/fast_lane.py).
+    # Who writes the exposure log: a separate process (its store writes never hold this
+    # process's GIL, see serving/services/exposures.py) or a thread of the API process.
+    exposure_writer: Literal["process", "thread"] = "process"
+    # Answer well-formed recommendation requests before FastAPI's middleware and routing
+    # (serving/api/fast_lane.py).
     fast_lane: bool = True
-    # Read the store on the event loop instead of the thread pool. An in-process SQLite read or a
-    # round trip to a nearby Redis is shorter than the hop to a pool thread and back; a remote or
-    # slow store is better read from the pool, so that waiting on it never blocks the loop.
+    # Read the store from the event loop instead of the thread pool: Redis through its
+    # non-blocking pipelined reader (online_store/redis_async.py), SQLite in place (an in-process
+    # read is shorter than the hop to a pool thread and back).
     inline_store_reads: bool = True
-    # How long a Redis command may take before the request fails with a 503 (with inline reads,
-    # also the longest the event loop can be held by one command).
+    # How long a Redis command may take before the request fails with a 503.
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
     # How long a SQLite read may wait for a lock (readers in WAL mode almost never wait).
     sqlite_busy_timeout_ms: int = Field(default=1000, ge=0)

@@ -1,19 +1,22 @@
 """Prometheus metrics of one app instance, in its own registry (so several apps can coexist).
 
 Request metrics are recorded by `MetricsMiddleware`, a plain ASGI middleware (cheaper than
-`BaseHTTPMiddleware`), labelled by the matched route template, never the raw path, so that user
-ids do not explode the label cardinality. Latency is measured until the last response byte is
+`BaseHTTPMiddleware`), and by the recommendation fast lane for the requests it answers, labelled by
+the matched route template, never the raw path, so that user ids do not explode the label
+cardinality. Latency is measured until the last response byte is
 handed to the server, so background work after the response (the exposure log) is not counted.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+T = TypeVar("T")
 
 _HTTP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -67,17 +70,49 @@ class Metrics:
             registry=self.registry,
         )
 
-    @contextmanager
-    def store_call(self, operation: str) -> Iterator[None]:
-        """Time one store call; count it as an error if it raises."""
+        self._store_timers: dict[str, StoreTimer] = {}
+
+    def store_timer(self, operation: str) -> StoreTimer:
+        """The timer of one kind of store call (see `StoreTimer`), made once per operation."""
+        timer = self._store_timers.get(operation)
+        if timer is None:
+            timer = self._store_timers[operation] = StoreTimer(
+                self.store_latency.labels(operation), self.store_errors.labels(operation)
+            )
+        return timer
+
+
+class StoreTimer:
+    """`timer(store.method, *args)` calls it, observes its latency and counts it if it raises.
+
+    The label children are resolved once, not per call, and a plain call costs less than a
+    generator-based context manager: both matter on a path that runs thousands of times a second.
+    """
+
+    def __init__(self, latency: Any, errors: Any) -> None:
+        self._latency = latency
+        self._errors = errors
+
+    async def wait(self, awaitable: Awaitable[T]) -> T:
+        """Await a store call, timed the same way."""
         start = time.perf_counter()
         try:
-            yield
+            return await awaitable
         except Exception:
-            self.store_errors.labels(operation).inc()
+            self._errors.inc()
             raise
         finally:
-            self.store_latency.labels(operation).observe(time.perf_counter() - start)
+            self._latency.observe(time.perf_counter() - start)
+
+    def __call__(self, call: Callable[..., T], *args: Any) -> T:
+        start = time.perf_counter()
+        try:
+            return call(*args)
+        except Exception:
+            self._errors.inc()
+            raise
+        finally:
+            self._latency.observe(time.perf_counter() - start)
 
 
 class MetricsMiddleware:

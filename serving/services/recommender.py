@@ -21,16 +21,19 @@ served as it was.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice, repeat
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
+import orjson
 
 from newsrec_assets.domain.cdc import format_ts
 from newsrec_assets.domain.ranking import cold_start_list, merge_fresh_articles
@@ -42,7 +45,7 @@ from newsrec_assets.resources.online_store import (
     StoreError,
     UserRecommendations,
 )
-from newsrec_assets.resources.online_store.base import now_utc, to_us
+from newsrec_assets.resources.online_store.base import from_us, now_utc, to_us
 from serving.core.config import Settings
 from serving.core.metrics import Metrics
 
@@ -61,9 +64,11 @@ class Refreshing(Generic[T]):
     background thread reloads it (stale-while-revalidate), so no request pays for a reload. If a
     background reload fails, the previous value is kept and retried after another `max_age_s`.
     With `max_age_s == 0` every call reloads synchronously and raises on failure (tests).
+    `load(previous)` gets the value it replaces (None the first time), so it can reload
+    incrementally.
     """
 
-    def __init__(self, load: Callable[[], T], max_age_s: float, name: str = "refresh") -> None:
+    def __init__(self, load: Callable[[T | None], T], max_age_s: float, name: str = "refresh") -> None:
         self._load = load
         self._max_age_s = max_age_s
         self._name = name
@@ -92,7 +97,7 @@ class Refreshing(Generic[T]):
         if previous is not None and self._max_age_s > 0 and time.monotonic() - previous[1] < self._max_age_s:
             return previous[0]  # reloaded by another thread meanwhile
         try:
-            value = self._load()
+            value = self._load(None if previous is None else previous[0])
         except StoreError:
             if previous is None or raise_errors:
                 raise
@@ -104,31 +109,33 @@ class Refreshing(Generic[T]):
 
 
 class ArticleFragments:
-    """Article metadata as ready-made response fragments, cached until the articles change.
+    """Article metadata as ready-made JSON fragments, cached until the articles change.
 
-    Lookups return a fragment per known article and None for ids the store does not know
-    (unpublished, deleted: cached too, so a list that references them costs no store read).
-    The whole cache is dropped when `OnlineStore.article_revision` moves, which is checked at
-    most every `check_seconds` (0: on every lookup). Safe to share between threads: a lookup
-    that raced with a drop writes into the dropped dict, never into its successor.
+    A fragment is the metadata part of a response item, rendered once: the members of a JSON
+    object without its braces (`"article_id":"a1","title":...`). Lookups return a fragment per
+    known article and None for ids the store does not know (unpublished, deleted: cached too,
+    so a list that references them costs no store read). The whole cache is dropped when
+    `OnlineStore.article_revision` moves, which is checked at most every `check_seconds`
+    (0: on every lookup). Safe to share between threads: a lookup that raced with a drop writes
+    into the dropped dict, never into its successor.
     """
 
     def __init__(self, store: OnlineStore, metrics: Metrics, check_seconds: float, max_entries: int) -> None:
         self.store = store
-        self.metrics = metrics
         self.check_seconds = check_seconds
         self.max_entries = max_entries
-        self._fragments: dict[str, dict[str, Any] | None] = {}
+        self._fragments: dict[str, bytes | None] = {}
         self._revision: int | None = None
         self._checked_at = float("-inf")
+        self._get_articles = metrics.store_timer("get_articles")
+        self._article_revision = metrics.store_timer("article_revision")
 
-    def lookup(self, article_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    def lookup(self, article_ids: list[str]) -> dict[str, bytes | None]:
         """The cache, holding an entry (fragment or None) for each of `article_ids`."""
         fragments = self._current()
         missing = [article_id for article_id in article_ids if article_id not in fragments]
         if missing:
-            with self.metrics.store_call("get_articles"):
-                found = self.store.get_articles(missing)
+            found = self._get_articles(self.store.get_articles, missing)
             if len(fragments) + len(missing) > self.max_entries:
                 fragments = self._fragments = {}
             for article_id in missing:
@@ -136,11 +143,10 @@ class ArticleFragments:
                 fragments[article_id] = None if meta is None else _fragment(meta)
         return fragments
 
-    def _current(self) -> dict[str, dict[str, Any] | None]:
+    def _current(self) -> dict[str, bytes | None]:
         now = time.monotonic()
         if now - self._checked_at >= self.check_seconds:
-            with self.metrics.store_call("article_revision"):
-                revision = self.store.article_revision()
+            revision = self._article_revision(self.store.article_revision)
             if revision != self._revision:
                 self._fragments = {}
                 self._revision = revision
@@ -150,23 +156,106 @@ class ArticleFragments:
 
 @dataclass(frozen=True)
 class FreshSnapshot:
-    """Vectors of recently published articles of the current model version."""
+    """Vectors of recently published articles of the current model version, oldest first.
+
+    `published_at_us` and `article_ids` are plain lists: a request bisects the one and slices
+    the other, which costs less on lists than on numpy arrays of this size. `full_at` is when the
+    snapshot was last loaded whole (monotonic seconds); in between, reloads only add what was
+    published since (`extended`).
+    """
 
     model_version: str | None
-    articles: FreshArticles | None
+    article_ids: list[str]
+    published_at_us: list[int]
+    vectors: np.ndarray
+    full_at: float = float("-inf")
+
+    @classmethod
+    def empty(cls, model_version: str | None = None) -> FreshSnapshot:
+        return cls(model_version, [], [], np.empty((0, 0), dtype=np.float32))
+
+    @classmethod
+    def of(cls, articles: FreshArticles, full_at: float) -> FreshSnapshot:
+        return cls(
+            model_version=articles.model_version,
+            article_ids=articles.article_ids.tolist(),
+            published_at_us=articles.published_at_us.tolist(),
+            vectors=np.ascontiguousarray(articles.vectors, dtype=np.float32),
+            full_at=full_at,
+        )
+
+    def extended(self, newer: FreshArticles, window_start_us: int) -> FreshSnapshot:
+        """This snapshot without the articles published at or before `window_start_us`, plus
+        `newer` (articles published at or after this snapshot's newest), each article once."""
+        keep = bisect_right(self.published_at_us, window_start_us)
+        published = self.published_at_us
+        held = set(self.article_ids[bisect_left(published, published[-1]) :]) if published else set()
+        new_ids = newer.article_ids.tolist()
+        fresh = [i for i, article_id in enumerate(new_ids) if article_id not in held]
+        if not fresh and keep == 0:
+            return self
+        new_published = newer.published_at_us.tolist()
+        vectors = self.vectors[keep:]
+        if fresh:
+            vectors = np.concatenate([vectors, np.asarray(newer.vectors, dtype=np.float32)[fresh]])
+        return FreshSnapshot(
+            model_version=self.model_version,
+            article_ids=self.article_ids[keep:] + [new_ids[i] for i in fresh],
+            published_at_us=published[keep:] + [new_published[i] for i in fresh],
+            vectors=np.ascontiguousarray(vectors),
+            full_at=self.full_at,
+        )
 
 
 @dataclass(frozen=True)
 class Served:
-    """A response body and what it exposed."""
+    """A rendered response body and what it exposed."""
 
-    body: dict[str, Any]
+    body: bytes
+    request_id: str
     article_ids: list[str]
-    served_at: datetime
+    served_at_us: int
+
+
+class ServingClock:
+    """Now, as integer microseconds and as the API's timestamp text, cheaply.
+
+    Formatting a datetime costs more than the rest of a timestamp's work on the read path, and
+    consecutive requests share the second: the text up to the second is cached.
+    """
+
+    def __init__(self) -> None:
+        self._second: tuple[int, str] = (-1, "")  # one attribute, so threads never see a mix
+
+    def now(self) -> tuple[int, str]:
+        micros = time.time_ns() // 1000
+        second, within = divmod(micros, 1_000_000)
+        cached_second, prefix = self._second
+        if second != cached_second:
+            # format_ts(...) is "YYYY-MM-DDTHH:MM:SS.mmmZ"; keep all but the milliseconds.
+            prefix = format_ts(from_us(second * 1_000_000))[:-4]
+            self._second = (second, prefix)
+        return micros, f"{prefix}{within // 1000:03d}Z"
+
+
+class TimestampText:
+    """`format_ts` of the few distinct timestamps lists carry (a batch shares one computed_at)."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._text: dict[datetime, str] = {}
+
+    def __call__(self, moment: datetime) -> str:
+        text = self._text.get(moment)
+        if text is None:
+            if len(self._text) >= self.max_entries:
+                self._text = {}
+            text = self._text[moment] = format_ts(moment)
+        return text
 
 
 class Recommender:
-    """Builds recommendation responses from the online store."""
+    """Renders recommendation responses from the online store."""
 
     def __init__(self, store: OnlineStore, settings: Settings, metrics: Metrics) -> None:
         self.store = store
@@ -179,27 +268,50 @@ class Recommender:
         self.articles = ArticleFragments(
             store, metrics, settings.article_check_seconds, settings.article_cache_entries
         )
+        self._clock = ServingClock()
+        self._timestamp = TimestampText()
+        self._get_recommendations = metrics.store_timer("get_recommendations")
+        self._async_reads = store.async_reads() if settings.inline_store_reads else None
+        self._served = {layer: metrics.served.labels(layer) for layer in ("batch", "speed", "cold_start")}
 
     # -- caches ----------------------------------------------------------------------------------
 
-    def _load_fresh(self) -> FreshSnapshot:
-        with self.metrics.store_call("get_model_version"):
-            model = self.store.get_model_version()
-        if model is None:
-            return FreshSnapshot(model_version=None, articles=None)
-        since = now_utc() - timedelta(hours=self.settings.fresh_window_hours)
-        with self.metrics.store_call("get_fresh_articles"):
-            articles = self.store.get_fresh_articles(since, model.version)
-        return FreshSnapshot(model_version=model.version, articles=articles)
+    def _load_fresh(self, previous: FreshSnapshot | None) -> FreshSnapshot:
+        """The vectors of the articles published within the fresh window.
 
-    def _load_cold_start(self) -> ColdStartList:
-        with self.metrics.store_call("get_cold_start"):
-            stored = self.store.get_cold_start()
+        A whole load holds the GIL for milliseconds per thousand articles (building the arrays),
+        which requests would wait for: so between whole loads, every `fresh_full_reload_seconds`
+        or when the model version changes, a reload fetches only the articles published since
+        the newest one held and drops those that left the window.
+        """
+        model = self.metrics.store_timer("get_model_version")(self.store.get_model_version)
+        if model is None:
+            return FreshSnapshot.empty()
+        now = time.monotonic()
+        window_start = now_utc() - timedelta(hours=self.settings.fresh_window_hours)
+        get_fresh = self.metrics.store_timer("get_fresh_articles")
+        if (
+            previous is None
+            or previous.model_version != model.version
+            or not previous.article_ids
+            or now - previous.full_at >= self.settings.fresh_full_reload_seconds
+        ):
+            return FreshSnapshot.of(
+                get_fresh(self.store.get_fresh_articles, window_start, model.version), full_at=now
+            )
+        # Articles published in the same microsecond as the newest held one may have come since.
+        since = from_us(previous.published_at_us[-1] - 1)
+        newer = get_fresh(self.store.get_fresh_articles, since, model.version)
+        return previous.extended(newer, to_us(window_start))
+
+    def _load_cold_start(self, previous: ColdStartList | None) -> ColdStartList:
+        stored = self.metrics.store_timer("get_cold_start")(self.store.get_cold_start)
         if stored is not None:
             return stored
         # No cold-start list yet: the newest articles, ranked by freshness alone.
-        with self.metrics.store_call("recent_articles"):
-            recent = self.store.recent_articles(self.settings.max_k + _METADATA_SLACK)
+        recent = self.metrics.store_timer("recent_articles")(
+            self.store.recent_articles, self.settings.max_k + _METADATA_SLACK
+        )
         now = now_utc()
         ids, scores = cold_start_list(
             [a.article_id for a in recent],
@@ -217,80 +329,111 @@ class Recommender:
             return self._fresh.get()
         except StoreError:
             logger.warning("fresh articles unavailable, serving stored lists only", exc_info=True)
-            return FreshSnapshot(model_version=None, articles=None)
+            return FreshSnapshot.empty()
 
     # -- the read path ---------------------------------------------------------------------------
 
     def recommend(self, user_id: str, k: int, request_id: str) -> Served:
         """The top-k response for a user. Raises `StoreError` if the store cannot be read."""
-        served_at = now_utc()
-        with self.metrics.store_call("get_recommendations"):
-            record = self.store.get_recommendations(user_id)
-        if record is None:
-            return self._cold_start_response(user_id, k, request_id, served_at)
+        served_at = self._clock.now()
+        record = self._get_recommendations(self.store.get_recommendations, user_id)
+        return self._render(user_id, k, request_id, served_at, record)
 
-        items = self._items(self._ranked(record), k)
-        fresh_served = sum(1 for item in items if item["source"] == "fresh")
+    async def recommend_async(self, user_id: str, k: int, request_id: str) -> Served:
+        """`recommend`, awaiting the store's non-blocking read (only when `reads_async`)."""
+        served_at = self._clock.now()
+        record = await self._get_recommendations.wait(self._async_reads.get_recommendations(user_id))
+        return self._render(user_id, k, request_id, served_at, record)
+
+    @property
+    def reads_async(self) -> bool:
+        """Whether the store offers reads that do not block the event loop."""
+        return self._async_reads is not None
+
+    def close(self) -> None:
+        if self._async_reads is not None:
+            self._async_reads.close()
+
+    def _render(
+        self,
+        user_id: str,
+        k: int,
+        request_id: str,
+        served_at: tuple[int, str],
+        record: UserRecommendations | None,
+    ) -> Served:
+        served_at_us, served_at_text = served_at
+        if record is None:
+            cold = self._cold_start.get()
+            ranked = zip(cold.article_ids, cold.scores.tolist(), repeat(_COLD_START), strict=False)
+            items, article_ids, fresh_served = self._items(ranked, k)
+            provenance = {
+                "model_version": cold.model_version,
+                "layer": "cold_start",
+                "computed_at": self._timestamp(cold.computed_at),
+                "watermark": None,
+                "fresh_merged": 0,
+            }
+        else:
+            items, article_ids, fresh_served = self._items(self._ranked(record), k)
+            provenance = {
+                "model_version": record.model_version,
+                "layer": record.layer,
+                "computed_at": self._timestamp(record.computed_at),
+                "watermark": self._timestamp(record.watermark),
+                "fresh_merged": fresh_served,
+            }
         if fresh_served:
             self.metrics.fresh_merged.inc(fresh_served)
-        self.metrics.served.labels(record.layer).inc()
-        provenance = {
-            "model_version": record.model_version,
-            "layer": record.layer,
-            "computed_at": format_ts(record.computed_at),
-            "watermark": format_ts(record.watermark),
-            "fresh_merged": fresh_served,
-        }
-        return self._served(user_id, k, request_id, served_at, provenance, items)
+        layer = provenance["layer"]
+        (self._served.get(layer) or self.metrics.served.labels(layer)).inc()
+        body = orjson.dumps(
+            {
+                "user_id": user_id,
+                "request_id": request_id,
+                "served_at": served_at_text,
+                "k": k,
+                "provenance": provenance,
+                "items": orjson.Fragment(b"[" + b",".join(items) + b"]"),
+            }
+        )
+        return Served(body=body, request_id=request_id, article_ids=article_ids, served_at_us=served_at_us)
 
-    def _ranked(self, record: UserRecommendations) -> Iterator[tuple[str, float, str]]:
+    def _ranked(self, record: UserRecommendations) -> Iterator[tuple[str, float, bytes]]:
         """`(article_id, score, source)` best first: the stored list with fresh articles merged in."""
         fresh_ids, fresh_vectors = self._fresh_after(record)
         if fresh_ids is None:
-            return zip(record.article_ids, record.scores.tolist(), repeat("stored"), strict=False)
+            return zip(record.article_ids, record.scores.tolist(), repeat(_STORED), strict=False)
         merged = merge_fresh_articles(
             record.article_ids, record.scores, record.user_vector, fresh_ids, fresh_vectors
         )
-        return (
-            (article_id, score, "fresh" if is_fresh else "stored") for article_id, score, is_fresh in merged
-        )
+        return ((article_id, score, _FRESH if fresh else _STORED) for article_id, score, fresh in merged)
 
-    def _fresh_after(self, record: UserRecommendations) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    def _fresh_after(self, record: UserRecommendations) -> tuple[list[str], np.ndarray] | tuple[None, None]:
         """Ids and vectors of the articles published after the list was computed, if comparable."""
         if record.user_vector is None:
             return None, None
         snapshot = self.fresh_snapshot()
-        articles = snapshot.articles
         if (
-            articles is None
-            or len(articles) == 0
+            not snapshot.article_ids
             or snapshot.model_version != record.model_version
-            or articles.vectors.shape[1] != len(record.user_vector)
+            or snapshot.vectors.shape[1] != len(record.user_vector)
         ):
             return None, None
         # Articles are sorted by publish time: those published after computed_at are a suffix.
-        start = int(np.searchsorted(articles.published_at_us, to_us(record.computed_at), side="right"))
-        if start == len(articles):
+        start = bisect_right(snapshot.published_at_us, _micros(record.computed_at))
+        if start == len(snapshot.article_ids):
             return None, None
-        return articles.article_ids[start:], articles.vectors[start:]
+        return snapshot.article_ids[start:], snapshot.vectors[start:]
 
-    def _cold_start_response(self, user_id: str, k: int, request_id: str, served_at: datetime) -> Served:
-        cold = self._cold_start.get()
-        ranked = zip(cold.article_ids, cold.scores.tolist(), repeat("cold_start"), strict=False)
-        items = self._items(ranked, k)
-        self.metrics.served.labels("cold_start").inc()
-        provenance = {
-            "model_version": cold.model_version,
-            "layer": "cold_start",
-            "computed_at": format_ts(cold.computed_at),
-            "watermark": None,
-            "fresh_merged": 0,
-        }
-        return self._served(user_id, k, request_id, served_at, provenance, items)
-
-    def _items(self, ranked: Iterator[tuple[str, float, str]], k: int) -> list[dict[str, Any]]:
-        """The first k ranked candidates that still have metadata, as response items."""
-        items: list[dict[str, Any]] = []
+    def _items(
+        self, ranked: Iterator[tuple[str, float, bytes]], k: int
+    ) -> tuple[list[bytes], list[str], int]:
+        """The first k ranked candidates that still have metadata, rendered as JSON items; also
+        their article ids and how many of them are fresh."""
+        items: list[bytes] = []
+        article_ids: list[str] = []
+        fresh = 0
         while len(items) < k:
             # Take no more than still needed: with the metadata cache warm, another round is cheap.
             chunk = list(islice(ranked, k - len(items)))
@@ -301,38 +444,33 @@ class Recommender:
                 fragment = fragments.get(article_id)
                 if fragment is None:
                     continue
-                items.append({"rank": len(items) + 1, **fragment, "score": score, "source": source})
+                article_ids.append(article_id)
+                items.append(_ITEM % (len(items) + 1, fragment, orjson.dumps(score), source))
+                if source is _FRESH:
+                    fresh += 1
                 if len(items) == k:
                     break
-        return items
+        return items, article_ids, fresh
 
-    @staticmethod
-    def _served(
-        user_id: str,
-        k: int,
-        request_id: str,
-        served_at: datetime,
-        provenance: dict[str, Any],
-        items: list[dict[str, Any]],
-    ) -> Served:
-        body = {
-            "user_id": user_id,
-            "request_id": request_id,
-            "served_at": format_ts(served_at),
-            "k": k,
-            "provenance": provenance,
-            "items": items,
+
+# The lists of one batch share computed_at: convert it once.
+_micros = functools.lru_cache(maxsize=4096)(to_us)
+
+# One response item: rank, the article's cached fragment, score and source.
+_STORED, _FRESH, _COLD_START = b"stored", b"fresh", b"cold_start"
+_ITEM = b'{"rank":%d,%b,"score":%b,"source":"%b"}'
+
+
+def _fragment(meta: ArticleMeta) -> bytes:
+    """The metadata members of a response item, rendered (the rest: rank, score, source)."""
+    rendered = orjson.dumps(
+        {
+            "article_id": meta.article_id,
+            "title": meta.title,
+            "category": meta.category,
+            "subcategory": meta.subcategory,
+            "published_at": format_ts(meta.published_at),
+            "url": meta.url,
         }
-        return Served(body=body, article_ids=[item["article_id"] for item in items], served_at=served_at)
-
-
-def _fragment(meta: ArticleMeta) -> dict[str, Any]:
-    """The metadata part of a response item (the rest: rank, score, source)."""
-    return {
-        "article_id": meta.article_id,
-        "title": meta.title,
-        "category": meta.category,
-        "subcategory": meta.subcategory,
-        "published_at": format_ts(meta.published_at),
-        "url": meta.url,
-    }
+    )
+    return rendered[1:-1]

@@ -7,6 +7,7 @@ readers; each adapter's module docstring says how it implements them.
 from newsrec_assets.resources.online_store.base import (
     DEFAULT_CAPACITY,
     ArticleMeta,
+    AsyncReads,
     ColdStartList,
     Exposure,
     FreshArticles,
@@ -28,6 +29,7 @@ from newsrec_assets.resources.online_store.sqlite import SQLiteOnlineStore
 __all__ = [
     "DEFAULT_CAPACITY",
     "ArticleMeta",
+    "AsyncReads",
     "ColdStartList",
     "Exposure",
     "FreshArticles",

@@ -39,13 +39,14 @@ All times are UTC; naive datetimes are taken as UTC. Datetimes are stored as int
 
 from __future__ import annotations
 
+import functools
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import orjson
@@ -314,6 +315,12 @@ def encode_record(record: UserRecommendations) -> bytes:
     return b"".join(parts)
 
 
+@functools.lru_cache(maxsize=4096)
+def _moment(micros: int) -> datetime:
+    """`from_us`, remembered: the lists of one batch share their timestamps (datetimes are immutable)."""
+    return from_us(micros)
+
+
 def decode_record(user_id: str, blob: bytes) -> UserRecommendations:
     """Inverse of `encode_record`."""
     magic, header_len = _HEADER.unpack_from(blob, 0)
@@ -335,8 +342,8 @@ def decode_record(user_id: str, blob: bytes) -> UserRecommendations:
         ("scores", scores),
         ("model_version", header["mv"]),
         ("layer", header["layer"]),
-        ("computed_at", from_us(header["computed_at_us"])),
-        ("watermark", from_us(header["watermark_us"])),
+        ("computed_at", _moment(header["computed_at_us"])),
+        ("watermark", _moment(header["watermark_us"])),
         ("user_vector", vector),
     ):
         object.__setattr__(record, name, value)
@@ -377,6 +384,14 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 # the port
 
 
+class AsyncReads(Protocol):
+    """`OnlineStore.async_reads`: the read path, awaitable, bound to the event loop it runs on."""
+
+    async def get_recommendations(self, user_id: str) -> UserRecommendations | None: ...
+
+    def close(self) -> None: ...
+
+
 class OnlineStore(ABC):
     """Port of the online store. Adapters: `SQLiteOnlineStore`, `RedisOnlineStore`.
 
@@ -392,6 +407,11 @@ class OnlineStore(ABC):
     @abstractmethod
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         """The list readers see for the user (newest watermark wins), or None for unknown users."""
+
+    def async_reads(self) -> AsyncReads | None:
+        """Reads that an asyncio server can await without blocking its event loop, where the
+        backend has them (a networked store); None: call `get_recommendations`."""
+        return None
 
     @abstractmethod
     def put_recommendations(self, record: UserRecommendations) -> WriteResult:

@@ -33,6 +33,7 @@ hash tag keeping every key in one slot.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -67,6 +68,7 @@ from newsrec_assets.resources.online_store.base import (
     now_utc,
     to_us,
 )
+from newsrec_assets.resources.online_store.redis_async import AsyncListReader
 
 # KEYS: current, live, livemeta.  ARGV: user, batch key prefix, batch watermark key prefix.
 _READ_LUA = """
@@ -249,11 +251,21 @@ class RedisOnlineStore(OnlineStore):
         self._clean_live = self.client.register_script(_CLEAN_LIVE_LUA)
         self._record_view = self.client.register_script(_RECORD_VIEW_LUA)
         self._log_exposures = self.client.register_script(_LOG_EXPOSURES_LUA)
+        self._read_keys = (self.key("current"), self.key("live"), self.key("livemeta"))
+        self._read_args = (self.key("b:"), self.key("bw:"))
+        self._readers = threading.local()
+        self._readers_lock = threading.Lock()
+        self._reader_connections: list[Any] = []
 
     def key(self, name: str) -> str:
         return self._p + name
 
     def close(self) -> None:
+        with self._readers_lock:
+            connections, self._reader_connections = self._reader_connections, []
+        for connection in connections:
+            connection.disconnect()
+        self._readers = threading.local()
         self.client.close()
 
     def ping(self) -> None:
@@ -275,8 +287,55 @@ class RedisOnlineStore(OnlineStore):
 
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         with _errors():
-            blob = self._read(keys=self._live_keys(), args=[user_id, self.key("b:"), self.key("bw:")])
+            blob = self._read_list(user_id)
         return None if blob is None else decode_record(user_id, blob)
+
+    def _read_list(self, user_id: str) -> bytes | None:
+        """The read script, sent on this thread's own connection.
+
+        The read path's one command per request: going through `Redis.execute_command` (pool
+        checkout, retry wrapper, response callbacks) costs more client CPU than the round trip
+        itself, so each thread keeps a connection of the pool for this command and speaks to it
+        directly. A broken connection is dropped (the next call reconnects); a Redis that lost
+        its scripts (restart, SCRIPT FLUSH) gets the script loaded again.
+        """
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = self._readers.connection = self.client.connection_pool.get_connection()
+            with self._readers_lock:
+                self._reader_connections.append(connection)
+        command = connection.pack_command(
+            "EVALSHA", self._read.sha, 3, *self._read_keys, user_id, *self._read_args
+        )
+        try:
+            connection.send_packed_command(command, check_health=False)
+            return connection.read_response()
+        except redis_errors.NoScriptError:
+            self._read.sha = self.client.script_load(_READ_LUA)
+            return self._read(keys=list(self._read_keys), args=[user_id, *self._read_args])
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
+            connection.disconnect()
+            raise
+
+    def async_reads(self) -> AsyncListReader | None:
+        """Non-blocking reads for an asyncio server (see `redis_async`); None for a connection
+        kind it does not speak (TLS, unix socket)."""
+        pool = self.client.connection_pool
+        if pool.connection_class is not redis.Connection:
+            return None
+        options = pool.connection_kwargs
+        return AsyncListReader(
+            host=options.get("host", "localhost"),
+            port=int(options.get("port", 6379)),
+            db=int(options.get("db", 0)),
+            username=options.get("username"),
+            password=options.get("password"),
+            sha=self._read.sha,
+            keys=self._read_keys,
+            args=self._read_args,
+            load_script=lambda: self.client.script_load(_READ_LUA),
+            timeout_s=options.get("socket_timeout") or 2.0,
+        )
 
     def put_recommendations(self, record: UserRecommendations) -> WriteResult:
         record = record.truncated(self.capacity)

@@ -153,17 +153,24 @@ CREATE TABLE IF NOT EXISTS view_counters (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
 
-# The list a reader sees: the live row and the current generation's row, newest watermark first,
-# then the later write (higher sequence number). One statement, so one snapshot.
+# The candidates for the list a reader sees: the live row and the current generation's row (one
+# statement, so one snapshot). `_seen` picks the newest watermark, then the later write (higher
+# sequence number); picking in Python saves SQLite a sorter per read.
 _CANDIDATES_SQL = """
 SELECT record, watermark_us, seq FROM live_recs WHERE user_id = ?1
 UNION ALL
 SELECT b.record, b.watermark_us, c.seq
 FROM current_generation AS c
 JOIN batch_recs AS b ON b.generation = c.generation AND b.user_id = ?1
-ORDER BY 2 DESC, 3 DESC
-LIMIT 1
 """
+
+
+def _seen(rows: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """The row a reader sees among `_CANDIDATES_SQL`'s (record, watermark_us, seq) rows."""
+    if len(rows) < 2:
+        return rows[0] if rows else None
+    return max(rows, key=lambda row: (row[1], row[2]))
+
 
 _NEXT_SEQ_SQL = "UPDATE meta SET value = value + 1 WHERE key = 'write_seq' RETURNING value"
 
@@ -186,6 +193,8 @@ JOIN batch_recs AS b ON b.generation = ?1 AND b.user_id = l.user_id
 """
 
 _CLEANUP_CHUNK = 5000
+_PAGE_BYTES = 16384
+_MMAP_BYTES = 2**31
 
 
 def default_log_path(path: Path) -> Path:
@@ -267,7 +276,14 @@ class SQLiteOnlineStore(OnlineStore):
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if read_only:
                 conn.execute("PRAGMA query_only = 1")
+                # Map the file (SQLite caps the mapping at 2 GB): a lookup then reads its pages
+                # in place instead of one read() and copy per page.
+                conn.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
             else:
+                # Only takes effect on a new file. A list record is ~2 KB: on 4 KB pages each
+                # takes a page of its own, on 16 KB pages seven share one (1M users: 2.4 GB
+                # instead of 3.8 GB, so more of the store stays in memory).
+                conn.execute(f"PRAGMA page_size = {_PAGE_BYTES}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 if schema is not None:
@@ -317,7 +333,7 @@ class SQLiteOnlineStore(OnlineStore):
 
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         with _errors():
-            row = self._lists().execute(_CANDIDATES_SQL, (user_id,)).fetchone()
+            row = _seen(self._lists().execute(_CANDIDATES_SQL, (user_id,)).fetchall())
         return None if row is None else decode_record(user_id, row[0])
 
     def put_recommendations(self, record: UserRecommendations) -> WriteResult:
@@ -327,7 +343,7 @@ class SQLiteOnlineStore(OnlineStore):
         with _errors():
             conn = self._writer()
             with _transaction(conn):
-                current = conn.execute(_CANDIDATES_SQL, (record.user_id,)).fetchone()
+                current = _seen(conn.execute(_CANDIDATES_SQL, (record.user_id,)).fetchall())
                 stored = None if current is None else from_us(current[1])
                 if current is not None and watermark_us < current[1]:
                     return WriteResult(accepted=False, reason="stale_watermark", stored_watermark=stored)

@@ -47,8 +47,7 @@ def post_view_event(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", "viewed_at"), "msg": "viewed_at lies in the future"}]
         )
-    with metrics.store_call("record_view"):
-        view = store.record_view(event.user_id, event.article_id, viewed_at)
+    view = metrics.store_timer("record_view")(store.record_view, event.user_id, event.article_id, viewed_at)
     record = view_change_record(view, received_at, event.impression_id)
     try:
         path = landing.write(record)

@@ -25,11 +25,9 @@ async def healthz() -> Response:
 def readyz(store: StoreDep, metrics: MetricsDep) -> Response:
     """Ready when the online store answers and holds a model version."""
     try:
-        with metrics.store_call("ping"):
-            store.ping()
-        with metrics.store_call("get_model_version"):
-            model = store.get_model_version()
-            generation = store.current_generation()
+        metrics.store_timer("ping")(store.ping)
+        model = metrics.store_timer("get_model_version")(store.get_model_version)
+        generation = metrics.store_timer("current_generation")(store.current_generation)
     except StoreError as error:
         return OrjsonResponse(error_body("store_unavailable", str(error)), status_code=503)
     if model is None:
