@@ -196,3 +196,27 @@ def test_thread_writer_keeps_exposures_while_the_store_is_down(lists_path):
     writer.close()
     assert [e.request_id for e in store.read_exposures()] == [f"r{i}" for i in range(5)]
     store.close()
+
+
+def test_a_writer_that_takes_nothing_is_replaced_and_the_exposures_are_kept(lists_path, caplog):
+    """A writer stuck longer than the deadline (its store down, say) does not hang the API's
+    flush or shutdown: it is killed, and what could not be handed over stays queued."""
+    writer = ProcessExposureLogger(
+        settings_json(lists_path), Metrics(), flush_interval_s=60, ack_timeout_s=0.5, command=["sleep", "30"]
+    )
+    for i in range(3000):  # about 200 KB: more than a pipe holds
+        writer.append(f"u{i}", [f"a{i}", f"b{i}"], to_us(SERVED_AT), f"request-{i:032d}")
+    stuck = writer._writer()
+    start = time.monotonic()
+    assert writer.flush() == 0
+    assert time.monotonic() - start < 5
+    assert stuck.wait(timeout=5) != 0  # killed
+    assert len(writer._pending) == 3000
+    assert "exposure writer failed" in caplog.text
+    writer.stop()
+
+
+def test_malformed_lines_are_skipped_not_fatal(caplog):
+    rows = decode_exposures([line(1), b'["r2", "u2"', line(3)])
+    assert [row[3] for row in rows] == ["r1", "r3"]
+    assert "malformed exposure line" in caplog.text

@@ -37,11 +37,15 @@ _FLUSH = b"#flush "
 
 
 def decode_exposures(lines: Sequence[bytes]) -> list[tuple[str, list[str], datetime, str]]:
-    """Rendered exposure lines as `OnlineStore.log_exposures` takes them."""
+    """Rendered exposure lines as `OnlineStore.log_exposures` takes them (malformed ones are
+    logged and skipped)."""
     rows = []
     for line in lines:
-        request_id, user_id, article_ids, served_at_us = orjson.loads(line)
-        rows.append((user_id, article_ids, from_us(served_at_us), request_id))
+        try:
+            request_id, user_id, article_ids, served_at_us = orjson.loads(line)
+            rows.append((user_id, article_ids, from_us(served_at_us), request_id))
+        except (ValueError, TypeError):  # a line cut short by a writer that was replaced
+            logger.error("skipping a malformed exposure line: %r", line[:200])
     return rows
 
 

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import IO, Protocol
+from typing import Protocol
 
 import orjson
 from prometheus_client import Counter
@@ -202,6 +202,7 @@ class ProcessExposureLogger(_Batcher):
             self._process = None
         if time.monotonic() < self._restart_after:
             return None
+        process = None
         try:
             process = subprocess.Popen(
                 self.command,
@@ -210,10 +211,13 @@ class ProcessExposureLogger(_Batcher):
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             assert process.stdin is not None
-            process.stdin.write(self.settings_json + b"\n")
-            process.stdin.flush()
-        except OSError:
+            os.set_blocking(process.stdin.fileno(), False)  # writes are bounded by a deadline
+            self._send(process, self.settings_json + b"\n")
+        except (OSError, TimeoutError):
             logger.exception("could not start the exposure writer")
+            if process is not None:
+                process.kill()
+                process.wait()
             self._restart_after = time.monotonic() + 1.0
             return None
         self._process = process
@@ -223,15 +227,34 @@ class ProcessExposureLogger(_Batcher):
         process = self._writer()
         if process is None:
             return False
-        stdin: IO[bytes] = process.stdin  # type: ignore[assignment]
         try:
-            # Blocks (with the GIL released) while the writer is behind and the pipe is full.
-            _write_all(stdin, b"\n".join(lines) + b"\n")
-        except OSError:
-            logger.warning("exposure writer gone; %d exposures kept for the next one", len(lines))
+            self._send(process, b"\n".join(lines) + b"\n")
+        except (OSError, TimeoutError) as error:
+            # Gone, or stuck (its store down for longer than the deadline): a new one takes over
+            # with these lines; what the old one held is lost.
+            logger.warning(
+                "exposure writer failed (%s); %d exposures kept for the next one", error, len(lines)
+            )
+            if process.poll() is None:
+                process.kill()
             self._restart_after = time.monotonic() + 1.0
             return False
         return True
+
+    def _send(self, process: subprocess.Popen[bytes], data: bytes) -> None:
+        """Write all of `data` to the writer's input, waiting (GIL released) while the pipe is
+        full, up to `ack_timeout_s`."""
+        fd = process.stdin.fileno()  # type: ignore[union-attr]
+        deadline = time.monotonic() + self.ack_timeout_s
+        view = memoryview(data)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimeoutError(f"the exposure writer took nothing for {self.ack_timeout_s} s")
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                continue
 
     def flush(self) -> int:
         """Hand over what is queued and wait until the writer has written it (or timed out)."""
@@ -243,7 +266,7 @@ class ProcessExposureLogger(_Batcher):
             self._acks += 1
             token = f"#flush {self._acks}".encode()
             try:
-                _write_all(process.stdin, token + b"\n")  # type: ignore[arg-type]
+                self._send(process, token + b"\n")
                 self._await_reply(process, token)
             except (OSError, TimeoutError):
                 logger.warning("exposure writer did not confirm its writes", exc_info=True)
@@ -282,8 +305,3 @@ class ProcessExposureLogger(_Batcher):
         finally:
             if process.stdout is not None:
                 process.stdout.close()
-
-
-def _write_all(stream: IO[bytes], data: bytes) -> None:
-    stream.write(data)
-    stream.flush()

@@ -61,6 +61,9 @@ class _Replies(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            if not self.waiting:  # nothing asked for it: the stream can no longer be trusted
+                self.fail(StoreError("redis: a reply that no read was waiting for"))
+                return
             future, _ = self.waiting.popleft()
             if not future.done():
                 future.set_result(reply)
@@ -160,6 +163,10 @@ class AsyncListReader:
             self._connecting.set_exception(failure)
             self._connecting.exception()  # retrieved: no "never retrieved" warning if unshared
             raise failure from error
+        except BaseException:  # cancelled (the client went away): release whoever shares it
+            self._connecting.set_exception(StoreUnavailable("redis: connecting was cancelled"))
+            self._connecting.exception()
+            raise
         finally:
             connecting, self._connecting = self._connecting, None
         connecting.set_result(replies)
