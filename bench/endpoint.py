@@ -154,6 +154,14 @@ class FilledStore:
     warm: Any = None
 
 
+def warm_store(ctx: Context, stores: list[FilledStore], backend: str) -> None:
+    """Bring the named store's file into the page cache before a server reads it: this VM's kernel
+    reclaims idle page cache (DAMON), and a share of the lookups would otherwise read the disk."""
+    for store in stores:
+        if store.backend == backend and store.warm:
+            ctx.log(f"endpoint: {backend} file read into the page cache in {store.warm():.1f} s")
+
+
 def read_through(path: Path, chunk: int = 8 << 20) -> float:
     """Read a file once, front to back, so that it sits in the page cache; returns the seconds."""
     start = time.perf_counter()
@@ -482,10 +490,7 @@ def run(ctx: Context) -> Outcome:
                     for store in stores:
                         if store.backend == name and store.cleanup and store.backend == "sqlite":
                             store.cleanup()  # a fresh exposure log for each run
-                        if store.backend == name and store.warm:
-                            # This VM's kernel reclaims idle page cache (DAMON): without this, a
-                            # share of the lookups would read the disk, whatever the code does.
-                            ctx.log(f"endpoint: {name} file read into the page cache in {store.warm():.1f} s")
+                    warm_store(ctx, stores, name)
                     server = Server(app, workers, env, ctx.work_dir / f"server-{name}-{workers}.log")
                     try:
                         server.wait_ready()
@@ -530,9 +535,7 @@ def run(ctx: Context) -> Outcome:
         # Latency at lower fixed rates (1 worker, one round): where the latency goal holds.
         for curve_rate in curve_rates:
             for name, app, env, n_users in targets:
-                for store in stores:
-                    if store.backend == name and store.warm:
-                        store.warm()
+                warm_store(ctx, stores, name)
                 server = Server(app, 1, env, ctx.work_dir / f"server-{name}-curve.log")
                 try:
                     server.wait_ready()

@@ -197,8 +197,9 @@ def run(ctx: Context) -> Outcome:
     )
     # The two chunk their matmuls differently, and BLAS kernels may round the last bit of a dot
     # product differently by shape: same articles in the same order, scores equal to float32 rounding.
-    same = np.array_equal(old_idx, new_idx) and np.allclose(old_scores, new_scores, rtol=1e-5, atol=1e-5)
-    same = bool(same)
+    same = bool(
+        np.array_equal(old_idx, new_idx) and np.allclose(old_scores, new_scores, rtol=1e-5, atol=1e-5)
+    )
     ctx.log(f"scoring: before {before_s:.1f} s, after {after_s:.1f} s (same ranking: {same})")
 
     largest_s = next(c["seconds"] for c in curve if c["users"] == largest)

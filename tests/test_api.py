@@ -354,6 +354,24 @@ def test_fast_lane_store_failure_is_a_json_503(tmp_path):
         assert 'route="/v1/users/{user_id}/recommendations",status="503"} 1.0' in text
 
 
+def test_fast_lane_unexpected_error_is_the_json_500_fastapi_gives(api):
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    recommender = api.client.app.state.recommender
+    recommender.recommend = recommender.recommend_async = broken
+    with TestClient(
+        create_app(api.settings.model_copy(update={"fast_lane": False})), raise_server_exceptions=False
+    ) as routed:
+        routed.app.state.recommender.recommend = routed.app.state.recommender.recommend_async = broken
+        expected = routed.get("/v1/users/u000001/recommendations")
+    got = api.client.get("/v1/users/u000001/recommendations")
+    assert_json_error(got, 500, "internal_error")
+    assert got.json() == expected.json() and expected.status_code == 500
+    text = api.client.get("/metrics").text
+    assert 'route="/v1/users/{user_id}/recommendations",status="500"} 1.0' in text
+
+
 def test_served_lists_are_logged_as_exposures(api):
     body = api.client.get("/v1/users/u000003/recommendations?k=3").json()
     assert isinstance(api.client.app.state.exposures, ProcessExposureLogger)  # the default writer

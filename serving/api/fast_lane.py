@@ -13,20 +13,17 @@ FastAPI's own. Lane requests skip FastAPI's native OpenTelemetry middleware too;
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 
 from starlette.datastructures import State
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from newsrec_assets.resources.online_store import StoreError
 from serving.api.routes.recommendations import ROUTE_PATH, recommend
-from serving.core.errors import error_body, store_error_response
-from serving.core.responses import OrjsonResponse
+from serving.core.errors import internal_error_response, store_error_response
 from serving.models import ID_MAX_LENGTH, ID_PATTERN
-
-logger = logging.getLogger(__name__)
 
 _PREFIX, _SUFFIX = ROUTE_PATH.split("{user_id}")
 # ID_PATTERN is anchored with ^...$; Python's `$` also matches before a final newline.
@@ -71,10 +68,8 @@ class RecommendationsFastLane:
         except StoreError as error:
             await self._respond(store_error_response(error, scope["path"]), scope, receive, send, start)
             return
-        except Exception:
-            logger.exception("unhandled error on %s", scope["path"])
-            response = OrjsonResponse(error_body("internal_error", "internal server error"), status_code=500)
-            await self._respond(response, scope, receive, send, start)
+        except Exception as error:
+            await self._respond(internal_error_response(error, scope["path"]), scope, receive, send, start)
             return
         body = served.body
         headers = [
@@ -88,7 +83,7 @@ class RecommendationsFastLane:
         self._ok.inc()
 
     async def _respond(
-        self, response: OrjsonResponse, scope: Scope, receive: Receive, send: Send, start: float
+        self, response: Response, scope: Scope, receive: Receive, send: Send, start: float
     ) -> None:
         await response(scope, receive, send)
         self._latency.observe(time.perf_counter() - start)

@@ -79,7 +79,12 @@ def store_error_response(exc: StoreError, path: str) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s", request.url.path, exc_info=exc)
+    return internal_error_response(exc, request.url.path)
+
+
+def internal_error_response(exc: Exception, path: str) -> Response:
+    """The 500 for anything unexpected (logged with its traceback)."""
+    logger.exception("unhandled error on %s", path, exc_info=exc)
     return OrjsonResponse(error_body("internal_error", "internal server error"), status_code=500)
 
 

@@ -28,7 +28,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from itertools import islice, repeat
 from typing import Generic, TypeVar
 
@@ -238,22 +238,6 @@ class ServingClock:
         return micros, f"{prefix}{within // 1000:03d}Z"
 
 
-class TimestampText:
-    """`format_ts` of the few distinct timestamps lists carry (a batch shares one computed_at)."""
-
-    def __init__(self, max_entries: int = 4096) -> None:
-        self.max_entries = max_entries
-        self._text: dict[datetime, str] = {}
-
-    def __call__(self, moment: datetime) -> str:
-        text = self._text.get(moment)
-        if text is None:
-            if len(self._text) >= self.max_entries:
-                self._text = {}
-            text = self._text[moment] = format_ts(moment)
-        return text
-
-
 class Recommender:
     """Renders recommendation responses from the online store."""
 
@@ -269,7 +253,6 @@ class Recommender:
             store, metrics, settings.article_check_seconds, settings.article_cache_entries
         )
         self._clock = ServingClock()
-        self._timestamp = TimestampText()
         self._get_recommendations = metrics.store_timer("get_recommendations")
         self._async_reads = store.async_reads() if settings.inline_store_reads else None
         self._served = {layer: metrics.served.labels(layer) for layer in ("batch", "speed", "cold_start")}
@@ -370,7 +353,7 @@ class Recommender:
             provenance = {
                 "model_version": cold.model_version,
                 "layer": "cold_start",
-                "computed_at": self._timestamp(cold.computed_at),
+                "computed_at": _timestamp_text(cold.computed_at),
                 "watermark": None,
                 "fresh_merged": 0,
             }
@@ -379,8 +362,8 @@ class Recommender:
             provenance = {
                 "model_version": record.model_version,
                 "layer": record.layer,
-                "computed_at": self._timestamp(record.computed_at),
-                "watermark": self._timestamp(record.watermark),
+                "computed_at": _timestamp_text(record.computed_at),
+                "watermark": _timestamp_text(record.watermark),
                 "fresh_merged": fresh_served,
             }
         if fresh_served:
@@ -453,8 +436,9 @@ class Recommender:
         return items, article_ids, fresh
 
 
-# The lists of one batch share computed_at: convert it once.
+# The lists of one batch share computed_at and watermark: convert and format each once.
 _micros = functools.lru_cache(maxsize=4096)(to_us)
+_timestamp_text = functools.lru_cache(maxsize=4096)(format_ts)
 
 # One response item: rank, the article's cached fragment, score and source.
 _STORED, _FRESH, _COLD_START = b"stored", b"fresh", b"cold_start"

@@ -251,7 +251,8 @@ class RedisOnlineStore(OnlineStore):
         self._clean_live = self.client.register_script(_CLEAN_LIVE_LUA)
         self._record_view = self.client.register_script(_RECORD_VIEW_LUA)
         self._log_exposures = self.client.register_script(_LOG_EXPOSURES_LUA)
-        self._read_keys = (self.key("current"), self.key("live"), self.key("livemeta"))
+        # KEYS of the read, live-write and clean-up scripts: current, live, livemeta.
+        self._live_keys = (self.key("current"), self.key("live"), self.key("livemeta"))
         self._read_args = (self.key("b:"), self.key("bw:"))
         self._readers = threading.local()
         self._readers_lock = threading.Lock()
@@ -282,9 +283,6 @@ class RedisOnlineStore(OnlineStore):
 
     # -- recommendations -----------------------------------------------------------------------
 
-    def _live_keys(self) -> list[str]:
-        return [self.key("current"), self.key("live"), self.key("livemeta")]
-
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         with _errors():
             blob = self._read_list(user_id)
@@ -304,15 +302,16 @@ class RedisOnlineStore(OnlineStore):
             connection = self._readers.connection = self.client.connection_pool.get_connection()
             with self._readers_lock:
                 self._reader_connections.append(connection)
+        keys = self._live_keys
         command = connection.pack_command(
-            "EVALSHA", self._read.sha, 3, *self._read_keys, user_id, *self._read_args
+            "EVALSHA", self._read.sha, len(keys), *keys, user_id, *self._read_args
         )
         try:
             connection.send_packed_command(command, check_health=False)
             return connection.read_response()
         except redis_errors.NoScriptError:
             self._read.sha = self.client.script_load(_READ_LUA)
-            return self._read(keys=list(self._read_keys), args=[user_id, *self._read_args])
+            return self._read(keys=list(keys), args=[user_id, *self._read_args])
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
             connection.disconnect()
             raise
@@ -331,7 +330,7 @@ class RedisOnlineStore(OnlineStore):
             username=options.get("username"),
             password=options.get("password"),
             sha=self._read.sha,
-            keys=self._read_keys,
+            keys=self._live_keys,
             args=self._read_args,
             load_script=lambda: self.client.script_load(_READ_LUA),
             timeout_s=options.get("socket_timeout") or 2.0,
@@ -341,7 +340,7 @@ class RedisOnlineStore(OnlineStore):
         record = record.truncated(self.capacity)
         with _errors():
             accepted, seen = self._write_live(
-                keys=[*self._live_keys(), self.key("seq")],
+                keys=[*self._live_keys, self.key("seq")],
                 args=[record.user_id, to_us(record.watermark), encode_record(record), self.key("bw:")],
             )
         stored = None if seen is None else from_us(int(seen))
@@ -451,7 +450,7 @@ class RedisOnlineStore(OnlineStore):
         kept = 0
         users = (user for user, _ in self.client.hscan_iter(self.key("livemeta"), count=1000))
         for chunk in batched(users, 500):
-            _, chunk_kept = self._clean_live(keys=self._live_keys(), args=[self.key("bw:"), *chunk])
+            _, chunk_kept = self._clean_live(keys=list(self._live_keys), args=[self.key("bw:"), *chunk])
             kept += int(chunk_kept)
         return kept
 
