@@ -287,6 +287,7 @@ def build_loadgen(ctx: Context) -> Path:
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     binary = ctx.cache_dir / f"loadgen-{digest}"
     if not binary.exists():
+        binary.parent.mkdir(parents=True, exist_ok=True)
         compiler = shutil.which(os.getenv("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
         if compiler is None:
             raise RuntimeError(

@@ -17,6 +17,10 @@ Article metadata is rendered once per article into a response fragment and cache
 dropped when the store's `article_revision` changes, checked at most every
 `article_check_seconds`. That bound is how long an edited or unpublished article can still be
 served as it was.
+
+A stored list is merged and rendered by the compiled `serving.services._items.render_items` when
+it is built (Cython, at install) and every candidate's metadata is cached; otherwise, and for
+cold-start lists, by `_ranked` and `_items` below, the reference it is tested against.
 """
 
 from __future__ import annotations
@@ -28,9 +32,9 @@ import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import islice, repeat
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -48,6 +52,11 @@ from newsrec_assets.resources.online_store import (
 from newsrec_assets.resources.online_store.base import from_us, now_utc, to_us
 from serving.core.config import Settings
 from serving.core.metrics import Metrics
+
+try:
+    from serving.services._items import render_items
+except ImportError:  # not compiled (no C compiler at install time): the Python path serves alone
+    render_items = None
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +141,7 @@ class ArticleFragments:
 
     def lookup(self, article_ids: list[str]) -> dict[str, bytes | None]:
         """The cache, holding an entry (fragment or None) for each of `article_ids`."""
-        fragments = self._current()
+        fragments = self.cached()
         missing = [article_id for article_id in article_ids if article_id not in fragments]
         if missing:
             found = self._get_articles(self.store.get_articles, missing)
@@ -143,7 +152,9 @@ class ArticleFragments:
                 fragments[article_id] = None if meta is None else _fragment(meta)
         return fragments
 
-    def _current(self) -> dict[str, bytes | None]:
+    def cached(self) -> dict[str, bytes | None]:
+        """The cache as it stands, dropped first if the articles changed; unlike `lookup`, it
+        reads nothing from the store for the articles it lacks."""
         now = time.monotonic()
         if now - self._checked_at >= self.check_seconds:
             revision = self._article_revision(self.store.article_revision)
@@ -207,8 +218,7 @@ class FreshSnapshot:
         )
 
 
-@dataclass(frozen=True)
-class Served:
+class Served(NamedTuple):
     """A rendered response body and what it exposed."""
 
     body: bytes
@@ -350,37 +360,40 @@ class Recommender:
             cold = self._cold_start.get()
             ranked = zip(cold.article_ids, cold.scores.tolist(), repeat(_COLD_START), strict=False)
             items, article_ids, fresh_served = self._items(ranked, k)
-            provenance = {
-                "model_version": cold.model_version,
-                "layer": "cold_start",
-                "computed_at": _timestamp_text(cold.computed_at),
-                "watermark": None,
-                "fresh_merged": 0,
-            }
+            layer = "cold_start"
+            provenance = _provenance(cold.model_version, layer, cold.computed_at, None)
         else:
-            items, article_ids, fresh_served = self._items(self._ranked(record), k)
-            provenance = {
-                "model_version": record.model_version,
-                "layer": record.layer,
-                "computed_at": _timestamp_text(record.computed_at),
-                "watermark": _timestamp_text(record.watermark),
-                "fresh_merged": fresh_served,
-            }
+            rendered = self._compiled_items(record, k) if render_items is not None else None
+            items, article_ids, fresh_served = rendered or self._items(self._ranked(record), k)
+            layer = record.layer
+            provenance = _provenance(record.model_version, layer, record.computed_at, record.watermark)
         if fresh_served:
             self.metrics.fresh_merged.inc(fresh_served)
-        layer = provenance["layer"]
         (self._served.get(layer) or self.metrics.served.labels(layer)).inc()
-        body = orjson.dumps(
-            {
-                "user_id": user_id,
-                "request_id": request_id,
-                "served_at": served_at_text,
-                "k": k,
-                "provenance": provenance,
-                "items": orjson.Fragment(b"[" + b",".join(items) + b"]"),
-            }
+        body = _BODY % (
+            orjson.dumps(user_id),
+            orjson.dumps(request_id),
+            orjson.dumps(served_at_text),
+            k,
+            provenance,
+            fresh_served,
+            items,
         )
-        return Served(body=body, request_id=request_id, article_ids=article_ids, served_at_us=served_at_us)
+        return Served(body, request_id, article_ids, served_at_us)
+
+    def _compiled_items(self, record: UserRecommendations, k: int) -> tuple[bytes, list[str], int] | None:
+        """`_items(_ranked(record), k)` in one compiled pass; None when a candidate's metadata is
+        not cached yet (the Python path then looks it up)."""
+        fresh_ids, fresh_vectors = self._fresh_after(record)
+        return render_items(
+            record.article_ids,
+            record.scores,
+            fresh_ids,
+            fresh_vectors,
+            record.user_vector,
+            self.articles.cached(),
+            k,
+        )
 
     def _ranked(self, record: UserRecommendations) -> Iterator[tuple[str, float, bytes]]:
         """`(article_id, score, source)` best first: the stored list with fresh articles merged in."""
@@ -409,11 +422,9 @@ class Recommender:
             return None, None
         return snapshot.article_ids[start:], snapshot.vectors[start:]
 
-    def _items(
-        self, ranked: Iterator[tuple[str, float, bytes]], k: int
-    ) -> tuple[list[bytes], list[str], int]:
-        """The first k ranked candidates that still have metadata, rendered as JSON items; also
-        their article ids and how many of them are fresh."""
+    def _items(self, ranked: Iterator[tuple[str, float, bytes]], k: int) -> tuple[bytes, list[str], int]:
+        """The first k ranked candidates that still have metadata, rendered as the members of a
+        JSON array; also their article ids and how many of them are fresh."""
         items: list[bytes] = []
         article_ids: list[str] = []
         fresh = 0
@@ -433,12 +444,36 @@ class Recommender:
                     fresh += 1
                 if len(items) == k:
                     break
-        return items, article_ids, fresh
+        return b",".join(items), article_ids, fresh
 
 
 # The lists of one batch share computed_at and watermark: convert and format each once.
 _micros = functools.lru_cache(maxsize=4096)(to_us)
 _timestamp_text = functools.lru_cache(maxsize=4096)(format_ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _provenance(
+    model_version: str | None, layer: str, computed_at: datetime, watermark: datetime | None
+) -> bytes:
+    """The members of a response's `provenance` before `fresh_merged`: the same for every list of
+    a batch, so rendered once."""
+    rendered = orjson.dumps(
+        {
+            "model_version": model_version,
+            "layer": layer,
+            "computed_at": _timestamp_text(computed_at),
+            "watermark": None if watermark is None else _timestamp_text(watermark),
+        }
+    )
+    return rendered[1:-1]
+
+
+# A response body, filled by `bytes % ...`: the parts that vary come in rendered (orjson, or the
+# cached provenance and items), which costs less than building and dumping a dict per request.
+_BODY = (
+    b'{"user_id":%b,"request_id":%b,"served_at":%b,"k":%d,"provenance":{%b,"fresh_merged":%d},"items":[%b]}'
+)
 
 # One response item: rank, the article's cached fragment, score and source.
 _STORED, _FRESH, _COLD_START = b"stored", b"fresh", b"cold_start"

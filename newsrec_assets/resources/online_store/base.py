@@ -335,18 +335,19 @@ def decode_record(user_id: str, blob: bytes) -> UserRecommendations:
     vector = None
     if dim >= 0:
         vector = np.frombuffer(blob, dtype=np.float32, count=dim, offset=offset + 4 * count)
-    record = object.__new__(UserRecommendations)  # trusted data: skip validation on the read path
-    for name, value in (
-        ("user_id", user_id),
-        ("article_ids", tuple(header["ids"])),
-        ("scores", scores),
-        ("model_version", header["mv"]),
-        ("layer", header["layer"]),
-        ("computed_at", _moment(header["computed_at_us"])),
-        ("watermark", _moment(header["watermark_us"])),
-        ("user_vector", vector),
-    ):
-        object.__setattr__(record, name, value)
+    # Trusted data: skip validation on the read path, and fill the frozen instance's fields in
+    # one dict update rather than one object.__setattr__ each.
+    record = object.__new__(UserRecommendations)
+    record.__dict__.update(
+        user_id=user_id,
+        article_ids=tuple(header["ids"]),
+        scores=scores,
+        model_version=header["mv"],
+        layer=header["layer"],
+        computed_at=_moment(header["computed_at_us"]),
+        watermark=_moment(header["watermark_us"]),
+        user_vector=vector,
+    )
     return record
 
 
