@@ -105,6 +105,25 @@ def test_write_with_retry_keeps_the_batch_until_the_store_takes_it(lists_path):
     store.close()
 
 
+def test_write_with_retry_splits_into_calls_the_store_takes_and_retries_only_the_failed_one(lists_path):
+    store = SQLiteOnlineStore(lists_path)
+    store.exposures_per_call = 3  # as a Redis store keeps its script calls short
+    calls: list[list[str]] = []
+    real = store.log_exposures
+
+    def fails_once_on_the_second_call(rows):
+        calls.append([request_id for *_, request_id in rows])
+        if len(calls) == 2:
+            raise StoreUnavailable("sqlite: database is locked")
+        return real(rows)
+
+    store.log_exposures = fails_once_on_the_second_call  # type: ignore[method-assign]
+    write_with_retry(store, [line(i) for i in range(7)], sleep=lambda _: None)
+    assert calls == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r3", "r4", "r5"], ["r6"]]
+    assert [e.request_id for e in store.read_exposures()] == [f"r{i}" for i in range(7)]  # once each
+    store.close()
+
+
 def test_writer_process_logs_what_the_api_queued(lists_path):
     metrics = Metrics()
     writer = ProcessExposureLogger(settings_json(lists_path), metrics, flush_interval_s=0.05)

@@ -32,7 +32,6 @@ from serving.core.config import Settings
 logger = logging.getLogger("serving.services.exposure_writer")
 
 NICENESS = 10
-MAX_BATCH = 1000
 _FLUSH = b"#flush "
 
 
@@ -55,9 +54,11 @@ def write_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     max_wait_s: float = 5.0,
 ) -> None:
-    """Write rendered exposures in batches of MAX_BATCH, retrying each batch until the store takes it."""
-    for start in range(0, len(lines), MAX_BATCH):
-        rows = decode_exposures(lines[start : start + MAX_BATCH])
+    """Write rendered exposures in calls of the store's `exposures_per_call`, retrying each call
+    until the store takes it."""
+    per_call = store.exposures_per_call
+    for start in range(0, len(lines), per_call):
+        rows = decode_exposures(lines[start : start + per_call])
         wait = 0.1
         while True:
             try:

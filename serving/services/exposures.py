@@ -142,7 +142,7 @@ class ThreadExposureLogger(_Batcher):
     ) -> None:
         super().__init__(metrics, flush_interval_s, max_pending, "exposure-log")
         self.store = store
-        self.max_batch = max_batch
+        self.max_batch = min(max_batch, store.exposures_per_call)
         self._log_exposures = metrics.store_timer("log_exposures")
 
     def write_batch(self, lines: list[bytes]) -> bool:

@@ -402,6 +402,10 @@ class OnlineStore(ABC):
     """
 
     capacity: int = DEFAULT_CAPACITY
+    # The most exposures one `log_exposures` call should carry: callers with more split them.
+    # A backend that serves other clients one command at a time (Redis) keeps this small, so
+    # that reads are served between the calls instead of waiting for a whole batch.
+    exposures_per_call: int = 1000
 
     # -- recommendations -----------------------------------------------------------------------
 
