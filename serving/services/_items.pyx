@@ -8,7 +8,7 @@ server this was the largest share of a request's CPU (bench/README.md, third rou
 interpreter: per-item generator steps, tuples, numpy's dispatch for an 8 x 128 product.
 
 Same results as the Python path, which stays the reference and the fallback where this module is
-not compiled (tests/test_fast_items.py holds the two to each other), except in the last bits of a
+not compiled (tests/test_compiled_items.py holds the two to each other), except in the last bits of a
 fresh article's score: the dot product accumulates in double precision here, float32 in numpy.
 """
 
