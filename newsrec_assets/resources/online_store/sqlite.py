@@ -285,14 +285,17 @@ class SQLiteOnlineStore(OnlineStore):
                 # in place instead of one read() and copy per page.
                 conn.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
             else:
-                # Only takes effect on a new file. A list record is ~2 KB: on 4 KB pages each
-                # takes a page of its own, on 16 KB pages seven share one (1M users: 2.4 GB
-                # instead of 3.8 GB, so more of the store stays in memory).
-                conn.execute(f"PRAGMA page_size = {_PAGE_BYTES}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-                if schema is not None:
-                    conn.executescript(schema)
+                # One thread at a time: on a new file, switching it to WAL fails at once (the busy
+                # timeout does not apply) while another connection is doing the same.
+                with self._connections_lock:
+                    # Only takes effect on a new file. A list record is ~2 KB: on 4 KB pages each
+                    # takes a page of its own, on 16 KB pages seven share one (1M users: 2.4 GB
+                    # instead of 3.8 GB, so more of the store stays in memory).
+                    conn.execute(f"PRAGMA page_size = {_PAGE_BYTES}")
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                    if schema is not None:
+                        conn.executescript(schema)
         with self._connections_lock:
             self._all_connections.append(conn)
         return conn
