@@ -442,6 +442,8 @@ def test_exposure_batches_keep_order_and_values(store):
     assert store.log_exposures(batch) == 250 and store.log_exposures([]) == 0
     read = store.read_exposures(limit=1000)
     assert [(e.user_id, list(e.article_ids), e.served_at, e.request_id) for e in read] == batch
+    positions = [e.position for e in read]  # the ingestion asset's log positions come from these
+    assert positions == sorted(set(positions)) and all(0 <= p < 2**53 for p in positions)
 
 
 def test_record_view_counts_per_user_and_article(store):
@@ -574,3 +576,33 @@ def test_redis_async_reads_fail_as_unavailable_when_redis_does_not_answer():
     closed = RedisOnlineStore(f"redis://127.0.0.1:{port}/0", prefix="closed", socket_timeout=0.3)
     with pytest.raises(StoreUnavailable):
         asyncio.run(closed.async_reads().get_recommendations("u1"))
+
+
+def test_exposures_ship_to_the_landing_zone_from_either_store(store, tmp_path):
+    # The asset turns each exposure's `position` into change-record log positions; Redis stream
+    # ids (`<ms>-<seq>`) are no integers themselves.
+    import dagster as dg
+
+    from newsrec_assets.defs.ingestion.assets import api_exposures
+    from newsrec_assets.defs.resources import LandingZoneResource, OnlineStoreResource
+    from newsrec_assets.domain.cdc import parse_change_line
+    from newsrec_assets.resources.landing import LocalLandingZone
+
+    store.log_exposures([("u1", ["a1", "a2"], T0, "req-1"), ("u2", ["a3"], T0, "req-2")])
+    if isinstance(store, RedisOnlineStore):
+        online = OnlineStoreResource(kind="redis", redis_url=REDIS_URL, redis_prefix=store.prefix)
+    else:
+        online = OnlineStoreResource(sqlite_path=str(store.path))
+    landing = LandingZoneResource(root=str(tmp_path / "landing"))
+    result = dg.materialize([api_exposures], resources={"landing": landing, "online_store": online})
+    assert result.success
+    zone = LocalLandingZone(tmp_path / "landing")
+    records = [
+        parse_change_line(line)
+        for file in zone.list_files("impressions/")
+        for line in zone.read_bytes(file.path).decode().splitlines()
+    ]
+    positions = [record.log_position for record in records]
+    assert [record.payload["article_id"] for record in records] == ["a1", "a2", "a3"]
+    assert positions == sorted(set(positions))
+    assert store.read_exposures() == []  # trimmed once shipped

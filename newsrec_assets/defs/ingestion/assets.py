@@ -93,7 +93,7 @@ def raw_cdc_log(
 
 
 EXPOSURE_LOG_FILE = "api-exposures"
-POSITIONS_PER_EXPOSURE = 1000  # log position = exposure sequence * 1000 + list position
+POSITIONS_PER_EXPOSURE = 1000  # log position = the exposure's position * 1000 + list position
 
 
 @dg.asset(group_name=GROUP, kinds={"sqlite"})
@@ -128,7 +128,7 @@ def api_exposures(
                 source_timestamp=exposure.served_at,
                 read_timestamp=exposure.served_at + timedelta(seconds=1),
                 log_file=EXPOSURE_LOG_FILE,
-                log_position=int(exposure.cursor) * POSITIONS_PER_EXPOSURE + position,
+                log_position=exposure.position * POSITIONS_PER_EXPOSURE + position,
                 read_method="api-exposure-log",
             ).to_json_line()
             for exposure in exposures

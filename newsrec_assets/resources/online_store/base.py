@@ -278,13 +278,15 @@ class ViewCount:
 
 @dataclass(frozen=True)
 class Exposure:
-    """One served list. `cursor` orders exposures; pass it to `read_exposures(after=...)`."""
+    """One served list. `cursor` orders exposures; pass it to `read_exposures(after=...)`.
+    `position` orders them too, as a non-negative integer below 2**53 (a log position)."""
 
     cursor: str
     request_id: str
     user_id: str
     article_ids: tuple[str, ...]
     served_at: datetime
+    position: int
 
 
 # ----------------------------------------------------------------------------------------------

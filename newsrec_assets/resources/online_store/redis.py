@@ -666,6 +666,7 @@ class RedisOnlineStore(OnlineStore):
                     user_id=fields[b"user_id"].decode(),
                     article_ids=tuple(orjson.loads(fields[b"article_ids"])),
                     served_at=from_us(int(fields[b"served_at_us"])),
+                    position=_stream_position(entry_id),
                 )
             )
         return exposures
@@ -694,6 +695,15 @@ class RedisOnlineStore(OnlineStore):
             last_viewed_at=from_us(viewed_us),
             log_position=int(position),
         )
+
+
+def _stream_position(entry_id: bytes) -> int:
+    """A stream entry id (`<ms>-<seq>`) as one ordered integer: ms * 1024 + seq. An exposure is
+    one XADD, so more than 1024 in one millisecond would take a million a second."""
+    millis, _, seq = entry_id.partition(b"-")
+    if int(seq) >= 1024:
+        raise StoreError(f"redis: exposure entry {entry_id!r} beyond 1024 in one millisecond")
+    return int(millis) * 1024 + int(seq)
 
 
 def _article_json(article: ArticleMeta) -> bytes:

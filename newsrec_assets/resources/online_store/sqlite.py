@@ -719,6 +719,7 @@ class SQLiteOnlineStore(OnlineStore):
                 user_id=row[2],
                 article_ids=tuple(orjson.loads(row[3])),
                 served_at=from_us(row[4]),
+                position=row[0],
             )
             for row in rows
         ]
