@@ -10,7 +10,7 @@ reply arrives, on one connection, so requests overlap their waits; replies come 
 It speaks RESP itself (hiredis parses the replies) and sends one command: `EVALSHA` of the store's
 read script, so what it returns is exactly what `RedisOnlineStore.get_recommendations` reads.
 Plain TCP only (host, port, db, username/password); other connection kinds (TLS, unix socket)
-make `RedisOnlineStore.async_list_reader` return None and serving falls back to blocking reads.
+make `RedisOnlineStore.async_reads` return None and serving falls back to blocking reads.
 
 Failures: a connection that cannot be opened, breaks, or leaves a reply outstanding longer than
 `timeout_s` fails the pending reads with `StoreUnavailable` and is closed (a late reply would

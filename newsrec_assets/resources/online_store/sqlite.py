@@ -39,11 +39,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import numpy as np
@@ -74,6 +74,8 @@ from newsrec_assets.resources.online_store.base import (
     now_utc,
     to_us,
 )
+
+T = TypeVar("T")
 
 _LISTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -300,31 +302,26 @@ class SQLiteOnlineStore(OnlineStore):
             self._all_connections.append(conn)
         return conn
 
-    def _thread_connection(self, name: str, path: Path, read_only: bool, schema: str) -> sqlite3.Connection:
+    def _per_thread(self, name: str, make: Callable[[], T]) -> T:
+        """This thread's `name` (a connection, a cursor), made by `make` on first use."""
         local = self._local
         pid = os.getpid()
         if getattr(local, "pid", None) != pid:  # new thread, or a forked child: open afresh
             local.__dict__.clear()
             local.pid = pid
-        conn = local.__dict__.get(name)
-        if conn is None:
-            conn = self._connect(path, read_only, schema)
-            local.__dict__[name] = conn
-        return conn
+        value = local.__dict__.get(name)
+        if value is None:
+            value = local.__dict__[name] = make()
+        return value
 
     def _lists(self) -> sqlite3.Connection:
         """This thread's connection to the lists file."""
-        return self._thread_connection("lists", self.path, self.read_only, _LISTS_SCHEMA)
+        return self._per_thread("lists", lambda: self._connect(self.path, self.read_only, _LISTS_SCHEMA))
 
     def _list_reader(self) -> sqlite3.Cursor:
         """This thread's cursor for list lookups, kept: creating a cursor per lookup cost about
         a fifth of the lookup."""
-        local = self._local
-        cursor = local.__dict__.get("list_reader") if getattr(local, "pid", None) == os.getpid() else None
-        if cursor is None:
-            cursor = self._lists().cursor()
-            local.list_reader = cursor
-        return cursor
+        return self._per_thread("list_reader", lambda: self._lists().cursor())
 
     def _writer(self) -> sqlite3.Connection:
         if self.read_only:
@@ -333,7 +330,7 @@ class SQLiteOnlineStore(OnlineStore):
 
     def _log(self) -> sqlite3.Connection:
         """This thread's connection to the log file (always writable)."""
-        return self._thread_connection("log", self.log_path, False, _LOG_SCHEMA)
+        return self._per_thread("log", lambda: self._connect(self.log_path, False, _LOG_SCHEMA))
 
     def close(self) -> None:
         with self._connections_lock:
