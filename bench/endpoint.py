@@ -355,9 +355,12 @@ def free_port() -> int:
 
 
 class Server:
-    """uvicorn serving an ASGI app in a subprocess (its own process group)."""
+    """uvicorn serving an ASGI app in a subprocess (its own process group), from `cwd`: this
+    checkout, or another one to compare with (`bench.ab`)."""
 
-    def __init__(self, app: str, workers: int, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, app: str, workers: int, env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT
+    ) -> None:
         self.port = free_port()
         self.workers = workers
         loop = "uvloop" if _importable("uvloop") else "auto"
@@ -372,7 +375,7 @@ class Server:
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -626,7 +629,8 @@ def run(ctx: Context) -> Outcome:
     )
 
 
-def _failed(run: dict[str, Any]) -> int:
+def failed_requests(run: dict[str, Any]) -> int:
+    """Requests of a load generator run that were not answered with a 2xx (or never sent)."""
     return run["non2xx"] + run["errors_io"] + run["timeouts"] + run["unsent"]
 
 
@@ -694,7 +698,7 @@ def summarise(
         figures.append(
             Figure(
                 f"{label}: failed or never served (errors, non-2xx, timeouts, backlog at the end)",
-                float(sum(_failed(r) for r in rs)),
+                float(sum(failed_requests(r) for r in rs)),
                 "requests",
                 0.0,
                 "at_most",
@@ -748,8 +752,8 @@ def summarise(
         rows.append([
             r["target"], r["workers"], r["round"], r["throughput_rps"], lat["p50"] / 1000, lat["p90"] / 1000,
             lat["p99"] / 1000, lat["p999"] / 1000, lat["max"] / 1000, r["service_us"]["p99"] / 1000,
-            _failed(r), r["server_cpu_s"] / wall, r["loadgen_cpu_s"] / wall, round(r["others_cores"], 2),
-            r.get("capacity_rps", "—"),
+            failed_requests(r), r["server_cpu_s"] / wall, r["loadgen_cpu_s"] / wall,
+            round(r["others_cores"], 2), r.get("capacity_rps", "—"),
         ])  # fmt: skip
     for r in curve:
         lat = r["latency_us"]
@@ -757,8 +761,8 @@ def summarise(
         rows.append([
             f"{r['target']} at {r['rate']:,.0f} req/s", 1, "—", r["throughput_rps"], lat["p50"] / 1000,
             lat["p90"] / 1000, lat["p99"] / 1000, lat["p999"] / 1000, lat["max"] / 1000,
-            r["service_us"]["p99"] / 1000, _failed(r), r["server_cpu_s"] / wall, r["loadgen_cpu_s"] / wall,
-            round(r["others_cores"], 2), "—",
+            r["service_us"]["p99"] / 1000, failed_requests(r), r["server_cpu_s"] / wall,
+            r["loadgen_cpu_s"] / wall, round(r["others_cores"], 2), "—",
         ])  # fmt: skip
     table = markdown_table(
         ["target", "workers", "round", "req/s", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms",

@@ -220,3 +220,34 @@ def test_ceiling_benchmark_at_tiny_size():
     assert lift["oracle"] == pytest.approx(1.0) and auc["oracle"] > 0.7
     assert all(0.5 < value < auc["oracle"] + 0.02 for value in auc.values())  # nothing beats the truth
     assert result["stats"]["holdout_rows"] > 0 and result["stats"]["view_events"] > 0
+
+
+def test_ab_variant_specs(tmp_path):
+    from bench.ab import Variant
+    from bench.common import REPO_ROOT
+
+    assert Variant.parse("now=redis") == Variant("now", "redis", REPO_ROOT, {})
+    assert Variant.parse("nolog=sqlite,NEWSREC_LOG_EXPOSURES=false,A=b=c").env == {
+        "NEWSREC_LOG_EXPOSURES": "false",
+        "A": "b=c",
+    }
+    checkout = tmp_path / "wt"
+    (checkout / "serving").mkdir(parents=True)
+    (checkout / "serving" / "main.py").write_text("")
+    assert Variant.parse(f"before=sqlite@{checkout}").checkout == checkout.resolve()
+    for bad in ["redis", "=redis", "bare=redis", "x=mysql", "x=redis,NOVALUE", f"x=redis@{tmp_path}"]:
+        with pytest.raises(ValueError):
+            Variant.parse(bad)
+
+
+def test_ab_summary_takes_ratios_within_rounds():
+    from bench.ab import Measured, summary_rows
+
+    results = {
+        "bare": [Measured(0.1, 0.2, 40, 0), Measured(0.1, 1.0, 40, 0), Measured(0.1, 0.25, 40, 0)],
+        "api": [Measured(0.2, 0.4, 100, 0), Measured(0.2, 1.5, 120, 1), Measured(0.3, 0.75, 110, 0)],
+    }
+    bare, api = summary_rows(results)
+    assert bare[4] == 1.0
+    # Per-round ratios 2.0, 1.5, 3.0: the median is 2.0, not the ratio of the median p99s (0.75 / 0.25).
+    assert api == ["api", 0.2, 0.75, 110, 2.0, "2.00 / 1.50 / 3.00", 1]
