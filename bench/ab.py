@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[Measured]] = {name: [] for name, *_ in targets}
         for round_ in range(args.rounds):
             for name, app, backend, checkout, env in targets:
-                if backend == "sqlite" and pin is None:  # not held in RAM: read it into the page cache
-                    endpoint.warm_store(ctx, list(stores.values()), backend)
+                if backend == "sqlite":
+                    stores["sqlite"].cleanup()  # an empty exposure log for each run, as in the benchmark
+                    if pin is None:  # not held in RAM: read it into the page cache
+                        endpoint.warm_store(ctx, list(stores.values()), backend)
                 server = endpoint.Server(
                     app, args.workers, env, ctx.work_dir / f"server-{name}.log", cwd=checkout
                 )
