@@ -668,14 +668,17 @@ def test_fresh_vectors_reload_incrementally_between_whole_loads(tmp_path):
     store = SQLiteOnlineStore(tmp_path / "online.sqlite")
     settings = sqlite_settings(tmp_path, fresh_full_reload_seconds=3600)
     recommender = Recommender(store, settings, Metrics())
-    base = NOW - timedelta(hours=1)
+    # The window is measured from the real clock when the snapshot loads: anchor the articles to
+    # it here, not to the module's NOW, which a slow run of the tests before this one leaves behind.
+    now = datetime.now(UTC)
+    base = now - timedelta(hours=1)
 
     def publish(article_id: str, published_at: datetime, vector: np.ndarray, version: str = "m1") -> None:
         store.upsert_articles([ArticleMeta(article_id, article_id, "news", "sub0", published_at)])
         store.put_article_vectors([article_id], np.array([vector]), version)
 
     store.set_model_version("m1")
-    publish("old", NOW - timedelta(hours=settings.fresh_window_hours + 1), unit(0))  # outside the window
+    publish("old", now - timedelta(hours=settings.fresh_window_hours + 1), unit(0))  # outside the window
     publish("f1", base, unit(1))
     publish("f2", base + timedelta(minutes=1), unit(2))
     first = recommender._load_fresh(None)
