@@ -118,25 +118,21 @@ def main(argv: list[str] | None = None) -> int:
         if "sqlite" in backends:
             stores["sqlite"] = endpoint.sqlite_store(ctx, args.users)
             pin = endpoint.MemoryPin.of(Path(stores["sqlite"].env["NEWSREC_SQLITE_PATH"]))
+            if pin is not None:  # held in RAM: no need to read it into the page cache before each run
+                stores["sqlite"].warm = None
         if "redis" in backends:
             stores["redis"] = endpoint.redis_store(ctx, args.users, args.redis_url)
         bare_env = {"NEWSREC_BENCH_BARE_USERS": str(args.users)}
         targets = [("bare", "bench.bare_app:app", "", REPO_ROOT, bare_env)]
         for v in variants:
-            env = {
-                **stores[v.backend].env,
-                "NEWSREC_HOME": str(ctx.work_dir / "home"),
-                "NEWSREC_LANDING_DIR": str(ctx.work_dir / "landing"),
-                **v.env,
-            }
+            env = endpoint.api_env(ctx, stores[v.backend], v.env)
             targets.append((v.name, "serving.main:app", v.backend, v.checkout, env))
         results: dict[str, list[Measured]] = {name: [] for name, *_ in targets}
         for round_ in range(args.rounds):
             for name, app, backend, checkout, env in targets:
                 if backend == "sqlite":
                     stores["sqlite"].cleanup()  # an empty exposure log for each run, as in the benchmark
-                    if pin is None:  # not held in RAM: read it into the page cache
-                        endpoint.warm_store(ctx, list(stores.values()), backend)
+                endpoint.warm_store(ctx, list(stores.values()), backend)
                 server = endpoint.Server(
                     app, args.workers, env, ctx.work_dir / f"server-{name}.log", cwd=checkout
                 )
@@ -150,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured = Measured(
                     run["latency_us"]["p50"] / 1000,
                     run["latency_us"]["p99"] / 1000,
-                    run["server_cpu_s"] / max(1, run["completed"]) * 1e6,
+                    endpoint.cpu_us_per_request(run),
                     endpoint.failed_requests(run),
                 )
                 results[name].append(measured)

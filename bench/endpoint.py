@@ -540,12 +540,7 @@ def run(ctx: Context) -> Outcome:
             ("bare", "bench.bare_app:app", {"NEWSREC_BENCH_BARE_USERS": str(users)}, users)
         ]
         for store in stores:
-            env = {
-                **store.env,
-                "NEWSREC_HOME": str(ctx.work_dir / "home"),
-                "NEWSREC_LANDING_DIR": str(ctx.work_dir / "landing"),
-                "NEWSREC_LOG_EXPOSURES": str(log_exposures).lower(),
-            }
+            env = api_env(ctx, store, {"NEWSREC_LOG_EXPOSURES": str(log_exposures).lower()})
             targets.append((store.backend, "serving.main:app", env, store.users))
 
         runs: list[dict[str, Any]] = []
@@ -629,6 +624,21 @@ def run(ctx: Context) -> Outcome:
     )
 
 
+def api_env(ctx: Context, store: FilledStore, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of an API server reading `store`, its writable folders in the work dir."""
+    return {
+        **store.env,
+        "NEWSREC_HOME": str(ctx.work_dir / "home"),
+        "NEWSREC_LANDING_DIR": str(ctx.work_dir / "landing"),
+        **extra,
+    }
+
+
+def cpu_us_per_request(run: dict[str, Any]) -> float:
+    """The server's CPU microseconds per completed request in a load generator run."""
+    return run["server_cpu_s"] / max(1, run["completed"]) * 1e6
+
+
 def failed_requests(run: dict[str, Any]) -> int:
     """Requests of a load generator run that were not answered with a 2xx (or never sent)."""
     return run["non2xx"] + run["errors_io"] + run["timeouts"] + run["unsent"]
@@ -704,7 +714,7 @@ def summarise(
                 "at_most",
             )
         )
-        cpu_us = median([r["server_cpu_s"] / max(1, r["completed"]) * 1e6 for r in rs])
+        cpu_us = median([cpu_us_per_request(r) for r in rs])
         figures.append(Figure(f"{label}: server CPU per request", cpu_us, "µs"))
         saturated = [r for r in rs if "capacity_rps" in r]
         capacity = median([r["capacity_rps"] for r in saturated])
