@@ -13,6 +13,10 @@ copied in) and with extra environment variables, e.g.
 
     python -m bench.ab --rounds 4 now=redis before=redis@/tmp/wt-before
     python -m bench.ab now=sqlite nolog=sqlite,NEWSREC_LOG_EXPOSURES=false
+    python -m bench.ab now=sqlite stock=sqlite,UVICORN_HTTP=httptools
+
+Servers run under the API's deployed HTTP protocol (`bench.endpoint.http_protocol`), the bare
+app included; `UVICORN_HTTP` in a variant's settings picks another for that variant.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Set-up
   kept in the cache folder between runs (keyed by the parameters, rebuilt after 24 h) and read
   once before each SQLite server starts, so that it is in the page cache; Redis is filled under a
   dedicated key prefix and that prefix is deleted afterwards. Fill times are reported.
-- **Servers.** uvicorn on 127.0.0.1 with uvloop and httptools, access log off, 1 worker and
+- **Servers.** uvicorn on 127.0.0.1 with uvloop and the API's HTTP protocol (httptools, each
+  response written in one piece: `serving.core.http_protocol`), access log off, 1 worker and
   2 workers. The same uvicorn settings serve the **bare ASGI app** (`bench.bare_app`), a raw ASGI
   callable answering a pre-rendered body of the same size from an in-memory dict: the floor of
   what uvicorn itself costs on this machine.
@@ -64,6 +65,8 @@ MODEL_VERSION = "naml-bench000000000"
 CACHE_FORMAT = 2  # 2: 16 KB SQLite pages
 USER_FMT = "u{:07d}"
 PATH_FMT = "/v1/users/u%07ld/recommendations"
+# The protocol the API is deployed with (README), for the bare app too: the same server settings.
+DEPLOYED_HTTP_PROTOCOL = "serving.core.http_protocol:CoalescingHTTPProtocol"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,12 +367,11 @@ class Server:
         self.port = free_port()
         self.workers = workers
         loop = "uvloop" if _importable("uvloop") else "auto"
-        http = "httptools" if _importable("httptools") else "auto"
-        self.loop, self.http = loop, http
+        self.loop, self.http = loop, http_protocol(cwd, env)
         command = [
             sys.executable, "-m", "uvicorn", app,
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(workers), "--loop", loop, "--http", http,
+            "--workers", str(workers), "--loop", loop, "--http", self.http,
             "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -417,6 +419,17 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self.log.close()
+
+
+def http_protocol(checkout: Path, env: dict[str, str]) -> str:
+    """uvicorn's `--http` for a server from `checkout`: `UVICORN_HTTP` where the environment
+    sets it (A/B runs of the stock protocol), else the API's deployed protocol where the
+    checkout has it, else uvicorn's httptools (or whatever uvicorn picks)."""
+    if env.get("UVICORN_HTTP"):
+        return env["UVICORN_HTTP"]
+    if (checkout / "serving" / "core" / "http_protocol.py").is_file():
+        return DEPLOYED_HTTP_PROTOCOL
+    return "httptools" if _importable("httptools") else "auto"
 
 
 def _importable(name: str) -> bool:

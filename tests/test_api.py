@@ -8,8 +8,11 @@ when no Redis answers at NEWSREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +21,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import redis
+import uvicorn
 from fastapi.testclient import TestClient
 
 from newsrec_assets.domain.cdc import format_ts, parse_change_line
@@ -35,6 +40,7 @@ from newsrec_assets.resources.online_store import (
 )
 from newsrec_assets.resources.online_store.base import from_us
 from serving.core.config import Settings
+from serving.core.http_protocol import CoalescingHTTPProtocol
 from serving.core.metrics import Metrics
 from serving.main import create_app
 from serving.models import RecommendationsResponse
@@ -396,6 +402,51 @@ def test_a_store_handed_to_the_app_gets_its_exposures_from_a_thread(tmp_path):
             assert [e.request_id for e in store.read_exposures()] == [body["request_id"]]
     finally:
         store.close()
+
+
+def test_the_api_answers_alike_through_the_coalescing_http_protocol(tmp_path):
+    """A real uvicorn server on a socket, with the protocol the API is deployed with: the fast
+    lane, a FastAPI route and an error answer as through the TestClient."""
+    settings = sqlite_settings(tmp_path, log_exposures=False)
+    store = SQLiteOnlineStore(settings.sqlite_path)
+    seed(store)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, http=CoalescingHTTPProtocol)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+
+        def get(path: str) -> tuple[int, dict]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                    return response.status, orjson.loads(response.read())
+            except urllib.error.HTTPError as error:
+                return error.code, orjson.loads(error.read())
+
+        with TestClient(create_app(settings)) as client:
+            route = "/v1/users/u000002/recommendations"
+            for path in (f"{route}?k=4", "/healthz", f"{route}?k=0"):
+                status, body = get(path)
+                expected = client.get(path)
+                assert status == expected.status_code
+                assert drop_per_request_fields(body) == drop_per_request_fields(expected.json())
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+
+def drop_per_request_fields(body: dict) -> dict:
+    """A response without what differs between two requests for the same thing."""
+    return {key: value for key, value in body.items() if key not in ("request_id", "served_at")}
 
 
 def test_serving_clock_text_is_format_ts(monkeypatch):
