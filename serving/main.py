@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
     async def lifespan(app: NewsrecAPI) -> AsyncIterator[None]:
         # What exists at startup lives as long as the process: keep it out of the collector's
         # full passes, whose pauses would otherwise land on requests' tail latency.
+        if settings.log_exposures:
+            exposures.start()
         gc.collect()
         gc.freeze()
         yield

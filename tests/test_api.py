@@ -379,8 +379,10 @@ def test_fast_lane_unexpected_error_is_the_json_500_fastapi_gives(api):
 
 
 def test_served_lists_are_logged_as_exposures(api):
+    writer = api.client.app.state.exposures
+    assert isinstance(writer, ProcessExposureLogger)  # the default writer
+    assert writer._process is not None  # started with the app, before the first request
     body = api.client.get("/v1/users/u000003/recommendations?k=3").json()
-    assert isinstance(api.client.app.state.exposures, ProcessExposureLogger)  # the default writer
     api.client.app.state.exposures.flush()  # handed over in batches; flush waits until written
     exposures = api.store.read_exposures()
     assert len(exposures) == 1

@@ -149,6 +149,30 @@ def test_writer_process_logs_what_the_api_queued(lists_path):
     assert dropped(metrics) == 0
 
 
+def test_start_runs_the_writer_before_the_first_exposure(lists_path, caplog):
+    writer = ProcessExposureLogger(settings_json(lists_path), Metrics(), flush_interval_s=60)
+    try:
+        writer.start()
+        process = writer._process
+        assert process is not None and process.poll() is None
+        # It answered start's flush: it has read its settings and opened the store.
+        assert writer._acks == 1 and "did not confirm" not in caplog.text
+        writer.append("u1", ["a1"], to_us(SERVED_AT), "r1")
+        writer.flush()
+        assert writer._process is process  # the same writer, not a second start
+        assert [row[0] for row in logged(lists_path)] == ["r1"]
+    finally:
+        writer.close()
+
+
+def test_a_writer_that_cannot_start_does_not_stop_the_app_starting(lists_path, caplog):
+    writer = ProcessExposureLogger(settings_json(lists_path), Metrics(), command=["/nonexistent/python"])
+    writer.start()  # logs, does not raise: the API serves without its exposure log meanwhile
+    assert writer._process is None
+    assert "could not start the exposure writer" in caplog.text
+    writer.stop()
+
+
 def test_close_writes_what_is_queued_and_signals_do_not_cut_the_writer_short(lists_path):
     writer = ProcessExposureLogger(settings_json(lists_path), Metrics(), flush_interval_s=60)
     writer.append("u0", ["a0"], to_us(SERVED_AT), "r0")

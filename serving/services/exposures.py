@@ -5,7 +5,8 @@ happens elsewhere, in batches (`OnlineStore.log_exposures`: one transaction or o
 per batch), every `flush_interval_s`:
 
 - `ProcessExposureLogger` (the default for a store built from settings) hands the queued lines
-  to a writer process (`serving.services.exposure_writer`) through a pipe, from a thread that
+  to a writer process (`serving.services.exposure_writer`, started with the app) through a
+  pipe, from a thread that
   holds the GIL only to join the lines. The store write, its row building and its SQLite or
   Redis client code run in that process, at a lower CPU priority, so they never hold this
   process's GIL while a request waits for it: measured as the largest source of tail latency
@@ -47,6 +48,9 @@ class ExposureLogger(Protocol):
     def append(self, user_id: str, article_ids: Sequence[str], served_at_us: int, request_id: str) -> None:
         """Queue one exposure (cheap, thread-safe)."""
 
+    def start(self) -> None:
+        """Start writing now (at the app's startup) rather than at the first exposure."""
+
     def flush(self) -> int:
         """Write everything queued now; returns the number handed to the store."""
 
@@ -85,6 +89,9 @@ class _Batcher:
         self._pending.append(orjson.dumps([request_id, user_id, article_ids, served_at_us]))
         if self._thread is None:
             self._start()
+
+    def start(self) -> None:
+        self._start()
 
     def _start(self) -> None:
         with self._start_lock:
@@ -222,6 +229,16 @@ class ProcessExposureLogger(_Batcher):
             return None
         self._process = process
         return process
+
+    def start(self) -> None:
+        """Start the writer process and wait until it has opened the store: its start-up (a
+        Python process importing the store's client) then takes CPU before the first requests
+        rather than beside them, and a writer that cannot start is logged at startup."""
+        with self._flush_lock:
+            started = self._writer() is not None
+        super().start()
+        if started:
+            self.flush()  # answered once the writer has read its settings and opened the store
 
     def write_batch(self, lines: list[bytes]) -> bool:
         process = self._writer()
