@@ -69,10 +69,10 @@ def create_app(settings: Settings | None = None, store: OnlineStore | None = Non
 
     @asynccontextmanager
     async def lifespan(app: NewsrecAPI) -> AsyncIterator[None]:
+        if settings.log_exposures:
+            exposures.start()  # blocks until the writer is up: nothing is served before it returns
         # What exists at startup lives as long as the process: keep it out of the collector's
         # full passes, whose pauses would otherwise land on requests' tail latency.
-        if settings.log_exposures:
-            exposures.start()
         gc.collect()
         gc.freeze()
         yield

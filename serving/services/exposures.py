@@ -6,11 +6,10 @@ per batch), every `flush_interval_s`:
 
 - `ProcessExposureLogger` (the default for a store built from settings) hands the queued lines
   to a writer process (`serving.services.exposure_writer`, started with the app) through a
-  pipe, from a thread that
-  holds the GIL only to join the lines. The store write, its row building and its SQLite or
-  Redis client code run in that process, at a lower CPU priority, so they never hold this
-  process's GIL while a request waits for it: measured as the largest source of tail latency
-  when the writer was a thread (bench/README.md).
+  pipe, from a thread that holds the GIL only to join the lines. The store write, its row
+  building and its SQLite or Redis client code run in that process, at a lower CPU priority,
+  so they never hold this process's GIL while a request waits for it: measured as the largest
+  source of tail latency when the writer was a thread (bench/README.md).
 - `ThreadExposureLogger` writes from a thread of this process. It serves a store object handed
   to `create_app`, which cannot be reopened in another process.
 
