@@ -78,15 +78,19 @@ async def answer_and_close(scope, receive, send) -> None:  # noqa: ANN001
 
 
 def serve_one(
-    protocol_class: type, app: Callable, requests: bytes = REQUEST, passes: int = 20
+    protocol_class: type,
+    app: Callable,
+    requests: bytes = REQUEST,
+    passes: int = 20,
+    transport: RecordingTransport | None = None,
 ) -> RecordingTransport:
     """Feed `requests` to a protocol instance and run the loop until it has answered."""
+    transport = transport or RecordingTransport()
 
     async def run() -> RecordingTransport:
         config = Config(app=app, lifespan="off", proxy_headers=False, log_level="warning")
         config.load()
         protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
-        transport = RecordingTransport()
         protocol.connection_made(transport)
         protocol.data_received(requests)
         deadline = time.monotonic() + 5
@@ -108,6 +112,21 @@ def test_a_response_goes_out_in_one_write(protocol_class: type) -> None:
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert b"content-length: %d" % len(BODY) in head.lower()
     assert body == BODY
+
+
+@pytest.mark.parametrize("protocol_class", [CoalescingHttpToolsProtocol, CoalescingH11Protocol])
+def test_the_response_goes_out_when_its_body_is_written_not_later(protocol_class: type) -> None:
+    transport = RecordingTransport()
+    written_when_body_sent: list[int] = []
+
+    async def answer_then_work(scope, receive, send) -> None:  # noqa: ANN001
+        await answer(scope, receive, send)
+        # Still in the same loop pass: what the stock protocol had sent by now is sent.
+        written_when_body_sent.append(len(transport.writes))
+
+    serve_one(protocol_class, answer_then_work, transport=transport)
+    assert written_when_body_sent == [1]
+    assert len(transport.writes) == 1
 
 
 @pytest.mark.parametrize("stock_class", [HttpToolsProtocol, H11Protocol])
@@ -140,6 +159,7 @@ def test_closing_sends_what_is_held_first(protocol_class: type) -> None:
 @pytest.mark.parametrize("protocol_class", [CoalescingHttpToolsProtocol, CoalescingH11Protocol])
 def test_pipelined_requests_are_answered_in_order(protocol_class: type) -> None:
     transport = serve_one(protocol_class, answer, REQUEST * 3, passes=50)
+    assert len(transport.writes) == 3  # one per response
     wire = b"".join(transport.writes)
     assert wire.count(b"HTTP/1.1 200 OK") == 3
     assert wire.count(BODY) == 3

@@ -7,12 +7,13 @@ receiver's side of TCP in the sender's system call. Measured on a uvicorn worker
 recommendation API, those two writes were the largest single cost of a request (bench/README.md).
 
 `CoalescingHttpToolsProtocol` and `CoalescingH11Protocol` are uvicorn's own protocols with their
-transport wrapped in `CoalescingTransport`, which holds what is written during one pass of the
-event loop and sends it as one write at the end of that pass. Nothing waits longer than before:
-a response that is complete is sent in the same pass; a streamed response is sent as it goes,
-a pass at a time. `CoalescingHTTPProtocol` is the httptools one where httptools is installed, as
-uvicorn's own "auto" picks: `uvicorn serving.main:app --http
-serving.core.http_protocol:CoalescingHTTPProtocol`.
+transport wrapped in `CoalescingTransport`, which holds a write until the next one and sends the
+two together: a response's headers go out with its body, at the moment the body is written, as
+the body did before. A write with no second one in the same event-loop pass (a streamed chunk,
+a response without a body) goes out at the end of that pass.
+
+`CoalescingHTTPProtocol` is the httptools one where httptools is installed, as uvicorn's own
+"auto" picks: `uvicorn serving.main:app --http serving.core.http_protocol:CoalescingHTTPProtocol`.
 """
 
 from __future__ import annotations
@@ -29,25 +30,35 @@ except ImportError:  # httptools not installed: only the h11 protocol is availab
 
 
 class CoalescingTransport(asyncio.Transport):
-    """A transport that sends what was written during one event-loop pass as one write.
+    """A transport that sends two writes of one event-loop pass as one.
 
-    Everything but writing and closing goes to the wrapped transport. Closing (and `write_eof`)
-    sends what is held first, so nothing written is lost or reordered; `abort` drops it, as the
-    wrapped transport's `abort` drops its own buffer.
+    A write is held until the next write, which is then sent together with it at once, or until
+    the end of the loop pass, whichever comes first: a response's headers go out with its body
+    the moment the body is written, and nothing waits past the pass that wrote it. Everything but
+    writing and closing goes to the wrapped transport. Closing (and `write_eof`) sends what is
+    held first, so nothing written is lost or reordered; `abort` drops it, as the wrapped
+    transport's `abort` drops its own buffer.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
         self._transport = transport
         self._loop = loop
-        self._held: list[bytes] = []
+        self._held: bytes | None = None
+        self._flush_at_end_of_pass: asyncio.Handle | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self._held:
-            self._loop.call_soon(self.flush)
-        self._held.append(bytes(data))
+        held = self._held
+        if held is None:
+            self._held = bytes(data)
+            self._flush_at_end_of_pass = self._loop.call_soon(self.flush)
+            return
+        self._held = None
+        self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
+        if not self._transport.is_closing():
+            self._transport.write(held + data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
@@ -55,16 +66,16 @@ class CoalescingTransport(asyncio.Transport):
 
     def flush(self) -> None:
         """Send what is held now (called at the end of the loop pass that wrote it)."""
-        held = self._held
-        if not held:
+        held, self._held = self._held, None
+        if held is None:
             return
-        self._held = []
+        self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
         if self._transport.is_closing():
             return  # the connection is gone; the wrapped transport would only warn
-        self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+        self._transport.write(held)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+        return self._transport.get_write_buffer_size() + len(self._held or b"")
 
     def write_eof(self) -> None:
         self.flush()
@@ -75,7 +86,9 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.close()
 
     def abort(self) -> None:
-        self._held = []
+        if self._held is not None:
+            self._held = None
+            self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
         self._transport.abort()
 
     def is_closing(self) -> bool:
