@@ -8,9 +8,9 @@ recommendation API, those two writes were the largest single cost of a request (
 
 `CoalescingHttpToolsProtocol` and `CoalescingH11Protocol` are uvicorn's own protocols with their
 transport wrapped in `CoalescingTransport`, which holds a write until the next one and sends the
-two together: a response's headers go out with its body, at the moment the body is written, as
-the body did before. A write with no second one in the same event-loop pass (a streamed chunk,
-a response without a body) goes out at the end of that pass.
+two together: a response's headers go out with its body, at the moment the body is written (when
+uvicorn would have sent the body alone). A write with no second one in the same event-loop pass
+(a streamed chunk, a response without a body) goes out at the end of that pass.
 
 `CoalescingHTTPProtocol` is the httptools one where httptools is installed, as uvicorn's own
 "auto" picks: `uvicorn serving.main:app --http serving.core.http_protocol:CoalescingHTTPProtocol`.
