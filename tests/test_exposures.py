@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,6 +165,16 @@ def test_start_runs_the_writer_before_the_first_exposure(lists_path, caplog):
         assert [row[0] for row in logged(lists_path)] == ["r1"]
     finally:
         writer.close()
+
+
+def test_the_writer_of_a_sqlite_store_does_not_import_redis(lists_path):
+    """The writer starts with every API worker: redis-py (~0.1 s to import) is only for Redis."""
+    check = (
+        "import sys, serving.services.exposure_writer as w, serving.core.store as s; "
+        f"s.build_store(w.Settings(store_backend='sqlite', sqlite_path={str(lists_path)!r})).close(); "
+        "assert 'redis' not in sys.modules, 'redis imported'"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=Path(__file__).parent.parent)
 
 
 def test_a_writer_that_cannot_start_does_not_stop_the_app_starting(lists_path, caplog):

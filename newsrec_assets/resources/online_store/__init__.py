@@ -4,6 +4,8 @@ See `base` for the record types, the watermark rule and how batch publishes stay
 readers; each adapter's module docstring says how it implements them.
 """
 
+from typing import TYPE_CHECKING
+
 from newsrec_assets.resources.online_store.base import (
     DEFAULT_CAPACITY,
     ArticleMeta,
@@ -23,8 +25,10 @@ from newsrec_assets.resources.online_store.base import (
     ViewCount,
     WriteResult,
 )
-from newsrec_assets.resources.online_store.redis import RedisOnlineStore
 from newsrec_assets.resources.online_store.sqlite import SQLiteOnlineStore
+
+if TYPE_CHECKING:
+    from newsrec_assets.resources.online_store.redis import RedisOnlineStore
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -47,3 +51,13 @@ __all__ = [
     "ViewCount",
     "WriteResult",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The Redis adapter is imported on first use: redis-py takes ~0.1 s to import, which a
+    # process serving SQLite (an API worker's exposure writer, a test) need not pay.
+    if name == "RedisOnlineStore":
+        from newsrec_assets.resources.online_store.redis import RedisOnlineStore
+
+        return RedisOnlineStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
