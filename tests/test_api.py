@@ -8,7 +8,6 @@ when no Redis answers at NEWSREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -412,11 +411,8 @@ def test_the_api_answers_alike_through_the_coalescing_http_protocol(tmp_path):
     settings = sqlite_settings(tmp_path, log_exposures=False)
     store = SQLiteOnlineStore(settings.sqlite_path)
     seed(store)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, http=CoalescingHTTPProtocol)
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, http=CoalescingHTTPProtocol)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -425,6 +421,7 @@ def test_the_api_answers_alike_through_the_coalescing_http_protocol(tmp_path):
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.started
+        port = server.servers[0].sockets[0].getsockname()[1]  # bound to port 0: the OS chose
 
         def get(path: str) -> tuple[int, dict]:
             try:

@@ -50,29 +50,29 @@ class CoalescingTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        held = self._held
-        if held is None:
+        if self._held is None:
             self._held = bytes(data)
             self._flush_at_end_of_pass = self._loop.call_soon(self.flush)
-            return
-        self._held = None
-        self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
-        if not self._transport.is_closing():
-            self._transport.write(held + data)
+        else:
+            self._held += data
+            self.flush()
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
     def flush(self) -> None:
-        """Send what is held now (called at the end of the loop pass that wrote it)."""
+        """Send what is held now (at the second write, or at the end of the loop pass)."""
+        held = self._take_held()
+        # A connection that is gone takes nothing: the wrapped transport would only warn.
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def _take_held(self) -> bytes | None:
         held, self._held = self._held, None
-        if held is None:
-            return
-        self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
-        if self._transport.is_closing():
-            return  # the connection is gone; the wrapped transport would only warn
-        self._transport.write(held)
+        if held is not None:
+            self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
+        return held
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + len(self._held or b"")
@@ -86,9 +86,7 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.close()
 
     def abort(self) -> None:
-        if self._held is not None:
-            self._held = None
-            self._flush_at_end_of_pass.cancel()  # type: ignore[union-attr]
+        self._take_held()
         self._transport.abort()
 
     def is_closing(self) -> bool:
