@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.common import REPO_ROOT, Context, CpuMonitor, process_tree_cpu_seconds, timed
+from bench.common import REPO_ROOT, Context, CpuMonitor, free_port, process_tree_cpu_seconds, timed
 from bench.report import Figure, Outcome, markdown_table
 
 GOAL_P99_MS = 5.0
@@ -349,12 +348,6 @@ def build_loadgen(ctx: Context) -> Path:
         subprocess.run([compiler, "-O2", "-o", str(tmp), str(source)], check=True)
         tmp.rename(binary)
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:

@@ -15,7 +15,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,14 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench.common import REPO_ROOT, free_port
+
 API_KEY = "bench-speed-path"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 2.0) -> dict:
@@ -58,7 +52,7 @@ class Stack:
 
     def __init__(self, home: Path, log_dir: Path):
         self.home, self.log_dir = home, log_dir
-        self.ui_port, self.api_port = _free_port(), _free_port()
+        self.ui_port, self.api_port = free_port(), free_port()
         self.children: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> Stack:
