@@ -9,11 +9,15 @@ file from its cache, Redis filled under a fresh prefix that is deleted at the en
 
 A variant is `NAME=BACKEND[@CHECKOUT][,ENV=VALUE...]`: the API on `sqlite` or `redis`, served from
 another checkout (a `git worktree` of the code to compare; with its compiled modules built or
-copied in) and with extra environment variables, e.g.
+copied in) and with extra environment variables, or the bare app itself (`bare`) with other
+settings, e.g.
 
     python -m bench.ab --rounds 4 now=redis before=redis@/tmp/wt-before
     python -m bench.ab now=sqlite nolog=sqlite,NEWSREC_LOG_EXPOSURES=false
     python -m bench.ab now=sqlite stock=sqlite,UVICORN_HTTP=httptools
+    python -m bench.ab cpu50=bare,NEWSREC_BENCH_BARE_CPU_US=50 cpu100=bare,NEWSREC_BENCH_BARE_CPU_US=100
+
+(the last: how the bare app's tail grows with CPU spent per request, `bench.bare_app`).
 
 Servers run under the API's deployed HTTP protocol (`bench.endpoint.http_protocol`), the bare
 app included; `UVICORN_HTTP` in a variant's settings picks another for that variant.
@@ -31,12 +35,13 @@ from bench import endpoint
 from bench.common import REPO_ROOT, Context
 from bench.report import markdown_table
 
-BACKENDS = ("sqlite", "redis")
+BACKENDS = ("sqlite", "redis", "bare")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One server to compare: the API on a backend, from a checkout, with extra settings."""
+    """One server to compare: the API on a backend (or the bare app), from a checkout, with extra
+    settings."""
 
     name: str
     backend: str
@@ -129,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         bare_env = {"NEWSREC_BENCH_BARE_USERS": str(args.users)}
         targets = [("bare", "bench.bare_app:app", "", REPO_ROOT, bare_env)]
         for v in variants:
+            if v.backend == "bare":
+                targets.append((v.name, "bench.bare_app:app", "", v.checkout, {**bare_env, **v.env}))
+                continue
             env = endpoint.api_env(ctx, stores[v.backend], v.env)
             targets.append((v.name, "serving.main:app", v.backend, v.checkout, env))
         results: dict[str, list[Measured]] = {name: [] for name, *_ in targets}

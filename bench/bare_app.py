@@ -6,15 +6,23 @@ about the same size as the real API's response for k=10 (ten items with metadata
 in a dict keyed by user id (`NEWSREC_BENCH_BARE_USERS` users, `u0000000`...), and `GET /healthz`.
 No framework, no validation, no store, no serialisation per request: what is left is uvicorn's
 HTTP handling, which every real endpoint pays too.
+
+With `NEWSREC_BENCH_BARE_CPU_US=N`, each recommendation request first spends N µs of the
+worker's CPU doing nothing useful (timed on the thread's CPU clock, so being preempted does not
+shorten it): the bare app made as costly as a real endpoint, with nothing else of one. The
+endpoint benchmark runs it with the SQLite API's extra CPU per request, to tell how much of the
+API's tail the CPU cost alone explains on the machine at hand.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import orjson
 
 _N_USERS = int(os.getenv("NEWSREC_BENCH_BARE_USERS", "1000000"))
+_CPU_NS = round(float(os.getenv("NEWSREC_BENCH_BARE_CPU_US", "0")) * 1000)
 _N_BODIES = 1000
 
 
@@ -57,6 +65,13 @@ _PREFIX, _SUFFIX = "/v1/users/", "/recommendations"
 _NOT_FOUND = b'{"detail":"not found"}'
 
 
+def spend_cpu(nanoseconds: int) -> None:
+    """Busy the calling thread for `nanoseconds` of its own CPU time."""
+    start = time.thread_time_ns()
+    while time.thread_time_ns() - start < nanoseconds:
+        pass
+
+
 def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
 
@@ -75,6 +90,8 @@ async def app(scope, receive, send) -> None:  # noqa: ANN001 - the raw ASGI sign
     path = scope["path"]
     body = None
     if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+        if _CPU_NS:
+            spend_cpu(_CPU_NS)
         body = _BY_USER.get(path[len(_PREFIX) : -len(_SUFFIX)])
     elif path == "/healthz":
         body = b'{"status":"ok"}'

@@ -14,7 +14,9 @@ Set-up
   response written in one piece: `serving.core.http_protocol`), access log off, 1 worker and
   2 workers. The same uvicorn settings serve the **bare ASGI app** (`bench.bare_app`), a raw ASGI
   callable answering a pre-rendered body of the same size from an in-memory dict: the floor of
-  what uvicorn itself costs on this machine.
+  what uvicorn itself costs on this machine. In each round the bare app is also run **spending
+  the SQLite API's extra CPU per request** (measured in that round) doing nothing else: how much
+  of the API's tail its CPU cost alone explains on this machine.
 - **Load.** `bench/loadgen.c` (compiled on first use with the system C compiler), a wrk2-style
   open-loop generator: request i is scheduled at i / rate, goes out on the next idle keep-alive
   connection in round-robin order (32), and its latency is counted from its *scheduled* time, so
@@ -63,6 +65,8 @@ N_FRESH = 8
 MODEL_VERSION = "naml-bench000000000"
 CACHE_FORMAT = 2  # 2: 16 KB SQLite pages
 USER_FMT = "u{:07d}"
+# The bare app spending the SQLite API's extra CPU per request (`bench.bare_app`).
+CPU_MATCHED = "bare+cpu"
 PATH_FMT = "/v1/users/u%07ld/recommendations"
 # The protocol the API is deployed with (README), for the bare app too: the same server settings.
 DEPLOYED_HTTP_PROTOCOL = "serving.core.http_protocol:CoalescingHTTPProtocol"
@@ -511,6 +515,7 @@ def run(ctx: Context) -> Outcome:
         if r
     ]
     curve_s = ctx.size(10.0, 3.0, "endpoint.curve_duration_s")
+    cpu_matched = ctx.option("endpoint.cpu_matched", True)
 
     loadgen = build_loadgen(ctx)
     stores = [sqlite_store(ctx, users)]
@@ -542,18 +547,27 @@ def run(ctx: Context) -> Outcome:
             except Exception as error:  # noqa: BLE001 - Redis down: report SQLite alone
                 notes.append(f"Redis not measured: {error}")
                 ctx.log(f"endpoint: Redis unavailable ({error}); SQLite only")
+        bare_env = {"NEWSREC_BENCH_BARE_USERS": str(users)}
         targets: list[tuple[str, str, dict[str, str], int]] = [
-            ("bare", "bench.bare_app:app", {"NEWSREC_BENCH_BARE_USERS": str(users)}, users)
+            ("bare", "bench.bare_app:app", bare_env, users)
         ]
         for store in stores:
             env = api_env(ctx, store, {"NEWSREC_LOG_EXPOSURES": str(log_exposures).lower()})
             targets.append((store.backend, "serving.main:app", env, store.users))
+        if cpu_matched:
+            targets.append((CPU_MATCHED, "bench.bare_app:app", bare_env, users))
 
         runs: list[dict[str, Any]] = []
         fresh_merged: dict[str, int] = {}
         for workers in worker_counts:
             for round_ in range(rounds):
                 for name, app, env, n_users in targets:
+                    spent_us = None
+                    if name == CPU_MATCHED:
+                        spent_us = extra_cpu_us(runs, "sqlite", workers, round_ + 1)
+                        if spent_us is None:
+                            continue
+                        env = {**env, "NEWSREC_BENCH_BARE_CPU_US": f"{spent_us:.0f}"}
                     for store in stores:
                         if store.backend == name and store.cleanup and store.backend == "sqlite":
                             store.cleanup()  # a fresh exposure log for each run
@@ -561,7 +575,7 @@ def run(ctx: Context) -> Outcome:
                     server = Server(app, workers, env, ctx.work_dir / f"server-{name}-{workers}.log")
                     try:
                         server.wait_ready()
-                        if name != "bare":
+                        if name in ("sqlite", "redis"):
                             body = server.get_json(
                                 f"/v1/users/{USER_FMT.format(n_users - 1)}/recommendations"
                             )
@@ -573,7 +587,7 @@ def run(ctx: Context) -> Outcome:
                             f"{rate:,.0f} req/s for {warmup:g}+{duration:g} s"
                         )
                         summary = drive(loadgen, server, n_users, rate, warmup, duration, ctx.seed + round_)
-                        if round_ == 0:
+                        if round_ == 0 and name != CPU_MATCHED:
                             # Capacity: offer far more than the server can take; with every one of the
                             # 32 connections always busy, what completes is the saturated throughput.
                             # An offer the server meets in full measures the offer, not the server.
@@ -598,11 +612,14 @@ def run(ctx: Context) -> Outcome:
                             **summary,
                             "loop": server.loop,
                             "http": server.http,
+                            **({"bare_cpu_us": spent_us} if spent_us is not None else {}),
                         }
                     )
         # Latency at lower fixed rates (1 worker, one round): where the latency goal holds.
         for curve_rate in curve_rates:
             for name, app, env, n_users in targets:
+                if name == CPU_MATCHED:
+                    continue
                 warm_store(ctx, stores, name)
                 server = Server(app, 1, env, ctx.work_dir / f"server-{name}-curve.log")
                 try:
@@ -643,6 +660,23 @@ def api_env(ctx: Context, store: FilledStore, extra: dict[str, str]) -> dict[str
 def cpu_us_per_request(run: dict[str, Any]) -> float:
     """The server's CPU microseconds per completed request in a load generator run."""
     return run["server_cpu_s"] / max(1, run["completed"]) * 1e6
+
+
+def extra_cpu_us(runs: list[dict[str, Any]], target: str, workers: int, round_: int) -> float | None:
+    """`target`'s server CPU per request above the bare app's in one round (None without both)."""
+
+    def cpu(name: str) -> float | None:
+        return next(
+            (
+                cpu_us_per_request(r)
+                for r in runs
+                if r["target"] == name and r["workers"] == workers and r["round"] == round_
+            ),
+            None,
+        )
+
+    api, bare = cpu(target), cpu("bare")
+    return None if api is None or bare is None else max(0.0, api - bare)
 
 
 def failed_requests(run: dict[str, Any]) -> int:
@@ -748,6 +782,20 @@ def summarise(
                     note=f"p50 {r['latency_us']['p50'] / 1000:.2f} ms, {r['throughput_rps']:,.0f} req/s",
                 )
             )
+    matched = of(CPU_MATCHED, chosen)
+    if matched:
+        spent = median([r["bare_cpu_us"] for r in matched])
+        label = f"bare ASGI app spending the SQLite API's extra CPU ({spent:.0f} µs per request)"
+        figures.append(Figure(f"{label}: p99", p99_ms(CPU_MATCHED, chosen), "ms"))
+        figures.append(
+            Figure(
+                f"{label}: p99 / bare ASGI p99",
+                ratio_to_bare(CPU_MATCHED, chosen),
+                "×",
+                reference=f"per-round ratio, median of {len(matched)}",
+                note="the tail that CPU cost alone gives here; compare with the SQLite API's ratio",
+            )
+        )
     for store in stores:
         label = {"sqlite": "SQLite", "redis": "Redis"}[store.backend]
         note = "cached from an earlier run" if store.reused else "this run"
@@ -765,8 +813,9 @@ def summarise(
     for r in runs:
         lat = r["latency_us"]
         wall = r["duration_s"] + r["warmup_s"]
+        target = f"bare + {r['bare_cpu_us']:.0f} µs CPU" if r["target"] == CPU_MATCHED else r["target"]
         rows.append([
-            r["target"], r["workers"], r["round"], r["throughput_rps"], lat["p50"] / 1000, lat["p90"] / 1000,
+            target, r["workers"], r["round"], r["throughput_rps"], lat["p50"] / 1000, lat["p90"] / 1000,
             lat["p99"] / 1000, lat["p999"] / 1000, lat["max"] / 1000, r["service_us"]["p99"] / 1000,
             failed_requests(r), r["server_cpu_s"] / wall, r["loadgen_cpu_s"] / wall,
             round(r["others_cores"], 2), r.get("capacity_rps", "—"),
@@ -785,10 +834,11 @@ def summarise(
          "service p99 ms", "failed", "server cores", "loadgen cores", "others' cores", "capacity req/s"],
         rows,
     )  # fmt: skip
+    compared = [*backends, *([CPU_MATCHED] if matched else [])]
     by_workers = markdown_table(
-        ["workers", *[f"{t} p99 ms" for t in ["bare", *backends]], *[f"{t} / bare" for t in backends]],
+        ["workers", *[f"{t} p99 ms" for t in ["bare", *compared]], *[f"{t} / bare" for t in compared]],
         [
-            [w, *[p99_ms(t, w) for t in ["bare", *backends]], *[ratio_to_bare(t, w) for t in backends]]
+            [w, *[p99_ms(t, w) for t in ["bare", *compared]], *[ratio_to_bare(t, w) for t in compared]]
             for w in worker_counts
         ],
     )

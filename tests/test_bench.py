@@ -235,6 +235,9 @@ def test_ab_variant_specs(tmp_path):
     (checkout / "serving").mkdir(parents=True)
     (checkout / "serving" / "main.py").write_text("")
     assert Variant.parse(f"before=sqlite@{checkout}").checkout == checkout.resolve()
+    assert Variant.parse("cpu50=bare,NEWSREC_BENCH_BARE_CPU_US=50") == Variant(
+        "cpu50", "bare", REPO_ROOT, {"NEWSREC_BENCH_BARE_CPU_US": "50"}
+    )
     for bad in ["redis", "=redis", "bare=redis", "x=mysql", "x=redis,NOVALUE", f"x=redis@{tmp_path}"]:
         with pytest.raises(ValueError):
             Variant.parse(bad)
@@ -263,3 +266,66 @@ def test_servers_use_the_api_http_protocol_unless_told_otherwise(tmp_path):
     assert http_protocol(tmp_path, {}) in ("httptools", "auto")  # an older checkout
     module, _, name = DEPLOYED_HTTP_PROTOCOL.partition(":")
     assert hasattr(__import__(module, fromlist=[name]), name)
+
+
+def test_the_bare_app_spends_the_cpu_it_is_told_to(monkeypatch):
+    """The CPU-matched reference: each recommendation request costs at least the CPU asked for,
+    on the thread's CPU clock, and is answered as before."""
+    import asyncio
+    import time
+
+    from bench import bare_app
+
+    async def call(path: str) -> tuple[int, float]:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b""}
+        start = time.thread_time_ns()
+        await bare_app.app(scope, None, send)
+        return sent[0]["status"], (time.thread_time_ns() - start) / 1e6
+
+    monkeypatch.setattr(bare_app, "_CPU_NS", 20_000_000)
+    status, cpu_ms = asyncio.run(call("/v1/users/u0000001/recommendations"))
+    assert status == 200 and cpu_ms >= 20.0
+    _, health_cpu_ms = asyncio.run(call("/healthz"))
+    assert health_cpu_ms < 20.0  # only the recommendation route spends it
+
+
+def _endpoint_run(target: str, round_: int, p99_us: float, cpu_s: float, **extra) -> dict:
+    latency = {"p50": p99_us / 3, "p90": p99_us / 2, "p99": p99_us, "p999": p99_us * 2, "max": p99_us * 3}
+    return {
+        "target": target, "workers": 2, "round": round_, "latency_us": latency,
+        "service_us": latency, "throughput_rps": 2000.0, "completed": 10_000, "server_cpu_s": cpu_s,
+        "non2xx": 0, "errors_io": 0, "timeouts": 0, "unsent": 0, "duration_s": 5.0, "warmup_s": 1.0,
+        "loadgen_cpu_s": 0.5, "others_cores": 0.0, "loop": "uvloop", "http": "httptools", **extra,
+    }  # fmt: skip
+
+
+def test_the_cpu_matched_bare_app_spends_the_sqlite_apis_extra_cpu_and_is_reported():
+    from bench.endpoint import CPU_MATCHED, FilledStore, extra_cpu_us, summarise
+
+    runs = [
+        _endpoint_run("bare", 1, 400.0, 1.0),  # 100 µs per request
+        _endpoint_run("sqlite", 1, 1200.0, 3.0),  # 300 µs
+        _endpoint_run("bare", 2, 500.0, 1.2),  # 120 µs
+        _endpoint_run("sqlite", 2, 2000.0, 3.5),  # 350 µs
+    ]
+    assert extra_cpu_us(runs, "sqlite", 2, 1) == pytest.approx(200.0)
+    assert extra_cpu_us(runs, "sqlite", 2, 2) == pytest.approx(230.0)
+    assert extra_cpu_us(runs, "sqlite", 1, 1) is None  # no run with 1 worker
+    assert extra_cpu_us(runs, "redis", 2, 1) is None
+    runs += [
+        _endpoint_run(CPU_MATCHED, 1, 1000.0, 3.0, bare_cpu_us=200.0),  # 2.5x the round's bare p99
+        _endpoint_run(CPU_MATCHED, 2, 1500.0, 3.5, bare_cpu_us=230.0),  # 3.0x
+    ]
+    store = FilledStore("sqlite", 1000, 1.0, None, True, {})
+    outcome = summarise(runs, [store], [2], 2000.0, 5.0, 1.0, 2, {}, [], 1.0)
+    figures = {f.name: f for f in outcome.figures}
+    label = "bare ASGI app spending the SQLite API's extra CPU (215 µs per request)"
+    assert figures[f"{label}: p99"].value == pytest.approx(1.25)
+    assert figures[f"{label}: p99 / bare ASGI p99"].value == pytest.approx(2.75)
+    assert figures["SQLite API: p99 / bare ASGI p99"].value == pytest.approx(3.5)  # 3.0 and 4.0
+    assert "bare + 200 µs CPU" in dict(outcome.tables)["Every run"]
