@@ -854,7 +854,13 @@ def summarise(
         f"uvicorn {stack}, access log off. Users drawn uniformly from {stores[0].users:,} (SQLite)"
         + (f" and {stores[1].users:,} (Redis)" if len(stores) > 1 else "")
         + f"; every list is 100 items, k=10 served, read-time merge per response: {merged}. "
-        f"Headline figures use {why}."
+        + (
+            "'bare + N µs CPU': the bare app spending, in each request, the SQLite API's server CPU "
+            "per request above the bare app's in the same round, and nothing else. "
+            if matched
+            else ""
+        )
+        + f"Headline figures use {why}."
     )
     details = {
         "runs": runs,

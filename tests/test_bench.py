@@ -328,4 +328,6 @@ def test_the_cpu_matched_bare_app_spends_the_sqlite_apis_extra_cpu_and_is_report
     assert figures[f"{label}: p99"].value == pytest.approx(1.25)
     assert figures[f"{label}: p99 / bare ASGI p99"].value == pytest.approx(2.75)
     assert figures["SQLite API: p99 / bare ASGI p99"].value == pytest.approx(3.5)  # 3.0 and 4.0
-    assert "bare + 200 µs CPU" in dict(outcome.tables)["Every run"]
+    tables = dict(outcome.tables)
+    assert "bare + 200 µs CPU" in tables["Every run"]
+    assert "'bare + N µs CPU': the bare app spending" in tables["Set-up"]
