@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                 stores["sqlite"].warm = None
         if "redis" in backends:
             stores["redis"] = endpoint.redis_store(ctx, args.users, args.redis_url)
-        bare_env = {"NEWSREC_BENCH_BARE_USERS": str(args.users)}
-        targets = [("bare", "bench.bare_app:app", "", REPO_ROOT, bare_env)]
+        bare_env = endpoint.bare_env(args.users)
+        targets = [("bare", endpoint.BARE_APP, "", REPO_ROOT, bare_env)]
         for v in variants:
             if v.backend == "bare":
-                targets.append((v.name, "bench.bare_app:app", "", v.checkout, {**bare_env, **v.env}))
+                targets.append((v.name, endpoint.BARE_APP, "", v.checkout, {**bare_env, **v.env}))
                 continue
             env = endpoint.api_env(ctx, stores[v.backend], v.env)
             targets.append((v.name, "serving.main:app", v.backend, v.checkout, env))

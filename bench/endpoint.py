@@ -65,6 +65,7 @@ N_FRESH = 8
 MODEL_VERSION = "naml-bench000000000"
 CACHE_FORMAT = 2  # 2: 16 KB SQLite pages
 USER_FMT = "u{:07d}"
+BARE_APP = "bench.bare_app:app"
 # The bare app spending the SQLite API's extra CPU per request (`bench.bare_app`).
 CPU_MATCHED = "bare+cpu"
 PATH_FMT = "/v1/users/u%07ld/recommendations"
@@ -547,15 +548,12 @@ def run(ctx: Context) -> Outcome:
             except Exception as error:  # noqa: BLE001 - Redis down: report SQLite alone
                 notes.append(f"Redis not measured: {error}")
                 ctx.log(f"endpoint: Redis unavailable ({error}); SQLite only")
-        bare_env = {"NEWSREC_BENCH_BARE_USERS": str(users)}
-        targets: list[tuple[str, str, dict[str, str], int]] = [
-            ("bare", "bench.bare_app:app", bare_env, users)
-        ]
+        targets: list[tuple[str, str, dict[str, str], int]] = [("bare", BARE_APP, bare_env(users), users)]
         for store in stores:
             env = api_env(ctx, store, {"NEWSREC_LOG_EXPOSURES": str(log_exposures).lower()})
             targets.append((store.backend, "serving.main:app", env, store.users))
         if cpu_matched:
-            targets.append((CPU_MATCHED, "bench.bare_app:app", bare_env, users))
+            targets.append((CPU_MATCHED, BARE_APP, bare_env(users), users))
 
         runs: list[dict[str, Any]] = []
         fresh_merged: dict[str, int] = {}
@@ -567,7 +565,7 @@ def run(ctx: Context) -> Outcome:
                         spent_us = extra_cpu_us(runs, "sqlite", workers, round_ + 1)
                         if spent_us is None:
                             continue
-                        env = {**env, "NEWSREC_BENCH_BARE_CPU_US": f"{spent_us:.0f}"}
+                        env = bare_env(users, spent_us)
                     for store in stores:
                         if store.backend == name and store.cleanup and store.backend == "sqlite":
                             store.cleanup()  # a fresh exposure log for each run
@@ -645,6 +643,14 @@ def run(ctx: Context) -> Outcome:
     return summarise(
         runs, stores, worker_counts, rate, duration, warmup, rounds, fresh_merged, notes, capacity_s
     )
+
+
+def bare_env(users: int, cpu_us: float | None = None) -> dict[str, str]:
+    """The environment of a bare app serving `users`, spending `cpu_us` of CPU per request."""
+    env = {"NEWSREC_BENCH_BARE_USERS": str(users)}
+    if cpu_us is not None:
+        env["NEWSREC_BENCH_BARE_CPU_US"] = f"{cpu_us:.0f}"
+    return env
 
 
 def api_env(ctx: Context, store: FilledStore, extra: dict[str, str]) -> dict[str, str]:

@@ -305,7 +305,10 @@ def _endpoint_run(target: str, round_: int, p99_us: float, cpu_s: float, **extra
 
 
 def test_the_cpu_matched_bare_app_spends_the_sqlite_apis_extra_cpu_and_is_reported():
-    from bench.endpoint import CPU_MATCHED, FilledStore, extra_cpu_us, summarise
+    from bench.endpoint import CPU_MATCHED, FilledStore, bare_env, extra_cpu_us, summarise
+
+    assert bare_env(1000) == {"NEWSREC_BENCH_BARE_USERS": "1000"}
+    assert bare_env(1000, 212.4) == {"NEWSREC_BENCH_BARE_USERS": "1000", "NEWSREC_BENCH_BARE_CPU_US": "212"}
 
     runs = [
         _endpoint_run("bare", 1, 400.0, 1.0),  # 100 µs per request
