@@ -9,8 +9,8 @@ import dagster as dg
 
 from newsrec_assets.defs.embeddings.assets import article_embeddings, text_encoder
 from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
-from newsrec_assets.defs.ingestion.assets import api_exposures, raw_cdc_log
-from newsrec_assets.defs.ingestion.sensors import exposure_log_sensor, landing_files_sensor
+from newsrec_assets.defs.ingestion.assets import raw_cdc_log
+from newsrec_assets.defs.ingestion.sensors import landing_files_sensor
 from newsrec_assets.defs.model.assets import naml_model, published_model
 from newsrec_assets.defs.recommendations.assets import batch_recommendations
 from newsrec_assets.defs.resources import build_resources
@@ -19,7 +19,6 @@ from newsrec_assets.settings import get_environment
 defs = dg.Definitions(
     assets=[
         raw_cdc_log,
-        api_exposures,
         newsrec_dbt_models,
         text_encoder,
         article_embeddings,
@@ -29,7 +28,6 @@ defs = dg.Definitions(
     ],
     sensors=[
         landing_files_sensor,
-        exposure_log_sensor,
         dg.AutomationConditionSensorDefinition(
             "batch_automation_sensor",
             target=dg.AssetSelection.all(),

@@ -9,27 +9,31 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import socket
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 
-from newsrec_assets.resources.online_store import (
+from newsrec_assets.resources.online_store.base import (
+    ArticleCache,
     ArticleMeta,
     ColdStartList,
-    OnlineStore,
+    ListStore,
     ReadOnlyStore,
-    RedisOnlineStore,
-    SQLiteOnlineStore,
     StoreUnavailable,
     UserRecommendations,
 )
+from newsrec_assets.resources.online_store.redis import AsyncRedisReads, RedisArticleCache, RedisListStore
+from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
 
 REDIS_URL = os.environ.get("NEWSREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -69,24 +73,35 @@ def make_record(
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=requires_redis)])
-def store(request, tmp_path) -> Iterator[OnlineStore]:
+def store(request, tmp_path) -> Iterator[ListStore]:
     if request.param == "sqlite":
-        adapter: OnlineStore = SQLiteOnlineStore(tmp_path / "online.sqlite")
+        adapter: ListStore = SQLiteListStore(tmp_path / "online.sqlite")
         yield adapter
         adapter.close()
     else:
-        adapter = RedisOnlineStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
+        adapter = RedisListStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
         yield adapter
         adapter.clear()
         adapter.close()
 
 
-def a_reader(store: OnlineStore, tmp_path) -> OnlineStore:
+@pytest.fixture
+def articles(store, tmp_path) -> Iterator[ArticleCache]:
+    """The article cache beside `store` (the same file, or the same Redis prefix)."""
+    if isinstance(store, SQLiteListStore):
+        cache: ArticleCache = SQLiteArticleCache(store.path)
+    else:
+        cache = RedisArticleCache(REDIS_URL, prefix=store.prefix)
+    yield cache
+    cache.close()
+
+
+def a_reader(store: ListStore, tmp_path) -> ListStore:
     """A second handle on the same data, as another process would open it."""
-    if isinstance(store, SQLiteOnlineStore):
-        return SQLiteOnlineStore(store.path, read_only=True)
-    assert isinstance(store, RedisOnlineStore)
-    return RedisOnlineStore(REDIS_URL, prefix=store.prefix)
+    if isinstance(store, SQLiteListStore):
+        return SQLiteListStore(store.path, read_only=True)
+    assert isinstance(store, RedisListStore)
+    return RedisListStore(REDIS_URL, prefix=store.prefix)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -226,7 +241,7 @@ def test_publish_sets_generation_and_model_version(store):
     assert result.published and result.users_written == 7
     assert info.generation == result.generation and info.users == 7
     assert info.watermark == T0 + timedelta(seconds=6) == result.watermark
-    assert store.get_model_version().version == "m1"
+    assert store.get_model_version() == "m1"
 
 
 def test_users_missing_from_a_new_generation_lose_their_batch_list(store):
@@ -266,8 +281,8 @@ def test_failed_publish_leaves_the_current_generation(store):
 def test_old_generations_are_deleted(store):
     for i in range(3):
         store.publish_batch([make_record(u, T0 + timedelta(minutes=30 * i)) for u in ("u1", "u2")])
-    if isinstance(store, SQLiteOnlineStore):
-        conn = store._lists()
+    if isinstance(store, SQLiteListStore):
+        conn = store._lists.get()
         assert conn.execute("SELECT DISTINCT generation FROM batch_recs").fetchall() == [(3,)]
         assert conn.execute("SELECT count(*) FROM live_recs").fetchone() == (0,)
     else:
@@ -275,11 +290,11 @@ def test_old_generations_are_deleted(store):
         assert keys == {store.key("b:3"), store.key("bw:3")}
 
 
-def _generation_tags(store: OnlineStore, users: list[str]) -> list[str]:
+def _generation_tags(store: ListStore, users: list[str]) -> list[str]:
     return [store.get_recommendations(u).article_ids[0].split("-")[0] for u in users]
 
 
-def _poll_generations(store: OnlineStore, users: list[str], stop: threading.Event, seen: list[str]) -> None:
+def _poll_generations(store: ListStore, users: list[str], stop: threading.Event, seen: list[str]) -> None:
     while not stop.is_set():
         for user in users:
             record = store.get_recommendations(user)
@@ -321,7 +336,7 @@ def test_publish_is_atomic_for_a_concurrent_reader(store, tmp_path):
 
 
 def _reader_process(path: str, users: list[str], queue, stop) -> None:
-    store = SQLiteOnlineStore(path, read_only=True)
+    store = SQLiteListStore(path, read_only=True)
     seen: list[str] = []
     while not stop.is_set():
         for user in users:
@@ -333,7 +348,7 @@ def _reader_process(path: str, users: list[str], queue, stop) -> None:
 
 
 def test_sqlite_publish_is_atomic_for_a_reader_process(tmp_path):
-    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    store = SQLiteListStore(tmp_path / "online.sqlite")
     users = [f"u{i:04d}" for i in range(300)]
     store.publish_batch(_slow_generation(users, T0, "gen1"), chunk_size=10)
     context = multiprocessing.get_context("spawn")
@@ -354,12 +369,12 @@ def test_sqlite_publish_is_atomic_for_a_reader_process(tmp_path):
 
 def test_sqlite_files_are_made_with_16k_pages_and_read_through_a_mapping(tmp_path):
     """Two ~2 KB list records do not fit a 4 KB page: 16 KB pages store 1M users in 2.2 GB, not 3.8."""
-    writer = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    writer = SQLiteListStore(tmp_path / "online.sqlite")
     writer.publish_batch([make_record("u1", T0, model_version="gen1")])
-    reader = SQLiteOnlineStore(tmp_path / "online.sqlite", read_only=True)
+    reader = SQLiteListStore(tmp_path / "online.sqlite", read_only=True)
     try:
-        assert writer._lists().execute("PRAGMA page_size").fetchone()[0] == 16384
-        assert reader._lists().execute("PRAGMA mmap_size").fetchone()[0] > 0
+        assert writer._lists.get().execute("PRAGMA page_size").fetchone()[0] == 16384
+        assert reader._lists.get().execute("PRAGMA mmap_size").fetchone()[0] > 0
         assert reader.get_recommendations("u1").model_version == "gen1"
     finally:
         reader.close()
@@ -367,37 +382,182 @@ def test_sqlite_files_are_made_with_16k_pages_and_read_through_a_mapping(tmp_pat
 
 
 # ------------------------------------------------------------------------------------------------
+# crashed publishes, lease, file size
+
+
+def _sizes(path: Path) -> int:
+    """The lists file's size after a checkpoint has moved the WAL into it."""
+    with SQLiteListStore(path) as store:
+        store._lists.get().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return path.stat().st_size
+
+
+def _staged_rows(store: ListStore) -> int:
+    if isinstance(store, SQLiteListStore):
+        conn = store._lists.get()
+        current = conn.execute("SELECT generation FROM current_generation").fetchone()
+        return conn.execute("SELECT count(*) FROM batch_recs WHERE generation != ?", current).fetchone()[0]
+    keys = {k.decode() for k in store.client.scan_iter(match=store.key("b*"))}
+    current = store.client.hget(store.key("current"), "gen").decode()
+    return len(keys - {store.key(f"b:{current}"), store.key(f"bw:{current}")})
+
+
+_CRASHING_PUBLISHER = """
+import sys, time
+from datetime import UTC, datetime
+import numpy as np
+from newsrec_assets.resources.online_store.base import UserRecommendations
+backend, where, prefix, marker = sys.argv[1:5]
+if backend == "sqlite":
+    from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
+    store = SQLiteListStore(where)
+else:
+    from newsrec_assets.resources.online_store.redis import RedisListStore
+    store = RedisListStore(where, prefix=prefix, lease_seconds=1)
+def records():
+    for i in range(100_000):
+        if i == 2100:
+            open(marker, "w").close()  # 2,000 users staged: kill me now
+            time.sleep(600)
+        at = datetime(2026, 11, 21, tzinfo=UTC)
+        ids = [f"crash-{j}" for j in range(100)]
+        yield UserRecommendations(f"u{i:05d}", ids, np.ones(100), "m9", "batch", at, at, np.ones(128))
+store.publish_batch(records(), chunk_size=100)
+"""
+
+
+def test_a_publisher_killed_mid_publish_leaves_the_old_generation_whole_and_nothing_behind(store, tmp_path):
+    """kill -9 of a publishing process: readers keep the old generation; the next publish (and,
+    for SQLite, the next writer to open the file) deletes the staged rows, and the file shrinks."""
+    users = [f"u{i:05d}" for i in range(200)]
+    store.publish_batch([make_record(u, T0, tag="old") for u in users])
+    marker = tmp_path / "staged"
+    sqlite = isinstance(store, SQLiteListStore)
+    where, prefix = (str(store.path), "") if sqlite else (REDIS_URL, store.prefix)
+    publisher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _CRASHING_PUBLISHER,
+            "sqlite" if sqlite else "redis",
+            where,
+            prefix,
+            str(marker),
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert publisher.poll() is None and time.monotonic() < deadline, "the publisher never staged"
+            time.sleep(0.05)
+    finally:
+        os.kill(publisher.pid, signal.SIGKILL)
+        publisher.wait()
+    assert _staged_rows(store) > 0
+    reopened = a_reader(store, tmp_path)
+    assert set(_generation_tags(reopened, users)) == {"old"}  # the old generation, whole
+    assert reopened.get_recommendations("u01000") is None  # nothing staged is visible
+    if sqlite:  # as the crash left it: the file and its write-ahead log
+        crashed_size = sum(p.stat().st_size for p in (store.path, Path(f"{store.path}-wal")) if p.exists())
+        assert SQLiteListStore(store.path).clean_abandoned() == 0  # opening it already cleaned up
+        assert _staged_rows(store) == 0
+    result = store.publish_batch([make_record(u, T0 + timedelta(minutes=30), tag="new") for u in users])
+    assert result.published and _staged_rows(store) == 0
+    assert set(_generation_tags(reopened, users)) == {"new"}
+    if sqlite:
+        assert _sizes(store.path) < crashed_size / 2
+
+
+def test_sqlite_file_shrinks_once_free_pages_exceed_the_live_data(tmp_path):
+    store = SQLiteListStore(tmp_path / "online.sqlite")
+    store.publish_batch([make_record(f"u{i:05d}", T0, n=100) for i in range(3000)])
+    big = _sizes(store.path)
+    store.publish_batch([make_record(f"u{i:05d}", T0 + timedelta(hours=1), n=100) for i in range(300)])
+    assert _sizes(store.path) < big / 3
+    assert store._lists.get().execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+
+
+def test_sqlite_file_made_without_incremental_vacuum_is_converted_when_it_would_shrink(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    sqlite3.connect(path).executescript(
+        "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL;"
+    )  # no auto_vacuum
+    store = SQLiteListStore(path)
+    assert store._lists.get().execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    store.publish_batch([make_record(f"u{i:05d}", T0, n=100) for i in range(3000)])
+    big = _sizes(path)
+    store.publish_batch([make_record(f"u{i:05d}", T0 + timedelta(hours=1), n=100) for i in range(300)])
+    assert _sizes(path) < big / 3
+    assert store._lists.get().execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+
+
+def test_a_running_publish_is_never_cleaned_up_and_a_second_one_waits(store, tmp_path):
+    """Opening a writer while a publish stages leaves its rows alone; a second publish waits for
+    the first instead of deleting its staged generation."""
+    other = SQLiteListStore(store.path) if isinstance(store, SQLiteListStore) else None
+    staged, second = threading.Event(), {}
+
+    def slow():
+        for i in range(40):
+            if i == 20:
+                staged.set()
+                time.sleep(0.3)
+            yield make_record(f"u{i:03d}", T0, tag="first")
+
+    def publish_second():
+        staged.wait(30)
+        second["result"] = a_writer(store).publish_batch(
+            [make_record("u000", T0 + timedelta(hours=1), tag="second")]
+        )
+
+    thread = threading.Thread(target=publish_second)
+    thread.start()
+    first = store.publish_batch(slow(), chunk_size=5)
+    thread.join(30)
+    if other is not None:
+        assert other.clean_abandoned() == 0
+    assert first.published and first.users_written == 40
+    assert second["result"].published  # it ran after the first one, not over it
+    assert store.get_recommendations("u000").article_ids[0] == "second-0"
+
+
+def a_writer(store: ListStore) -> ListStore:
+    if isinstance(store, SQLiteListStore):
+        return SQLiteListStore(store.path)
+    return RedisListStore(REDIS_URL, prefix=store.prefix)
+
+
+# ------------------------------------------------------------------------------------------------
 # articles, vectors, cold start, model version
 
 
-def test_articles_and_fresh_vectors(store):
-    articles = [
+def test_articles_and_fresh_vectors(articles):
+    metas = [
         ArticleMeta("a1", "Old news", "news", "world", T0 - timedelta(days=3), "https://news.example/a1"),
         ArticleMeta("a2", "Fresh", "sports", "football", T0 + timedelta(minutes=5)),
         ArticleMeta("a3", "Fresher", "news", "politics", T0 + timedelta(minutes=10)),
     ]
-    assert store.article_revision() == 0
-    assert store.upsert_articles(articles) == 3
-    after_upsert = store.article_revision()
+    assert articles.article_revision() == 0
+    assert articles.upsert_articles(metas) == 3
+    after_upsert = articles.article_revision()
     assert after_upsert > 0
-    store.put_article_vectors(["a1", "a2"], np.array([[1.0, 0.0], [0.0, 1.0]]), "m1")
-    store.put_article_vectors(["a3"], np.array([[0.5, 0.5]]), "m0")  # another model version
+    articles.put_article_vectors(["a1", "a2"], np.array([[1.0, 0.0], [0.0, 1.0]]), "m1")
+    articles.put_article_vectors(["a3"], np.array([[0.5, 0.5]]), "m0")  # another model version
 
-    assert store.get_articles(["a1", "missing", "a2"]) == {"a1": articles[0], "a2": articles[1]}
-    assert [a.article_id for a in store.recent_articles(2)] == ["a3", "a2"]
+    assert articles.get_articles(["a1", "missing", "a2"]) == {"a1": metas[0], "a2": metas[1]}
+    assert [a.article_id for a in articles.recent_articles(2)] == ["a3", "a2"]
 
-    fresh = store.get_fresh_articles(T0, "m1")
+    fresh = articles.get_fresh_articles(T0, "m1")
     assert fresh.article_ids.tolist() == ["a2"] and fresh.vectors.tolist() == [[0.0, 1.0]]
     assert fresh.published_at_us.tolist() == [int((T0 + timedelta(minutes=5)).timestamp() * 1_000_000)]
-    assert len(store.get_fresh_articles(T0 - timedelta(days=4), "m1")) == 2
+    assert len(articles.get_fresh_articles(T0 - timedelta(days=4), "m1")) == 2
 
-    assert store.prune_article_vectors(T0) == 1  # a1's vector is too old to be fresh
-    assert store.get_fresh_articles(T0 - timedelta(days=4), "m1").article_ids.tolist() == ["a2"]
-
-    assert store.article_revision() == after_upsert  # vectors are not metadata
-    store.delete_articles(["a2"])
-    assert store.get_articles(["a2"]) == {} and len(store.get_fresh_articles(T0, "m1")) == 0
-    assert store.article_revision() > after_upsert  # readers' metadata caches must drop a2
+    assert articles.article_revision() == after_upsert  # vectors are not metadata
+    articles.delete_articles(["a2"])
+    assert articles.get_articles(["a2"]) == {} and len(articles.get_fresh_articles(T0, "m1")) == 0
+    assert articles.article_revision() > after_upsert  # readers' metadata caches must drop a2
 
 
 def test_cold_start_and_model_version(store):
@@ -406,66 +566,79 @@ def test_cold_start_and_model_version(store):
     cold = store.get_cold_start()
     assert cold.article_ids == ("a2", "a1") and cold.scores.tolist() == pytest.approx([0.9, 0.4])
     assert cold.computed_at == T0 and cold.model_version == "m1"
-
-    store.set_model_version("m1", {"trained_on": "2026-11-19"})
-    store.set_model_version("m1")  # without metadata: the same version keeps its metadata
-    assert store.get_model_version().metadata == {"trained_on": "2026-11-19"}
+    store.set_model_version("m1")
     store.set_model_version("m2")
-    model = store.get_model_version()
-    assert model.version == "m2" and model.metadata == {}
+    assert store.get_model_version() == "m2"
 
 
 # ------------------------------------------------------------------------------------------------
-# logs written by the API
+# the API's view counters, the speed layer's recent clicks
 
 
-def test_exposure_log(store):
-    store.log_exposure("u1", ["a1", "a2"], T0, "req-1")
-    store.log_exposure("u2", ["a3"], T0 + timedelta(seconds=1), "req-2")
-    first, second = store.read_exposures()
-    assert (first.request_id, first.user_id, first.article_ids, first.served_at) == (
-        "req-1",
-        "u1",
-        ("a1", "a2"),
-        T0,
-    )
-    assert [e.request_id for e in store.read_exposures(after=first.cursor)] == ["req-2"]
-    assert store.trim_exposures(first.cursor) == 1
-    assert [e.request_id for e in store.read_exposures()] == ["req-2"]
-
-
-def test_exposure_batches_keep_order_and_values(store):
-    batch = [
-        (f"u{i}", [f"a{i}-{j}" for j in range(i % 4)], T0 + timedelta(microseconds=7 * i + 1), f"req-{i}")
-        for i in range(250)
+def test_view_counts_per_user_and_article_with_increasing_log_positions(store):
+    views = [
+        ("u1", "a1", T0),
+        ("u1", "a1", T0 + timedelta(minutes=1)),
+        ("u1", "a2", T0 + timedelta(minutes=2)),
     ]
-    assert store.log_exposures(batch) == 250 and store.log_exposures([]) == 0
-    read = store.read_exposures(limit=1000)
-    assert [(e.user_id, list(e.article_ids), e.served_at, e.request_id) for e in read] == batch
-    positions = [e.position for e in read]  # the ingestion asset's log positions come from these
-    assert positions == sorted(set(positions)) and all(0 <= p < 2**53 for p in positions)
+    with store.counting_views(views) as counts:
+        pass
+    assert [c.view_count for c in counts] == [1, 2, 1]
+    assert counts[1].first_viewed_at == T0 and counts[1].last_viewed_at == T0 + timedelta(minutes=1)
+    with store.counting_views([("u1", "a1", T0 - timedelta(hours=1))]) as (later,):
+        pass
+    assert later.view_count == 3 and later.first_viewed_at == T0 - timedelta(hours=1)
+    positions = [c.log_position for c in [*counts, later]]
+    assert positions == sorted(set(positions))
 
 
-def test_record_view_counts_per_user_and_article(store):
-    first = store.record_view("u1", "a1", T0)
-    second = store.record_view("u1", "a1", T0 + timedelta(minutes=1))
-    other = store.record_view("u1", "a2", T0 + timedelta(minutes=2))
-    assert (first.view_count, second.view_count, other.view_count) == (1, 2, 1)
-    assert second.first_viewed_at == T0 and second.last_viewed_at == T0 + timedelta(minutes=1)
-    assert first.log_position < second.log_position < other.log_position
+def test_a_failed_block_counts_nothing_and_never_reuses_a_log_position(store):
+    with store.counting_views([("u1", "a1", T0)]) as (first,):
+        pass
+    with pytest.raises(OSError), store.counting_views([("u1", "a1", T0)]) as (failed,):
+        assert failed.view_count == 2
+        raise OSError("the landing write failed")
+    with store.counting_views([("u1", "a1", T0)]) as (second,):
+        pass
+    assert second.view_count == 2  # the failed view was never counted
+    assert first.log_position < failed.log_position < second.log_position
 
 
-def test_record_view_is_safe_under_concurrency(store):
-    def hammer():
-        for _ in range(25):
-            store.record_view("u1", "a1", T0)
+def _count_views(backend: str, where: str, prefix: str, queue) -> None:
+    store = SQLiteListStore(where) if backend == "sqlite" else RedisListStore(where, prefix=prefix)
+    seen = []
+    for _ in range(20):
+        with store.counting_views([("u1", "a1", T0), ("u2", "a1", T0)]) as counts:
+            seen.extend((c.user_id, c.view_count, c.log_position) for c in counts)
+    queue.put(seen)
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert store.record_view("u1", "a1", T0).view_count == 101
+
+def test_two_processes_never_share_a_count_or_a_log_position(store):
+    sqlite = isinstance(store, SQLiteListStore)
+    args = ("sqlite", str(store.path), "") if sqlite else ("redis", REDIS_URL, store.prefix)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_count_views, args=(*args, queue)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    seen = queue.get(timeout=120) + queue.get(timeout=120)
+    for worker in workers:
+        worker.join(timeout=30)
+    assert sorted(c for user, c, _ in seen if user == "u1") == list(range(1, 41))
+    positions = [position for *_, position in seen]
+    assert len(set(positions)) == len(positions) == 80
+
+
+def test_recent_clicks_are_kept_once_per_click_and_forgotten_after_a_batch(store):
+    store.add_recent_clicks([("u1", "a1", 100), ("u1", "a2", 300), ("u2", "a1", 200), ("u1", "a1", 100)])
+    assert store.recent_clicks(["u1", "u2", "u3"], after_us=0) == {
+        "u1": [("a2", 300), ("a1", 100)],
+        "u2": [("a1", 200)],
+        "u3": [],
+    }
+    assert store.recent_clicks(["u1"], after_us=150) == {"u1": [("a2", 300)]}
+    assert store.forget_recent_clicks(200) == 2
+    assert store.recent_clicks(["u1", "u2"], after_us=0) == {"u1": [("a2", 300)], "u2": []}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -473,17 +646,17 @@ def test_record_view_is_safe_under_concurrency(store):
 
 
 def test_sqlite_read_only_handle(tmp_path):
-    SQLiteOnlineStore(tmp_path / "online.sqlite").put_recommendations(make_record("u1", T0))
-    reader = SQLiteOnlineStore(tmp_path / "online.sqlite", read_only=True)
+    SQLiteListStore(tmp_path / "online.sqlite").put_recommendations(make_record("u1", T0))
+    reader = SQLiteListStore(tmp_path / "online.sqlite", read_only=True)
     assert reader.get_recommendations("u1") is not None
     with pytest.raises(ReadOnlyStore):
         reader.put_recommendations(make_record("u1", T0 + timedelta(hours=1)))
-    reader.log_exposure("u1", ["x-0"], T0, "req")  # the log file stays writable
-    assert len(reader.read_exposures()) == 1
+    with reader.counting_views([("u1", "a1", T0)]) as (count,):  # the view counters stay writable
+        assert count.view_count == 1
 
 
 def test_sqlite_missing_file_is_unavailable(tmp_path):
-    reader = SQLiteOnlineStore(tmp_path / "nowhere.sqlite", read_only=True)
+    reader = SQLiteListStore(tmp_path / "nowhere.sqlite", read_only=True)
     with pytest.raises(StoreUnavailable):
         reader.ping()
     with pytest.raises(StoreUnavailable):
@@ -491,118 +664,38 @@ def test_sqlite_missing_file_is_unavailable(tmp_path):
 
 
 def test_redis_unreachable_is_unavailable():
-    store = RedisOnlineStore("redis://127.0.0.1:1/0", prefix="nowhere", socket_timeout=0.2)
+    store = RedisListStore("redis://127.0.0.1:1/0", prefix="nowhere", socket_timeout=0.2)
     with pytest.raises(StoreUnavailable):
         store.ping()
     with pytest.raises(StoreUnavailable):
         store.get_recommendations("u1")
+    reads = AsyncRedisReads("redis://127.0.0.1:1/0", prefix="nowhere", socket_timeout=0.2)
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(reads.get_recommendations("u1"))
 
 
 @requires_redis
-def test_redis_read_path_survives_a_script_flush_and_a_killed_connection():
-    """The read path keeps its own connection per thread: a Redis that lost its scripts gets the
-    script again, and a connection killed under it fails one read as unavailable, then reconnects."""
-    store = RedisOnlineStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
-    try:
-        store.publish_batch([make_record("u1", T0, tag="a")])
-        assert store.get_recommendations("u1").article_ids[0] == "a-0"
-        store.client.script_flush()
-        assert store.get_recommendations("u1").article_ids[0] == "a-0"
-        reader = store._readers.connection
-        reader.send_command("CLIENT", "ID")
-        reader_id = reader.read_response()
-        store.client.client_kill_filter(_id=reader_id)
-        with pytest.raises(StoreUnavailable):
-            store.get_recommendations("u1")
-        assert store.get_recommendations("u1").article_ids[0] == "a-0"
-        assert store.get_recommendations("nobody") is None
-    finally:
-        store.clear()
-        store.close()
-
-
-@requires_redis
-def test_redis_async_reads_pair_each_reply_with_its_request_and_recover():
-    """Concurrent reads on the one pipelined connection each get their own user's list; a lost
-    script is loaded again; a killed connection fails the reads in flight as unavailable and the
-    next read reconnects."""
-    store = RedisOnlineStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex}")
-    users = [f"u{i:03d}" for i in range(60)]
+def test_async_reads_see_what_the_blocking_store_sees_and_survive_a_script_flush():
+    prefix = f"test-{uuid.uuid4().hex}"
+    store, articles = RedisListStore(REDIS_URL, prefix=prefix), RedisArticleCache(REDIS_URL, prefix=prefix)
+    users = [f"u{i:03d}" for i in range(30)]
     store.publish_batch([make_record(user, T0, tag=user) for user in users])
-    reads = store.async_reads()
-    assert reads is not None
+    articles.upsert_articles([ArticleMeta("a1", "Title", "news", "world", T0)])
 
     async def scenario() -> None:
-        lists = await asyncio.gather(*(reads.get_recommendations(user) for user in [*users, "nobody"]))
-        assert [record.article_ids[0] for record in lists[:-1]] == [f"{user}-0" for user in users]
-        assert lists[-1] is None
-        store.client.script_flush()
-        assert (await reads.get_recommendations("u001")).article_ids[0] == "u001-0"
-        for client in store.client.client_list():
-            if int(client["id"]) != store.client.client_id():
-                store.client.client_kill_filter(_id=client["id"])
-        with pytest.raises(StoreUnavailable):
-            await reads.get_recommendations("u002")
-        assert (await reads.get_recommendations("u002")).article_ids[0] == "u002-0"
+        reads = AsyncRedisReads(REDIS_URL, prefix=prefix)
+        try:
+            lists = await asyncio.gather(*(reads.get_recommendations(user) for user in [*users, "nobody"]))
+            assert [record.article_ids[0] for record in lists[:-1]] == [f"{user}-0" for user in users]
+            assert lists[-1] is None
+            store.client.script_flush()
+            assert (await reads.get_recommendations("u001")).article_ids[0] == "u001-0"
+            assert await reads.get_articles(["a1", "nope"]) == articles.get_articles(["a1", "nope"])
+        finally:
+            await reads.close()
 
     try:
         asyncio.run(scenario())
     finally:
-        reads.close()
         store.clear()
         store.close()
-
-
-def test_redis_async_reads_fail_as_unavailable_when_redis_does_not_answer():
-    """A server that accepts and never replies, and a port nobody listens on."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen()
-    port = silent.getsockname()[1]
-    store = RedisOnlineStore(f"redis://127.0.0.1:{port}/0", prefix="silent", socket_timeout=0.3)
-    reads = store.async_reads()
-
-    async def scenario() -> float:
-        start = time.monotonic()
-        with pytest.raises(StoreUnavailable, match="no reply within"):
-            await reads.get_recommendations("u1")
-        return time.monotonic() - start
-
-    try:
-        assert asyncio.run(scenario()) < 2.0
-    finally:
-        reads.close()
-        silent.close()
-    closed = RedisOnlineStore(f"redis://127.0.0.1:{port}/0", prefix="closed", socket_timeout=0.3)
-    with pytest.raises(StoreUnavailable):
-        asyncio.run(closed.async_reads().get_recommendations("u1"))
-
-
-def test_exposures_ship_to_the_landing_zone_from_either_store(store, tmp_path):
-    # The asset turns each exposure's `position` into change-record log positions; Redis stream
-    # ids (`<ms>-<seq>`) are no integers themselves.
-    import dagster as dg
-
-    from newsrec_assets.defs.ingestion.assets import api_exposures
-    from newsrec_assets.defs.resources import LandingZoneResource, OnlineStoreResource
-    from newsrec_assets.domain.cdc import parse_change_line
-    from newsrec_assets.resources.landing import LocalLandingZone
-
-    store.log_exposures([("u1", ["a1", "a2"], T0, "req-1"), ("u2", ["a3"], T0, "req-2")])
-    if isinstance(store, RedisOnlineStore):
-        online = OnlineStoreResource(kind="redis", redis_url=REDIS_URL, redis_prefix=store.prefix)
-    else:
-        online = OnlineStoreResource(sqlite_path=str(store.path))
-    landing = LandingZoneResource(root=str(tmp_path / "landing"))
-    result = dg.materialize([api_exposures], resources={"landing": landing, "online_store": online})
-    assert result.success
-    zone = LocalLandingZone(tmp_path / "landing")
-    records = [
-        parse_change_line(line)
-        for file in zone.list_files("impressions/")
-        for line in zone.read_bytes(file.path).decode().splitlines()
-    ]
-    positions = [record.log_position for record in records]
-    assert [record.payload["article_id"] for record in records] == ["a1", "a2", "a3"]
-    assert positions == sorted(set(positions))
-    assert store.read_exposures() == []  # trimmed once shipped

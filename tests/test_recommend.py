@@ -14,7 +14,6 @@ from newsrec_assets.domain.recommend import (
     rank_for_users,
     ranking_vectors,
 )
-from newsrec_assets.resources.recent_clicks import SQLiteRecentClicks
 
 
 def encoder_params(dim: int) -> dict[str, np.ndarray]:
@@ -85,19 +84,6 @@ def test_snapshot_round_trips_and_encodes_like_the_model(tmp_path):
     expected = encode_users_numpy(params, snapshot.news_vectors[[[0, 2]]], np.array([[True, True]]))
     np.testing.assert_allclose(vectors[0], expected[0], rtol=1e-5, atol=1e-6)
     assert np.allclose(vectors[1], 0)  # no history, no user vector
-
-
-def test_recent_clicks_are_kept_once_per_click_and_forgotten_after_a_batch(tmp_path):
-    clicks = SQLiteRecentClicks(tmp_path / "speed.sqlite")
-    clicks.add([("u1", "a1", 100), ("u1", "a2", 300), ("u2", "a1", 200), ("u1", "a1", 100)])
-    assert clicks.since(["u1", "u2", "u3"], after_us=0) == {
-        "u1": [("a2", 300), ("a1", 100)],
-        "u2": [("a1", 200)],
-        "u3": [],
-    }
-    assert clicks.since(["u1"], after_us=150) == {"u1": [("a2", 300)]}
-    assert clicks.forget_before(200) == 2
-    assert clicks.since(["u1", "u2"], after_us=0) == {"u1": [("a2", 300)], "u2": []}
 
 
 def test_ranking_vectors_fold_the_prior_into_the_dot_product():

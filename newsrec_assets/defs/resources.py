@@ -12,8 +12,7 @@ import dagster as dg
 
 from newsrec_assets.resources.artifacts import ArtifactStore, GCSArtifactStore, LocalArtifactStore
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
-from newsrec_assets.resources.online_store.base import OnlineStore
-from newsrec_assets.resources.recent_clicks import RecentClicks, SQLiteRecentClicks
+from newsrec_assets.resources.online_store.base import ArticleCache, ListStore
 from newsrec_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from newsrec_assets.settings import Environment, local_paths
 
@@ -58,28 +57,34 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
-    """Where the served lists live: SQLite in WAL mode (embedded) or Redis (networked)."""
+    """Where the served lists and the article cache live: SQLite in WAL mode (embedded) or Redis.
+
+    `lists()` also holds the speed layer's recent clicks, so production keeps none of its state
+    on a local disk.
+    """
 
     kind: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: str = ""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "newsrec"
 
-    def get(self) -> OnlineStore:
-        from newsrec_assets.resources.online_store import RedisOnlineStore, SQLiteOnlineStore
-
+    def lists(self) -> ListStore:
         if self.kind == "redis":
-            return RedisOnlineStore(self.redis_url, prefix=self.redis_prefix)
-        return SQLiteOnlineStore(self.sqlite_path or local_paths().online_store)
+            from newsrec_assets.resources.online_store.redis import RedisListStore
 
+            return RedisListStore(self.redis_url, prefix=self.redis_prefix)
+        from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
 
-class SpeedStateResource(dg.ConfigurableResource):
-    """The speed layer's own small state: clicks that arrived since the last batch publish."""
+        return SQLiteListStore(self.sqlite_path or local_paths().online_store)
 
-    sqlite_path: str = ""
+    def articles(self) -> ArticleCache:
+        if self.kind == "redis":
+            from newsrec_assets.resources.online_store.redis import RedisArticleCache
 
-    def get(self) -> RecentClicks:
-        return SQLiteRecentClicks(self.sqlite_path or local_paths().home / "speed_state.sqlite")
+            return RedisArticleCache(self.redis_url, prefix=self.redis_prefix)
+        from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache
+
+        return SQLiteArticleCache(self.sqlite_path or local_paths().online_store)
 
 
 def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResource]:
@@ -101,7 +106,6 @@ def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResour
                 kind="redis",
                 redis_url=dg.EnvVar("NEWSREC_REDIS_URL").get_value() or "redis://127.0.0.1:6379/0",
             ),
-            "speed_state": SpeedStateResource(),
             "artifacts": ArtifactStoreResource(
                 kind="gcs",
                 bucket=dg.EnvVar("NEWSREC_ARTIFACT_BUCKET").get_value() or "",
@@ -114,5 +118,4 @@ def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResour
         "warehouse": WarehouseResource(duckdb_path=str(paths.warehouse)),
         "artifacts": ArtifactStoreResource(kind="local", root=str(paths.artifacts)),
         "online_store": OnlineStoreResource(kind="sqlite", sqlite_path=str(paths.online_store)),
-        "speed_state": SpeedStateResource(sqlite_path=str(paths.home / "speed_state.sqlite")),
     }

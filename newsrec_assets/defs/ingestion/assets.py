@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from newsrec_assets.defs.resources import LandingZoneResource, OnlineStoreResource, WarehouseResource
+from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource
 from newsrec_assets.domain.cdc import SOURCE_TABLES
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
 
@@ -90,57 +90,3 @@ def raw_cdc_log(
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"quarantined_this_run": report.quarantined},
     )
-
-
-EXPOSURE_LOG_FILE = "api-exposures"
-POSITIONS_PER_EXPOSURE = 1000  # log position = the exposure's position * 1000 + list position
-
-
-@dg.asset(group_name=GROUP, kinds={"sqlite"})
-def api_exposures(
-    context: dg.AssetExecutionContext, landing: LandingZoneResource, online_store: OnlineStoreResource
-) -> dg.MaterializeResult:
-    """What the API served, shipped from the online store's exposure log to the landing zone.
-
-    Each served list becomes `impressions` change records (one per article and position), so clicks
-    on served lists join to real exposures in training. Shipped exposures are then trimmed from the
-    log; a crash in between re-ships them with the same log positions, which ingestion dedups.
-    """
-    from datetime import timedelta
-
-    from newsrec_assets.domain.cdc import ChangeRecord
-
-    store = online_store.get()
-    zone = landing.get()
-    shipped = rows = 0
-    while exposures := store.read_exposures(limit=5000):
-        lines = [
-            ChangeRecord(
-                table="impressions",
-                change_type="INSERT",
-                payload={
-                    "impression_id": exposure.request_id,
-                    "user_id": exposure.user_id,
-                    "article_id": article_id,
-                    "position": position,
-                    "shown_at": exposure.served_at,
-                },
-                source_timestamp=exposure.served_at,
-                read_timestamp=exposure.served_at + timedelta(seconds=1),
-                log_file=EXPOSURE_LOG_FILE,
-                log_position=exposure.position * POSITIONS_PER_EXPOSURE + position,
-                read_method="api-exposure-log",
-            ).to_json_line()
-            for exposure in exposures
-            for position, article_id in enumerate(exposure.article_ids)
-        ]
-        first, last = exposures[0], exposures[-1]
-        zone.write_file(
-            f"impressions/{first.served_at:%Y-%m-%d}/{EXPOSURE_LOG_FILE}-{first.cursor}-{last.cursor}.jsonl",
-            ("\n".join(lines) + "\n").encode(),
-        )
-        store.trim_exposures(up_to=last.cursor)
-        shipped += len(exposures)
-        rows += len(lines)
-    context.log.info(f"shipped {shipped} served lists ({rows} impression rows) to the landing zone")
-    return dg.MaterializeResult(metadata={"exposures_shipped": shipped, "impression_rows": rows})

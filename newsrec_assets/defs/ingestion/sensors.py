@@ -4,8 +4,8 @@ import hashlib
 
 import dagster as dg
 
-from newsrec_assets.defs.ingestion.assets import api_exposures, raw_cdc_log
-from newsrec_assets.defs.resources import LandingZoneResource, OnlineStoreResource
+from newsrec_assets.defs.ingestion.assets import raw_cdc_log
+from newsrec_assets.defs.resources import LandingZoneResource
 from newsrec_assets.resources.landing import parse_cursor
 
 
@@ -33,17 +33,3 @@ def landing_files_sensor(context: dg.SensorEvaluationContext, landing: LandingZo
         run_key=f"landing-{newest.landed_at_ns}-{digest}",
         tags={"newsrec/new_files": str(len(new_files))},
     )
-
-
-@dg.sensor(
-    name="exposure_log_sensor",
-    description="Ships what the API served to the landing zone when the exposure log has entries.",
-    target=[api_exposures],
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def exposure_log_sensor(context: dg.SensorEvaluationContext, online_store: OnlineStoreResource):
-    waiting = online_store.get().read_exposures(limit=1)
-    if not waiting:
-        return dg.SkipReason("The exposure log is empty.")
-    return dg.RunRequest(run_key=f"exposures-from-{waiting[0].cursor}")

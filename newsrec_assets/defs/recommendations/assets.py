@@ -11,12 +11,7 @@ import numpy as np
 from newsrec_assets.defs.automation import BATCH_FRESHNESS_POLICY, batch_automation_condition
 from newsrec_assets.defs.embeddings.assets import article_embeddings
 from newsrec_assets.defs.model.assets import NAML_KIND, factorize, published_model
-from newsrec_assets.defs.resources import (
-    ArtifactStoreResource,
-    OnlineStoreResource,
-    SpeedStateResource,
-    WarehouseResource,
-)
+from newsrec_assets.defs.resources import ArtifactStoreResource, OnlineStoreResource, WarehouseResource
 
 GROUP = "recommendations"
 SNAPSHOT_KIND = "serving_snapshot"
@@ -48,7 +43,6 @@ def batch_recommendations(
     warehouse: WarehouseResource,
     artifacts: ArtifactStoreResource,
     online_store: OnlineStoreResource,
-    speed_state: SpeedStateResource,
 ) -> dg.MaterializeResult:
     """Every user's ranked list from the published NAML model, published to the online store at once.
 
@@ -73,7 +67,7 @@ def batch_recommendations(
     )
     from newsrec_assets.domain.training import load_model
     from newsrec_assets.domain.user_encoding import load_model_metadata
-    from newsrec_assets.resources.online_store import ArticleMeta, ColdStartList, UserRecommendations
+    from newsrec_assets.resources.online_store.base import ArticleMeta, ColdStartList, UserRecommendations
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -162,7 +156,7 @@ def batch_recommendations(
             )
 
     clock = time.perf_counter()
-    online = online_store.get()
+    lists, articles = online_store.lists(), online_store.articles()
     popularity = np.nan_to_num(np.asarray(live["popularity"].to_pylist(), dtype=np.float64))
     cold_ids, cold_scores = cold_start_list(
         live_ids,
@@ -172,7 +166,7 @@ def batch_recommendations(
         config.list_length,
         freshness_half_life_hours=config.cold_start_half_life_hours,
     )
-    online.upsert_articles(
+    articles.upsert_articles(
         ArticleMeta(article_id=a, title=t, category=c, subcategory=s, published_at=p.replace(tzinfo=UTC))
         for a, t, c, s, p in zip(
             live_ids,
@@ -183,9 +177,9 @@ def batch_recommendations(
             strict=True,
         )
     )
-    online.put_article_vectors(list(candidate_ids), ranking_candidates, model_version)
-    online.put_cold_start(ColdStartList(tuple(cold_ids), cold_scores, computed_at, model_version))
-    result = online.publish_batch(records(), model_version=model_version)
+    articles.put_article_vectors(list(candidate_ids), ranking_candidates, model_version)
+    lists.put_cold_start(ColdStartList(tuple(cold_ids), cold_scores, computed_at, model_version))
+    result = lists.publish_batch(records(), model_version=model_version)
     if not result.published:
         raise dg.Failure(f"the online store refused the batch publish: {result.reason}")
     timings["publish"] = time.perf_counter() - clock
@@ -207,7 +201,7 @@ def batch_recommendations(
         snapshot.save(Path(folder))
         store.put(SNAPSHOT_KIND, snapshot_version, Path(folder))
     store.set_latest(SNAPSHOT_KIND, snapshot_version)
-    forgotten = speed_state.get().forget_before(int(as_of.timestamp() * 1_000_000))
+    forgotten = lists.forget_recent_clicks(int(as_of.timestamp() * 1_000_000))
 
     context.log.info(
         f"published {result.users_written} lists (generation {result.generation}, watermark {as_of}); "

@@ -17,12 +17,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from newsrec_assets.defs.resources import (
-    ArtifactStoreResource,
-    LandingZoneResource,
-    OnlineStoreResource,
-    SpeedStateResource,
-)
+from newsrec_assets.defs.resources import ArtifactStoreResource, LandingZoneResource, OnlineStoreResource
 from newsrec_assets.resources.landing import START_OF_TIME_CURSOR, parse_cursor
 
 GROUP = "recommendations"
@@ -54,7 +49,6 @@ def speed_recommendations(
     config: SpeedRecommendationsConfig,
     artifacts: ArtifactStoreResource,
     online_store: OnlineStoreResource,
-    speed_state: SpeedStateResource,
 ) -> dg.MaterializeResult:
     """Lists of the users who just viewed something, from their published history plus new clicks.
 
@@ -72,7 +66,7 @@ def speed_recommendations(
         rank_for_users,
         ranking_vectors,
     )
-    from newsrec_assets.resources.online_store import UserRecommendations
+    from newsrec_assets.resources.online_store.base import UserRecommendations
 
     started = time.perf_counter()
     store = artifacts.get()
@@ -82,17 +76,16 @@ def speed_recommendations(
     snapshot = ServingSnapshot.load(store.fetch(SNAPSHOT_KIND, snapshot_version))
     watermark_us = int(snapshot.watermark.timestamp() * 1_000_000)
 
-    recent = speed_state.get()
-    recent.add(
+    lists = online_store.lists()
+    lists.add_recent_clicks(
         (e.user_id, e.article_id, e.viewed_at_us) for e in config.events if e.viewed_at_us > watermark_us
     )
     user_ids = sorted({e.user_id for e in config.events})
-    clicks = recent.since(user_ids, watermark_us)
+    clicks = lists.recent_clicks(user_ids, watermark_us)
 
     # Articles published after the batch have vectors in the online store (see fresh_article_vectors),
     # already in ranking form [news vector, prior]; their plain news vectors serve in histories.
-    online = online_store.get()
-    fresh = online.get_fresh_articles(snapshot.watermark, snapshot.model_version)
+    fresh = online_store.articles().get_fresh_articles(snapshot.watermark, snapshot.model_version)
     is_new = snapshot.article_rows(fresh.article_ids.tolist()) == NO_ARTICLE
     fresh_ids, fresh_ranking = fresh.article_ids[is_new].astype(object), fresh.vectors[is_new]
     dim = snapshot.news_vectors.shape[1]
@@ -135,7 +128,7 @@ def speed_recommendations(
     written = refused = 0
     for i, user_id in enumerate(changed):
         finite = np.isfinite(top_scores[i])
-        result = online.put_recommendations(
+        result = lists.put_recommendations(
             UserRecommendations(
                 user_id=user_id,
                 article_ids=tuple(article_ids[candidate_rows[top_index[i][finite]]]),
@@ -266,7 +259,7 @@ def fresh_article_vectors(
     from newsrec_assets.domain.text_encoder import embed_texts, load_encoder
     from newsrec_assets.domain.training import load_model
     from newsrec_assets.domain.user_encoding import load_model_metadata
-    from newsrec_assets.resources.online_store import ArticleMeta
+    from newsrec_assets.resources.online_store.base import ArticleMeta
 
     zone = landing.get()
     latest: dict[str, object] = {}
@@ -283,7 +276,7 @@ def fresh_article_vectors(
     live = [r for r in latest.values() if not r.is_deleted and r.payload["status"] == "published"]
     gone = [a for a, r in latest.items() if r.is_deleted or r.payload["status"] != "published"]
 
-    online = online_store.get()
+    online = online_store.articles()
     removed = online.delete_articles(gone) if gone else 0
     if live:
         store = artifacts.get()

@@ -1,40 +1,31 @@
-"""The online store port: what the batch layer, the speed layer and the HTTP API need from it.
+"""The online store's two ports, by concern, and the records they hold.
 
-Per user the store holds one `UserRecommendations`: the ranked article ids (capacity 100 by
-default), their scores, the model version, the layer that wrote it, when it was computed, the
-event-time watermark it reflects, and the user vector (to score articles published later at read
-time). Besides that: article metadata for serving, vectors of recent articles, the cold-start
-list, the model version, the exposure log and the view counters of the API's event endpoint.
+- `ListStore`: what a user is served. Per user one `UserRecommendations` (ranked article ids,
+  scores, model version, the layer that wrote it, when it was computed, the event-time watermark
+  it reflects, the user vector), plus the cold-start list, the current model version, the API's
+  per-(user, article) view counters and the speed layer's recent clicks.
+- `ArticleCache`: what serving shows about articles (metadata, a revision counter that moves
+  with every change) and the vectors of recently published ones, for read-time scoring.
 
-Two rules every adapter implements (DESIGN.md, data contract 6):
+Two rules every `ListStore` implements (DESIGN.md, data contract 6):
 
-1. **Watermark rule.** A write whose watermark is older than the list the reader would currently
-   see for that user is refused (`WriteResult.accepted` is False); with an equal watermark the
-   later write wins. So the 30-minute batch can never undo a fresher speed-layer list.
-2. **Atomic batch publish.** `publish_batch` makes all users' batch lists visible at once: a reader
-   sees the whole previous generation or the whole new one, never a mix.
+1. **Watermark rule.** A write whose watermark is older than the list the reader currently sees
+   for that user is refused; with an equal watermark the later write wins. So the 30-minute batch
+   never undoes a fresher speed-layer list.
+2. **Atomic batch publish.** A reader sees the whole previous generation or the whole new one.
 
-How both fit together (the same in every adapter):
+How both fit together (the same in every adapter): batch lists live in *generations*.
+`publish_batch` stages a new generation under its own number, invisible to readers, in small
+writes (speed writes never queue behind one long transaction), then flips a single current
+generation pointer in one atomic step and deletes older generations. Speed-layer lists live in a
+separate *live* table. Every accepted live write and every flip takes a number from one write
+sequence; a reader resolves the current generation's row against the live row in one atomic read:
+the newer watermark wins, on a tie the higher sequence number. A publish whose generation is older
+than the current one is refused whole. One publish runs at a time (a lease); the staged rows of a
+publish that died before its flip are deleted by the next publish and whenever a writer opens the
+store (`clean_abandoned`).
 
-- Batch lists live in *generations*. `publish_batch` stages a new generation under its own
-  number, invisible to readers, in as many small write transactions as it needs (so speed writes
-  never queue behind one long batch transaction), then flips a single `current generation`
-  pointer in one short atomic step. The old generation is deleted after the flip.
-- Speed-layer lists (`put_recommendations`) live in a separate *live* table, one row per user.
-- Every accepted live write and every flip takes a number from one global write sequence.
-- A reader resolves, in one atomic read, the current generation's row and the live row for the
-  user and returns the one with the newer watermark; on an equal watermark the higher sequence
-  number (the later write) wins. Because the resolution happens at read time, a speed write with
-  watermark W2 that lands while a batch computed from events up to W1 < W2 is being published
-  stays visible after the flip, whatever the interleaving; a live write older than the staged
-  batch is superseded by the flip, as it should be.
-- A write-time check refuses a write older than what the reader currently resolves to, and after
-  a flip the live rows that the new generation dominates are deleted (each check-and-delete is
-  atomic), which keeps the live table small.
-- A publish whose generation is older than the current one (smaller number, or an older
-  generation watermark = the newest event any of its lists reflects) is refused as a whole.
-
-All times are UTC; naive datetimes are taken as UTC. Datetimes are stored as integer microseconds.
+All times are UTC; naive datetimes are taken as UTC and stored as integer microseconds.
 """
 
 from __future__ import annotations
@@ -43,18 +34,17 @@ import functools
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import orjson
 
 Layer = Literal["batch", "speed"]
-LAYERS: frozenset[str] = frozenset({"batch", "speed"})
 DEFAULT_CAPACITY = 100
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -70,17 +60,11 @@ class ReadOnlyStore(StoreError):
     """A write was attempted through a read-only handle."""
 
 
-# ----------------------------------------------------------------------------------------------
-# time helpers
-
-
 def to_utc(moment: datetime) -> datetime:
     """An aware UTC datetime; naive datetimes are taken as UTC."""
     if not isinstance(moment, datetime):
         raise TypeError(f"expected a datetime, got {type(moment).__name__}")
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def to_us(moment: datetime) -> int:
@@ -88,6 +72,7 @@ def to_us(moment: datetime) -> int:
     return (to_utc(moment) - _EPOCH) // timedelta(microseconds=1)
 
 
+@functools.lru_cache(maxsize=4096)  # the lists of one batch share their timestamps
 def from_us(micros: int) -> datetime:
     """The aware UTC datetime of integer microseconds since the epoch."""
     return _EPOCH + timedelta(microseconds=int(micros))
@@ -95,10 +80,6 @@ def from_us(micros: int) -> datetime:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-# ----------------------------------------------------------------------------------------------
-# records
 
 
 def _float32_vector(values: Any, name: str) -> np.ndarray:
@@ -111,12 +92,8 @@ def _float32_vector(values: Any, name: str) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class UserRecommendations:
-    """One user's ranked list as the online store keeps it.
-
-    `watermark` is the event time of the newest behaviour event the list accounts for; the
-    watermark rule compares it. `user_vector` (float32) lets the API score articles published
-    after `computed_at`. Scores must be finite; the list is taken as ranked, best first.
-    """
+    """One user's ranked list, best first. `watermark` is the event time of the newest behaviour
+    event it accounts for; `user_vector` (float32) scores articles published after `computed_at`."""
 
     user_id: str
     article_ids: tuple[str, ...]
@@ -137,29 +114,14 @@ class UserRecommendations:
             raise ValueError(f"{len(self.article_ids)} article ids but {len(self.scores)} scores")
         if len(set(self.article_ids)) != len(self.article_ids):
             raise ValueError("article_ids must be distinct")
-        if self.layer not in LAYERS:
-            raise ValueError(f"layer must be one of {sorted(LAYERS)}, got {self.layer!r}")
+        if self.layer not in ("batch", "speed"):
+            raise ValueError(f"layer must be 'batch' or 'speed', got {self.layer!r}")
         if not self.model_version:
             raise ValueError("model_version must be set")
         set_(self, "computed_at", to_utc(self.computed_at))
         set_(self, "watermark", to_utc(self.watermark))
         if self.user_vector is not None:
             set_(self, "user_vector", _float32_vector(self.user_vector, "user_vector"))
-
-    def truncated(self, capacity: int) -> UserRecommendations:
-        """The same record holding at most `capacity` items."""
-        if len(self.article_ids) <= capacity:
-            return self
-        return UserRecommendations(
-            user_id=self.user_id,
-            article_ids=self.article_ids[:capacity],
-            scores=self.scores[:capacity],
-            model_version=self.model_version,
-            layer=self.layer,
-            computed_at=self.computed_at,
-            watermark=self.watermark,
-            user_vector=self.user_vector,
-        )
 
 
 @dataclass(frozen=True)
@@ -173,11 +135,7 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class PublishResult:
-    """Outcome of a batch publish.
-
-    `speed_lists_kept` counts users whose speed-layer list reflects newer events than the batch
-    list and therefore stays what readers see.
-    """
+    """Outcome of a batch publish; `speed_lists_kept` counts users whose fresher speed list stays."""
 
     generation: int
     published: bool
@@ -223,13 +181,15 @@ class FreshArticles:
     model_version: str
 
     @classmethod
-    def empty(cls, model_version: str, dim: int = 0) -> FreshArticles:
-        return cls(
-            article_ids=np.empty(0, dtype=str),
-            published_at_us=np.empty(0, dtype=np.int64),
-            vectors=np.empty((0, dim), dtype=np.float32),
-            model_version=model_version,
-        )
+    def of(cls, model_version: str, rows: Sequence[tuple[str, int, bytes]]) -> FreshArticles:
+        """From `(article_id, published_at_us, float32 vector bytes)` rows, oldest first."""
+        if not rows:
+            return cls(
+                np.empty(0, dtype=str), np.empty(0, np.int64), np.empty((0, 0), np.float32), model_version
+            )
+        ids, published, blobs = zip(*rows, strict=True)
+        vectors = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), -1)
+        return cls(np.asarray(ids, dtype=str), np.asarray(published, dtype=np.int64), vectors, model_version)
 
     def __len__(self) -> int:
         return len(self.article_ids)
@@ -253,20 +213,9 @@ class ColdStartList:
 
 
 @dataclass(frozen=True)
-class ModelVersion:
-    """The model version that serving should consider current, with free-form metadata."""
-
-    version: str
-    updated_at: datetime
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ViewCount:
     """A (user, article) view counter after one more view, for the API's change records.
-
-    `log_position` is a store-wide monotonic counter (the `api-events` log position).
-    """
+    `log_position` comes from a store-wide counter (the `api-events` log position)."""
 
     user_id: str
     article_id: str
@@ -276,69 +225,46 @@ class ViewCount:
     log_position: int
 
 
-@dataclass(frozen=True)
-class Exposure:
-    """One served list. `cursor` orders exposures; pass it to `read_exposures(after=...)`.
-    `position` orders them too, as a non-negative integer below 2**53 (a log position)."""
-
-    cursor: str
-    request_id: str
-    user_id: str
-    article_ids: tuple[str, ...]
-    served_at: datetime
-    position: int
-
-
-# ----------------------------------------------------------------------------------------------
-# codec: one compact blob per user list
-
+# -- codec: one compact blob per list: a small orjson header, then float32 scores and vector ----
 
 _MAGIC = b"NR1"
-_HEADER = struct.Struct("<3sI")  # magic, header length (bytes, padded to a multiple of 4)
+_HEADER = struct.Struct("<3sI")  # magic, header length (padded to a multiple of 4)
 
 
-def encode_record(record: UserRecommendations) -> bytes:
-    """Serialise a list to one blob: a small orjson header, then float32 scores and user vector."""
-    dim = -1 if record.user_vector is None else len(record.user_vector)
-    header = orjson.dumps(
-        {
-            "ids": record.article_ids,
-            "mv": record.model_version,
-            "layer": record.layer,
-            "computed_at_us": to_us(record.computed_at),
-            "watermark_us": to_us(record.watermark),
-            "dim": dim,
-        }
-    )
-    header += b" " * (-len(header) % 4)  # keep the float32 arrays 4-byte aligned
-    parts = [_HEADER.pack(_MAGIC, len(header)), header, record.scores.tobytes()]
-    if record.user_vector is not None:
-        parts.append(record.user_vector.tobytes())
-    return b"".join(parts)
+def _pack(header: dict[str, Any], *arrays: np.ndarray) -> bytes:
+    text = orjson.dumps(header)
+    text += b" " * (-len(text) % 4)  # keep the float32 arrays 4-byte aligned
+    return b"".join([_HEADER.pack(_MAGIC, len(text)), text, *(a.tobytes() for a in arrays)])
 
 
-@functools.lru_cache(maxsize=4096)
-def _moment(micros: int) -> datetime:
-    """`from_us`, remembered: the lists of one batch share their timestamps (datetimes are immutable)."""
-    return from_us(micros)
+def _unpack(blob: bytes) -> tuple[dict[str, Any], int]:
+    magic, length = _HEADER.unpack_from(blob, 0)
+    if magic != _MAGIC:
+        raise StoreError(f"unknown record format {magic!r}")
+    return orjson.loads(blob[_HEADER.size : _HEADER.size + length]), _HEADER.size + length
+
+
+def encode_record(record: UserRecommendations, capacity: int = DEFAULT_CAPACITY) -> bytes:
+    """A list (its first `capacity` items) as one blob."""
+    vector = record.user_vector
+    header = {
+        "ids": record.article_ids[:capacity],
+        "mv": record.model_version,
+        "layer": record.layer,
+        "computed_at_us": to_us(record.computed_at),
+        "watermark_us": to_us(record.watermark),
+        "dim": -1 if vector is None else len(vector),
+    }
+    return _pack(header, record.scores[:capacity], *([] if vector is None else [vector]))
 
 
 def decode_record(user_id: str, blob: bytes) -> UserRecommendations:
     """Inverse of `encode_record`."""
-    magic, header_len = _HEADER.unpack_from(blob, 0)
-    if magic != _MAGIC:
-        raise StoreError(f"unknown record format {magic!r}")
-    start = _HEADER.size
-    header = orjson.loads(blob[start : start + header_len])
-    offset = start + header_len
-    count = len(header["ids"])
+    header, offset = _unpack(blob)
+    count, dim = len(header["ids"]), header["dim"]
     scores = np.frombuffer(blob, dtype=np.float32, count=count, offset=offset)
-    dim = header["dim"]
-    vector = None
-    if dim >= 0:
-        vector = np.frombuffer(blob, dtype=np.float32, count=dim, offset=offset + 4 * count)
-    # Trusted data: skip validation on the read path, and fill the frozen instance's fields in
-    # one dict update rather than one object.__setattr__ each.
+    vector = None if dim < 0 else np.frombuffer(blob, np.float32, count=dim, offset=offset + 4 * count)
+    # Trusted data on the read path: fill the frozen instance without validating it again.
     record = object.__new__(UserRecommendations)
     record.__dict__.update(
         user_id=user_id,
@@ -346,35 +272,22 @@ def decode_record(user_id: str, blob: bytes) -> UserRecommendations:
         scores=scores,
         model_version=header["mv"],
         layer=header["layer"],
-        computed_at=_moment(header["computed_at_us"]),
-        watermark=_moment(header["watermark_us"]),
+        computed_at=from_us(header["computed_at_us"]),
+        watermark=from_us(header["watermark_us"]),
         user_vector=vector,
     )
     return record
 
 
 def encode_cold_start(cold_start: ColdStartList) -> bytes:
-    header = orjson.dumps(
-        {
-            "ids": cold_start.article_ids,
-            "mv": cold_start.model_version,
-            "computed_at_us": to_us(cold_start.computed_at),
-        }
-    )
-    header += b" " * (-len(header) % 4)
-    return _HEADER.pack(_MAGIC, len(header)) + header + cold_start.scores.tobytes()
+    header = {"ids": cold_start.article_ids, "mv": cold_start.model_version}
+    return _pack(header | {"computed_at_us": to_us(cold_start.computed_at)}, cold_start.scores)
 
 
 def decode_cold_start(blob: bytes) -> ColdStartList:
-    _, header_len = _HEADER.unpack_from(blob, 0)
-    header = orjson.loads(blob[_HEADER.size : _HEADER.size + header_len])
-    scores = np.frombuffer(blob, dtype=np.float32, count=len(header["ids"]), offset=_HEADER.size + header_len)
-    return ColdStartList(
-        article_ids=tuple(header["ids"]),
-        scores=scores,
-        computed_at=from_us(header["computed_at_us"]),
-        model_version=header["mv"],
-    )
+    header, offset = _unpack(blob)
+    scores = np.frombuffer(blob, dtype=np.float32, count=len(header["ids"]), offset=offset)
+    return ColdStartList(tuple(header["ids"]), scores, from_us(header["computed_at_us"]), header["mv"])
 
 
 def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -383,48 +296,37 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-# ----------------------------------------------------------------------------------------------
-# the port
+class _Closable:
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self):  # noqa: ANN204 - the adapter itself
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
-class AsyncReads(Protocol):
-    """`OnlineStore.async_reads`: the read path, awaitable, bound to the event loop it runs on."""
+class ListStore(_Closable, ABC):
+    """Port of the recommendation lists (see the module docstring for its two rules).
 
-    async def get_recommendations(self, user_id: str) -> UserRecommendations | None: ...
-
-    def close(self) -> None: ...
-
-
-class OnlineStore(ABC):
-    """Port of the online store. Adapters: `SQLiteOnlineStore`, `RedisOnlineStore`.
-
-    Methods raise `StoreUnavailable` when the backend cannot be reached, `StoreError` for other
-    backend failures and `ValueError` for invalid arguments. Adapters are safe to share between
-    threads.
+    Adapters: `SQLiteListStore`, `RedisListStore`. Methods raise `StoreUnavailable` when the
+    backend cannot be reached, `StoreError` for other failures and `ValueError` for bad arguments.
+    Adapters are safe to share between threads. The publish protocol is written once, here; the
+    adapters supply its steps (`_lease` ... `_finish`).
     """
 
     capacity: int = DEFAULT_CAPACITY
-    # The most exposures one `log_exposures` call should carry: callers with more split them.
-    # A backend that serves other clients one command at a time (Redis) keeps this small, so
-    # that reads are served between the calls instead of waiting for a whole batch.
-    exposures_per_call: int = 1000
-
-    # -- recommendations -----------------------------------------------------------------------
+    _errors: Any  # the adapter's context manager turning its client's errors into the port's
 
     @abstractmethod
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         """The list readers see for the user (newest watermark wins), or None for unknown users."""
 
-    def async_reads(self) -> AsyncReads | None:
-        """Reads that an asyncio server can await without blocking its event loop, where the
-        backend has them (a networked store); None: call `get_recommendations`."""
-        return None
-
     @abstractmethod
     def put_recommendations(self, record: UserRecommendations) -> WriteResult:
         """Write one user's list (the speed layer's write); refused if its watermark is older."""
 
-    @abstractmethod
     def publish_batch(
         self,
         records: Iterable[UserRecommendations],
@@ -434,26 +336,119 @@ class OnlineStore(ABC):
     ) -> PublishResult:
         """Publish every user's batch list as one new generation, atomically for readers.
 
-        `records` may be a generator (it is consumed once, in chunks of `chunk_size`). Users
-        missing from it have no batch list afterwards. With `model_version`, the store's current
-        model version is set in the same atomic step as the flip.
+        `records` may be a generator (consumed once, in chunks). Users missing from it have no
+        batch list afterwards. With `model_version`, the current model version is set in the same
+        atomic step as the flip. Waits while another publish holds the lease.
         """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        with self._errors(), self._lease(wait=True) as lease:
+            self._drop_staged()
+            generation = self._new_generation()
+            result = PublishResult(generation, published=False, reason="empty batch")
+            try:
+                newest_us: int | None = None
+                for chunk in batched(records, chunk_size):
+                    rows = [(r.user_id, to_us(r.watermark), encode_record(r, self.capacity)) for r in chunk]
+                    chunk_newest = max(row[1] for row in rows)
+                    newest_us = chunk_newest if newest_us is None else max(newest_us, chunk_newest)
+                    self._stage(generation, rows, lease)
+                if newest_us is not None:
+                    result = self._flip(generation, newest_us, model_version, lease)
+            finally:
+                if not result.published:  # an error, a refusal: the staged rows go now
+                    self._drop_generation(generation)
+            if result.published:
+                result = replace(result, speed_lists_kept=self._finish(generation))
+        return result
+
+    def clean_abandoned(self) -> int:
+        """Delete staged generations whose publish died before its flip (never one still
+        running); returns how many. Writers call it when they open the store."""
+        with self._errors(), self._lease(wait=False) as lease:
+            return 0 if lease is None else self._drop_staged()
+
+    @abstractmethod
+    def _lease(self, wait: bool) -> AbstractContextManager[Any]:
+        """Hold the publish lease (a token), or None when not waiting and another process holds it."""
+
+    @abstractmethod
+    def _drop_staged(self) -> int:
+        """With the lease held: delete every staged generation (their publishes are gone)."""
+
+    @abstractmethod
+    def _new_generation(self) -> int:
+        """Allocate the next generation number and record it as staging."""
+
+    @abstractmethod
+    def _stage(self, generation: int, rows: list[tuple[str, int, bytes]], lease: Any) -> None:
+        """Write `(user_id, watermark_us, record)` rows into the staged generation."""
+
+    @abstractmethod
+    def _flip(self, generation: int, newest_us: int, model_version: str | None, lease: Any) -> PublishResult:
+        """Make the staged generation current in one atomic step, unless a newer one is current."""
+
+    @abstractmethod
+    def _drop_generation(self, generation: int) -> None:
+        """Delete one generation's rows and description."""
+
+    @abstractmethod
+    def _finish(self, generation: int) -> int:
+        """After the flip: drop the live lists and older generations the new one supersedes;
+        returns how many fresher speed lists stay."""
 
     @abstractmethod
     def current_generation(self) -> GenerationInfo | None:
         """The published batch generation, or None before the first publish."""
 
-    # -- model version -------------------------------------------------------------------------
-
     @abstractmethod
-    def set_model_version(self, version: str, metadata: dict[str, Any] | None = None) -> None:
+    def set_model_version(self, version: str) -> None:
         """Record the model version serving should consider current."""
 
     @abstractmethod
-    def get_model_version(self) -> ModelVersion | None:
+    def get_model_version(self) -> str | None:
         """The current model version, or None if none was set."""
 
-    # -- articles ------------------------------------------------------------------------------
+    @abstractmethod
+    def put_cold_start(self, cold_start: ColdStartList) -> None:
+        """Replace the cold-start list."""
+
+    @abstractmethod
+    def get_cold_start(self) -> ColdStartList | None:
+        """The cold-start list, or None if none was written."""
+
+    @abstractmethod
+    def counting_views(
+        self, views: Sequence[tuple[str, str, datetime]]
+    ) -> AbstractContextManager[list[ViewCount]]:
+        """Count one more view for each `(user_id, article_id, viewed_at)`, in order.
+
+        The counts are committed when the block exits without an error, so a caller that writes
+        them durably inside the block never reports a count it did not write; the block holds the
+        counters against other processes until then. Log positions are taken for good before the
+        block: a failed block leaves a gap, never a position used twice.
+        """
+
+    @abstractmethod
+    def add_recent_clicks(self, clicks: Iterable[tuple[str, str, int]]) -> None:
+        """Record `(user_id, article_id, viewed_at_us)` clicks for the speed layer (kept once each)."""
+
+    @abstractmethod
+    def recent_clicks(self, user_ids: Sequence[str], after_us: int) -> dict[str, list[tuple[str, int]]]:
+        """Per user, the `(article_id, viewed_at_us)` clicks newer than `after_us`, newest first."""
+
+    @abstractmethod
+    def forget_recent_clicks(self, before_us: int) -> int:
+        """Drop clicks up to `before_us` (a published batch accounts for them); returns how many."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise `StoreUnavailable` unless the store can be read."""
+
+
+class ArticleCache(_Closable, ABC):
+    """Port of article metadata and fresh-article vectors. Adapters: `SQLiteArticleCache`,
+    `RedisArticleCache` (errors as `ListStore`'s)."""
 
     @abstractmethod
     def upsert_articles(self, articles: Iterable[ArticleMeta]) -> int:
@@ -473,10 +468,8 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def article_revision(self) -> int:
-        """A counter that grows with every `upsert_articles` / `delete_articles` (0 before any).
-
-        Readers that cache article metadata compare it to know when their cache went stale.
-        """
+        """A counter that moves with every upsert or delete (0 before any): metadata caches drop
+        what they hold when it moves."""
 
     @abstractmethod
     def put_article_vectors(self, article_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
@@ -486,62 +479,10 @@ class OnlineStore(ABC):
     def get_fresh_articles(self, published_after: datetime, model_version: str) -> FreshArticles:
         """Vectors of `model_version` for articles published strictly after `published_after`."""
 
-    @abstractmethod
-    def prune_article_vectors(self, published_before: datetime) -> int:
-        """Drop vectors of articles published before the given time (or without metadata)."""
 
-    # -- cold start ----------------------------------------------------------------------------
-
-    @abstractmethod
-    def put_cold_start(self, cold_start: ColdStartList) -> None:
-        """Replace the cold-start list."""
-
-    @abstractmethod
-    def get_cold_start(self) -> ColdStartList | None:
-        """The cold-start list, or None if none was written."""
-
-    # -- logs written by the API ---------------------------------------------------------------
-
-    @abstractmethod
-    def log_exposure(
-        self, user_id: str, article_ids: Sequence[str], served_at: datetime, request_id: str
-    ) -> None:
-        """Append what was served to whom (data contract 3)."""
-
-    def log_exposures(self, exposures: Iterable[tuple[str, Sequence[str], datetime, str]]) -> int:
-        """Append many `(user_id, article_ids, served_at, request_id)` exposures; returns the count.
-
-        Adapters override this with one round trip / transaction.
-        """
-        count = 0
-        for user_id, article_ids, served_at, request_id in exposures:
-            self.log_exposure(user_id, article_ids, served_at, request_id)
-            count += 1
-        return count
-
-    @abstractmethod
-    def read_exposures(self, after: str | None = None, limit: int = 1000) -> list[Exposure]:
-        """Exposures after the cursor `after` (from the start if None), oldest first."""
-
-    @abstractmethod
-    def trim_exposures(self, up_to: str) -> int:
-        """Delete exposures up to and including cursor `up_to` (after shipping them)."""
-
-    @abstractmethod
-    def record_view(self, user_id: str, article_id: str, viewed_at: datetime) -> ViewCount:
-        """Count one more view of the article by the user and take the next API log position."""
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    @abstractmethod
-    def ping(self) -> None:
-        """Raise `StoreUnavailable` unless the store can be read."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""
-
-    def __enter__(self) -> OnlineStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+def vector_rows(article_ids: Sequence[str], vectors: np.ndarray) -> list[tuple[str, bytes]]:
+    """`(article_id, float32 bytes)` per article, checking the shapes agree."""
+    matrix = np.asarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(article_ids):
+        raise ValueError(f"vectors must be [{len(article_ids)}, d], got {matrix.shape}")
+    return [(str(article_id), matrix[i].tobytes()) for i, article_id in enumerate(article_ids)]

@@ -1,74 +1,43 @@
-"""Redis adapter of the online store: the networked backend of the production profile.
+"""Redis adapters of the online store (redis-py): the networked backend of the production profile.
 
-All keys share one hash tag, `{<prefix>}:...`, so they live in one slot (Redis Cluster friendly)
-and a test or a second deployment can use its own prefix.
+`RedisListStore` and `RedisArticleCache` use redis-py's blocking client (the Dagster runs, the
+API's background refreshes and event flushes); `AsyncRedisReads` is the API's request path on
+`redis.asyncio`. All keys share one hash tag, `{<prefix>}:...`, so they live in one slot (Redis
+Cluster friendly) and a test or a second deployment can use its own prefix.
 
-Keys
-----
-- `{p}:b:<gen>` hash user -> record blob, `{p}:bw:<gen>` hash user -> watermark (µs): the batch
-  lists of generation `<gen>`.
-- `{p}:current` hash `gen`, `seq`: the generation readers follow and its write sequence number.
-- `{p}:gens` hash gen -> JSON description; `{p}:genwm` hash gen -> generation watermark (µs);
-  `{p}:gen_counter` allocates generation numbers; `{p}:seq` is the global write sequence.
-- `{p}:live` hash user -> record blob, `{p}:livemeta` hash user -> `"<watermark µs>:<seq>"`:
-  lists written by `put_recommendations`.
-- `{p}:model` (JSON), `{p}:articles` hash id -> JSON, `{p}:articles_by_pub` sorted set by
-  published time, `{p}:article_rev` counter (bumped with every article upsert or delete),
-  `{p}:artvec` hash id -> model version + float32 vector, `{p}:cold_start`.
-- `{p}:exposures` stream (capped at `max_exposures`, approximately), `{p}:views:<user>` hash of
-  view counters, `{p}:api_log_position` counter.
+Keys: `b:<gen>` (hash user -> record) and `bw:<gen>` (hash user -> watermark µs) hold generation
+`<gen>`; `current` (hash gen, seq) is the pointer readers follow; `gens` (hash gen -> JSON) and
+`genwm` describe generations; `gen_counter` and `seq` allocate numbers; `live` / `livemeta`
+(`"<watermark µs>:<seq>"`) hold speed-layer lists; `publish_lease` is the publish lease; `model`,
+`cold_start`; `views:<user>` (hash `<article>|c` count, `<article>|f` first view µs),
+`views_lock`, `api_log_position`; `clicks:<user>` and `clicks` (sorted sets by view time) hold
+recent clicks; `articles`, `articles_by_pub`, `article_rev`, `artvec` the article cache.
 
-Atomicity (see `base` for the rules)
-------------------------------------
-Everything that must be atomic is one Lua script (Redis runs a script without interleaving):
-the read (resolve the live row against the current generation's row: newest watermark, then
-higher sequence number), the watermark-checked live write, the generation flip (refused if a
-newer generation is current) and each check-and-delete of dominated live rows. A batch is staged
-in pipelined chunks under a fresh generation number that no reader looks at until the flip; old
-generations are `UNLINK`ed (freed in the background) after it. The scripts compute the
-generation keys from the prefix they are given, so on Redis Cluster they rely on the shared
-hash tag keeping every key in one slot.
+Atomic steps are Lua scripts (Redis runs one without interleaving): the read (live row against
+the current generation's row), the watermark-checked live write, the flip (refused if a newer
+generation is current or the publish lost its lease) and the clean-up of dominated live rows. A
+publish holds the lease (a key with a TTL, renewed with every staged chunk), so a publisher that
+died lets the next one in after at most `lease_seconds`; staged generations without a lease
+holder are deleted then, or by any writer that opens the store.
 """
 
 from __future__ import annotations
 
 import struct
-import threading
+import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 import orjson
 import redis
+import redis.asyncio
 from redis import exceptions as redis_errors
 
-from newsrec_assets.resources.online_store.base import (
-    DEFAULT_CAPACITY,
-    ArticleMeta,
-    ColdStartList,
-    Exposure,
-    FreshArticles,
-    GenerationInfo,
-    ModelVersion,
-    OnlineStore,
-    PublishResult,
-    StoreError,
-    StoreUnavailable,
-    UserRecommendations,
-    ViewCount,
-    WriteResult,
-    batched,
-    decode_cold_start,
-    decode_record,
-    encode_cold_start,
-    encode_record,
-    from_us,
-    now_utc,
-    to_us,
-)
-from newsrec_assets.resources.online_store.redis_async import AsyncListReader
+from newsrec_assets.resources.online_store import base
 
 # KEYS: current, live, livemeta.  ARGV: user, batch key prefix, batch watermark key prefix.
 _READ_LUA = """
@@ -80,198 +49,142 @@ if meta then
 end
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
 if cur[1] then
-  local bw = redis.call('HGET', ARGV[3] .. cur[1], ARGV[1])
-  if bw then
-    bw = tonumber(bw)
-    local bs = tonumber(cur[2])
-    if (not live_w) or bw > live_w or (bw == live_w and bs > live_s) then
-      return redis.call('HGET', ARGV[2] .. cur[1], ARGV[1])
-    end
+  local bw = tonumber(redis.call('HGET', ARGV[3] .. cur[1], ARGV[1]))
+  if bw and ((not live_w) or bw > live_w or (bw == live_w and tonumber(cur[2]) > live_s)) then
+    return redis.call('HGET', ARGV[2] .. cur[1], ARGV[1])
   end
 end
-if live_w then
-  return redis.call('HGET', KEYS[2], ARGV[1])
-end
+if live_w then return redis.call('HGET', KEYS[2], ARGV[1]) end
 return false
 """
 
-# KEYS: current, live, livemeta, seq.  ARGV: user, watermark µs, record blob, batch wm key prefix.
-# Returns {accepted 0/1, watermark the reader saw before (string) or false}.
+# KEYS: current, live, livemeta, seq.  ARGV: user, watermark µs, record, batch wm key prefix.
+# Returns {accepted 0/1, the watermark the reader saw before or false}.
 _WRITE_LIVE_LUA = """
-local wm = tonumber(ARGV[2])
 local seen, seen_s
 local meta = redis.call('HGET', KEYS[3], ARGV[1])
-if meta then
-  seen_s = string.match(meta, '^(-?%d+):')
-  seen = tonumber(seen_s)
+if meta then seen_s = string.match(meta, '^(-?%d+):'); seen = tonumber(seen_s) end
+local cur = redis.call('HGET', KEYS[1], 'gen')
+if cur then
+  local bw_s = redis.call('HGET', ARGV[4] .. cur, ARGV[1])
+  if bw_s and ((not seen) or tonumber(bw_s) > seen) then seen, seen_s = tonumber(bw_s), bw_s end
 end
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if cur[1] then
-  local bw_s = redis.call('HGET', ARGV[4] .. cur[1], ARGV[1])
-  if bw_s then
-    local bw = tonumber(bw_s)
-    if (not seen) or bw > seen then seen, seen_s = bw, bw_s end
-  end
-end
-if seen and wm < seen then
-  return {0, seen_s}
-end
+if seen and tonumber(ARGV[2]) < seen then return {0, seen_s} end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. ':' .. seq)
 return {1, seen_s or false}
 """
 
-# KEYS: current, gens, seq, genwm, model.  ARGV: gen, generation watermark µs, gen JSON, model JSON.
-# Returns {1, seq} or {0, reason}.
+# KEYS: current, gens, seq, genwm, model, publish_lease.
+# ARGV: gen, generation watermark µs, gen JSON, model JSON or '', lease token. Returns {1, seq} or {0, why}.
 _FLIP_LUA = """
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if cur[1] then
-  if tonumber(cur[1]) > tonumber(ARGV[1]) then
-    return {0, 'generation ' .. cur[1] .. ' is newer and already published'}
-  end
-  local cw = redis.call('HGET', KEYS[4], cur[1])
-  if cw and tonumber(ARGV[2]) < tonumber(cw) then
-    return {0, 'generation ' .. cur[1] .. ' reflects newer events'}
-  end
+if redis.call('GET', KEYS[6]) ~= ARGV[5] then return {0, 'the publish lost its lease'} end
+local cur = redis.call('HGET', KEYS[1], 'gen')
+if cur then
+  local why = 'generation ' .. cur
+  if tonumber(cur) > tonumber(ARGV[1]) then return {0, why .. ' is newer and already published'} end
+  local cw = redis.call('HGET', KEYS[4], cur)
+  if cw and tonumber(ARGV[2]) < tonumber(cw) then return {0, why .. ' reflects newer events'} end
 end
 local seq = redis.call('INCR', KEYS[3])
 redis.call('HSET', KEYS[1], 'gen', ARGV[1], 'seq', seq)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[5], ARGV[4])
-end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[5], ARGV[4]) end
 return {1, seq}
 """
 
 # KEYS: current, live, livemeta.  ARGV: batch wm key prefix, user...
-# Deletes the given users' live rows that the current generation dominates. Returns {dropped, kept}.
+# Deletes those users' live rows that the current generation dominates; returns how many win.
 _CLEAN_LIVE_LUA = """
 local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if not cur[1] then return {0, 0} end
-local bwkey = ARGV[1] .. cur[1]
-local cseq = tonumber(cur[2])
-local dropped, kept = 0, 0
+if not cur[1] then return 0 end
+local kept = 0
 for i = 2, #ARGV do
   local meta = redis.call('HGET', KEYS[3], ARGV[i])
-  if meta then
-    local bw = redis.call('HGET', bwkey, ARGV[i])
-    if bw then
-      local w, s = string.match(meta, '^(-?%d+):(%d+)$')
-      w, s, bw = tonumber(w), tonumber(s), tonumber(bw)
-      if bw > w or (bw == w and cseq > s) then
-        redis.call('HDEL', KEYS[2], ARGV[i])
-        redis.call('HDEL', KEYS[3], ARGV[i])
-        dropped = dropped + 1
-      else
-        kept = kept + 1
-      end
+  local bw = redis.call('HGET', ARGV[1] .. cur[1], ARGV[i])
+  if meta and bw then
+    local w, s = string.match(meta, '^(-?%d+):(%d+)$')
+    if tonumber(bw) > tonumber(w) or (tonumber(bw) == tonumber(w) and tonumber(cur[2]) > tonumber(s)) then
+      redis.call('HDEL', KEYS[2], ARGV[i])
+      redis.call('HDEL', KEYS[3], ARGV[i])
+    else
+      kept = kept + 1
     end
   end
 end
-return {dropped, kept}
+return kept
 """
 
-# KEYS: views:<user>, api_log_position.  ARGV: article, viewed_at µs.
-# Returns {view_count, first_viewed_at µs (string), log_position}.
-_RECORD_VIEW_LUA = """
-local count = redis.call('HINCRBY', KEYS[1], ARGV[1] .. '|c', 1)
-local first = redis.call('HGET', KEYS[1], ARGV[1] .. '|f')
-if (not first) or tonumber(ARGV[2]) < tonumber(first) then
-  first = ARGV[2]
-  redis.call('HSET', KEYS[1], ARGV[1] .. '|f', first)
-end
-local position = redis.call('INCR', KEYS[2])
-return {count, first, position}
-"""
-
-# KEYS: exposures stream.  ARGV: JSON [[request_id, user_id, article_ids JSON, served_at µs], ...],
-# approximate max length. One command per call, which costs its caller less than a pipeline of
-# XADDs; calls are kept to `exposures_per_call` rows, since Redis runs a script alone.
-_LOG_EXPOSURES_LUA = """
-local rows = cjson.decode(ARGV[1])
-for i = 1, #rows do
-  local row = rows[i]
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-             'request_id', row[1], 'user_id', row[2], 'article_ids', row[3], 'served_at_us', row[4])
-end
-return #rows
-"""
-
+_RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _VECTOR_HEADER = struct.Struct("<H")  # length of the model version that precedes the float32s
+
+
+def _redis_error(error: redis_errors.RedisError) -> base.StoreError:
+    if isinstance(error, redis_errors.ConnectionError | redis_errors.TimeoutError):
+        return base.StoreUnavailable(f"redis: {error}")
+    return base.StoreError(f"redis: {error}")
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as error:
-        raise StoreUnavailable(f"redis: {error}") from error
     except redis_errors.RedisError as error:
-        raise StoreError(f"redis: {error}") from error
+        raise _redis_error(error) from error
 
 
-class RedisOnlineStore(OnlineStore):
-    """Online store in Redis (redis-py). See the module docstring for keys and atomicity.
+class _Keys:
+    def __init__(self, prefix: str) -> None:
+        if not prefix or any(c in prefix for c in "{}"):
+            raise ValueError("prefix must be non-empty and free of braces")
+        self.prefix, self._p = prefix, f"{{{prefix}}}:"
+        self.live = (self.key("current"), self.key("live"), self.key("livemeta"))
+        self.batch = (self.key("b:"), self.key("bw:"))
+
+    def key(self, name: str) -> str:
+        return self._p + name
+
+
+def _client(url: str, timeout: float, module: Any = redis) -> Any:
+    return module.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+class RedisListStore(_Keys, base.ListStore):
+    """Recommendation lists in Redis; see the module docstring.
 
     Args:
-        url: `redis://host:port/db`; ignored when `client` is given.
-        prefix: key namespace (becomes the hash tag `{prefix}`).
-        capacity: items kept per user list.
-        client: an existing `redis.Redis` (bytes responses, i.e. `decode_responses=False`).
+        url: `redis://host:port/db` (ignored when `client` is given).
+        prefix: key namespace (the hash tag `{prefix}`).
+        client: an existing `redis.Redis` (bytes responses).
         socket_timeout: seconds before a command fails with `StoreUnavailable`.
-        max_exposures: approximate cap of the exposure stream.
+        lease_seconds: how long a publish that stopped renewing its lease keeps it.
     """
 
-    # A script call holds Redis about 2.5 µs per exposure (SLOWLOG: 0.5 ms for 200 rows, 36 µs
-    # for 16), and the API's reads wait behind it. With the API at 2,000 req/s, calls of 32 rows
-    # put its p99 at 0.63-0.66 ms, of 8 rows at 0.46-0.65 ms, of 200 rows at 0.80-1.23 ms.
-    exposures_per_call = 8
+    _errors = staticmethod(_errors)
 
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "newsrec",
-        capacity: int = DEFAULT_CAPACITY,
+        capacity: int = base.DEFAULT_CAPACITY,
         client: redis.Redis | None = None,
         socket_timeout: float = 2.0,
-        max_exposures: int = 1_000_000,
+        lease_seconds: float = 60.0,
     ) -> None:
+        super().__init__(prefix)
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        if not prefix or any(c in prefix for c in "{}"):
-            raise ValueError("prefix must be non-empty and free of braces")
-        self.prefix = prefix
-        self.capacity = capacity
-        self.max_exposures = max_exposures
-        self.client = client or redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+        self.capacity, self.lease_ms = capacity, int(lease_seconds * 1000)
+        self.client = client or _client(url, socket_timeout)
+        self._read, self._write_live, self._flip_script, self._clean_live, self._release = (
+            self.client.register_script(script)
+            for script in (_READ_LUA, _WRITE_LIVE_LUA, _FLIP_LUA, _CLEAN_LIVE_LUA, _RELEASE_LUA)
         )
-        self._p = f"{{{prefix}}}:"
-        self._read = self.client.register_script(_READ_LUA)
-        self._write_live = self.client.register_script(_WRITE_LIVE_LUA)
-        self._flip = self.client.register_script(_FLIP_LUA)
-        self._clean_live = self.client.register_script(_CLEAN_LIVE_LUA)
-        self._record_view = self.client.register_script(_RECORD_VIEW_LUA)
-        self._log_exposures = self.client.register_script(_LOG_EXPOSURES_LUA)
-        # KEYS of the read, live-write and clean-up scripts: current, live, livemeta.
-        self._live_keys = (self.key("current"), self.key("live"), self.key("livemeta"))
-        self._read_args = (self.key("b:"), self.key("bw:"))
-        self._readers = threading.local()
-        self._readers_lock = threading.Lock()
-        self._reader_connections: list[Any] = []
-
-    def key(self, name: str) -> str:
-        return self._p + name
 
     def close(self) -> None:
-        with self._readers_lock:
-            connections, self._reader_connections = self._reader_connections, []
-        for connection in connections:
-            connection.disconnect()
-        self._readers = threading.local()
         self.client.close()
 
     def ping(self) -> None:
@@ -280,244 +193,227 @@ class RedisOnlineStore(OnlineStore):
 
     def clear(self) -> int:
         """Delete every key of this prefix (tests and resets); returns the number deleted."""
-        deleted = 0
         with _errors():
-            for chunk in batched(self.client.scan_iter(match=self._p + "*", count=1000), 500):
-                deleted += self.client.unlink(*chunk)
-        return deleted
+            return sum(
+                self.client.unlink(*c) for c in base.batched(self.client.scan_iter(match=self._p + "*"), 500)
+            )
 
-    # -- recommendations -----------------------------------------------------------------------
+    # -- lists ---------------------------------------------------------------------------------
 
-    def get_recommendations(self, user_id: str) -> UserRecommendations | None:
+    def get_recommendations(self, user_id: str) -> base.UserRecommendations | None:
         with _errors():
-            blob = self._read_list(user_id)
-        return None if blob is None else decode_record(user_id, blob)
+            blob = self._read(keys=self.live, args=[user_id, *self.batch])
+        return None if blob is None else base.decode_record(user_id, blob)
 
-    def _read_list(self, user_id: str) -> bytes | None:
-        """The read script, sent on this thread's own connection.
-
-        The read path's one command per request: going through `Redis.execute_command` (pool
-        checkout, retry wrapper, response callbacks) costs more client CPU than the round trip
-        itself, so each thread keeps a connection of the pool for this command and speaks to it
-        directly. A broken connection is dropped (the next call reconnects); a Redis that lost
-        its scripts (restart, SCRIPT FLUSH) gets the script loaded again.
-        """
-        connection = getattr(self._readers, "connection", None)
-        if connection is None:
-            connection = self._readers.connection = self.client.connection_pool.get_connection()
-            with self._readers_lock:
-                self._reader_connections.append(connection)
-        keys = self._live_keys
-        command = connection.pack_command(
-            "EVALSHA", self._read.sha, len(keys), *keys, user_id, *self._read_args
-        )
-        try:
-            connection.send_packed_command(command, check_health=False)
-            return connection.read_response()
-        except redis_errors.NoScriptError:
-            self._read.sha = self.client.script_load(_READ_LUA)
-            return self._read(keys=list(keys), args=[user_id, *self._read_args])
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError):
-            connection.disconnect()
-            raise
-
-    def async_reads(self) -> AsyncListReader | None:
-        """Non-blocking reads for an asyncio server (see `redis_async`); None for a connection
-        kind it does not speak (TLS, unix socket)."""
-        pool = self.client.connection_pool
-        if pool.connection_class is not redis.Connection:
-            return None
-        options = pool.connection_kwargs
-        return AsyncListReader(
-            host=options.get("host", "localhost"),
-            port=int(options.get("port", 6379)),
-            db=int(options.get("db", 0)),
-            username=options.get("username"),
-            password=options.get("password"),
-            sha=self._read.sha,
-            keys=self._live_keys,
-            args=self._read_args,
-            load_script=lambda: self.client.script_load(_READ_LUA),
-            timeout_s=options.get("socket_timeout") or 2.0,
-        )
-
-    def put_recommendations(self, record: UserRecommendations) -> WriteResult:
-        record = record.truncated(self.capacity)
+    def put_recommendations(self, record: base.UserRecommendations) -> base.WriteResult:
         with _errors():
             accepted, seen = self._write_live(
-                keys=[*self._live_keys, self.key("seq")],
-                args=[record.user_id, to_us(record.watermark), encode_record(record), self.key("bw:")],
+                keys=[*self.live, self.key("seq")],
+                args=[
+                    record.user_id,
+                    base.to_us(record.watermark),
+                    base.encode_record(record, self.capacity),
+                    self.batch[1],
+                ],
             )
-        stored = None if seen is None else from_us(int(seen))
-        if not accepted:
-            return WriteResult(accepted=False, reason="stale_watermark", stored_watermark=stored)
-        return WriteResult(accepted=True, reason="written", stored_watermark=stored)
+        stored = None if seen is None else base.from_us(int(seen))
+        return base.WriteResult(bool(accepted), "written" if accepted else "stale_watermark", stored)
 
-    def publish_batch(
-        self,
-        records: Iterable[UserRecommendations],
-        *,
-        model_version: str | None = None,
-        chunk_size: int = 1000,
-    ) -> PublishResult:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        with _errors():
-            generation = int(self.client.incr(self.key("gen_counter")))
-            self.client.hset(
-                self.key("gens"),
-                str(generation),
-                orjson.dumps({"state": "staging", "started_at_us": to_us(now_utc())}),
-            )
-            try:
-                result = self._stage_and_flip(generation, records, model_version, chunk_size)
-            except BaseException:
-                with suppress(redis_errors.RedisError):  # keep the original error
-                    self._drop_generation(generation)
-                raise
-            if not result.published:
-                self._drop_generation(generation)
-                return result
-            kept = self._drop_dominated_live()
-            self._drop_generations_before(generation)
-        return PublishResult(
-            generation=generation,
-            published=True,
-            reason=result.reason,
-            users_written=result.users_written,
-            speed_lists_kept=kept,
-            watermark=result.watermark,
-        )
+    # -- the publish steps (see base.ListStore.publish_batch) ------------------------------------
 
-    def _stage_and_flip(
-        self,
-        generation: int,
-        records: Iterable[UserRecommendations],
-        model_version: str | None,
-        chunk_size: int,
-    ) -> PublishResult:
-        batch_key, wm_key = self.key(f"b:{generation}"), self.key(f"bw:{generation}")
-        newest_us: int | None = None
-        for chunk in batched(records, chunk_size):
-            blobs: dict[str, bytes] = {}
-            watermarks: dict[str, int] = {}
-            for record in chunk:
-                watermark_us = to_us(record.watermark)
-                newest_us = watermark_us if newest_us is None else max(newest_us, watermark_us)
-                blobs[record.user_id] = encode_record(record.truncated(self.capacity))
-                watermarks[record.user_id] = watermark_us
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hset(batch_key, mapping=blobs)
-            pipe.hset(wm_key, mapping=watermarks)
-            pipe.execute()
-        users = int(self.client.hlen(batch_key))
-        if users == 0 or newest_us is None:
-            return PublishResult(generation, published=False, reason="empty batch")
-        watermark = from_us(newest_us)
-        now_us = to_us(now_utc())
-        model_json = b""
-        if model_version is not None:
-            current_model = self.get_model_version()
-            metadata = (
-                current_model.metadata if current_model and current_model.version == model_version else {}
-            )
-            model_json = orjson.dumps(
-                {"version": model_version, "metadata": metadata, "updated_at_us": now_us}
-            )
-        generation_json = orjson.dumps(
-            {
-                "state": "published",
-                "watermark_us": newest_us,
-                "model_version": model_version,
-                "users": users,
-                "published_at_us": now_us,
-            }
-        )
-        flipped, detail = self._flip(
-            keys=[
-                self.key("current"),
-                self.key("gens"),
-                self.key("seq"),
-                self.key("genwm"),
-                self.key("model"),
+    @contextmanager
+    def _lock(self, name: str, ttl_ms: int, wait_s: float | None) -> Iterator[str | None]:
+        """Hold the lock key `name` (our token, with a TTL); None when not waiting and it is taken."""
+        token, deadline = uuid.uuid4().hex, time.monotonic() + (wait_s or 0)
+        while not self.client.set(self.key(name), token, nx=True, px=ttl_ms):
+            if wait_s is None:
+                yield None
+                return
+            if time.monotonic() > deadline:
+                raise base.StoreUnavailable(f"redis: {name} stayed taken for {wait_s} s")
+            time.sleep(0.002)
+        try:
+            yield token
+        finally:
+            with suppress(redis_errors.RedisError):  # unreleased, it expires
+                self._release(keys=[self.key(name)], args=[token])
+
+    def _lease(self, wait: bool) -> AbstractContextManager[str | None]:
+        """The publish lease; every staged chunk renews its TTL."""
+        return self._lock("publish_lease", self.lease_ms, self.lease_ms / 1000 + 5 if wait else None)
+
+    def _drop_staged(self) -> int:
+        staged = [g for g, state in self.client.hgetall(self.key("gens")).items() if b"staging" in state]
+        for generation in staged:
+            self._drop_generation(int(generation))
+        return len(staged)
+
+    def _new_generation(self) -> int:
+        generation = int(self.client.incr(self.key("gen_counter")))
+        self.client.hset(self.key("gens"), str(generation), orjson.dumps({"state": "staging"}))
+        return generation
+
+    def _stage(self, generation: int, rows: list[tuple[str, int, bytes]], lease: Any) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.key(f"b:{generation}"), mapping={user: record for user, _, record in rows})
+        pipe.hset(self.key(f"bw:{generation}"), mapping={user: watermark for user, watermark, _ in rows})
+        pipe.pexpire(self.key("publish_lease"), self.lease_ms).execute()
+
+    def _flip(
+        self, generation: int, newest_us: int, model_version: str | None, lease: Any
+    ) -> base.PublishResult:
+        users, now_us = int(self.client.hlen(self.key(f"b:{generation}"))), base.to_us(base.now_utc())
+        model = b"" if model_version is None else _model_json(model_version)
+        described = {"state": "published", "watermark_us": newest_us, "model_version": model_version}
+        flipped, detail = self._flip_script(
+            keys=[self.key(k) for k in ("current", "gens", "seq", "genwm", "model", "publish_lease")],
+            args=[
+                generation,
+                newest_us,
+                orjson.dumps(described | {"users": users, "published_at_us": now_us}),
+                model,
+                lease,
             ],
-            args=[generation, newest_us, generation_json, model_json],
         )
-        if not flipped:
-            reason = detail.decode() if isinstance(detail, bytes) else str(detail)
-            return PublishResult(generation, published=False, reason=reason, watermark=watermark)
-        return PublishResult(
-            generation, published=True, reason="published", users_written=users, watermark=watermark
+        reason = "published" if flipped else detail.decode()
+        return base.PublishResult(
+            generation, bool(flipped), reason, users if flipped else 0, watermark=base.from_us(newest_us)
         )
-
-    def _drop_dominated_live(self) -> int:
-        """Delete live rows the current generation dominates; returns how many live rows win."""
-        kept = 0
-        users = (user for user, _ in self.client.hscan_iter(self.key("livemeta"), count=1000))
-        for chunk in batched(users, 500):
-            _, chunk_kept = self._clean_live(keys=list(self._live_keys), args=[self.key("bw:"), *chunk])
-            kept += int(chunk_kept)
-        return kept
 
     def _drop_generation(self, generation: int) -> None:
         self.client.unlink(self.key(f"b:{generation}"), self.key(f"bw:{generation}"))
         self.client.hdel(self.key("gens"), str(generation))
+        self.client.hdel(self.key("genwm"), str(generation))
 
-    def _drop_generations_before(self, generation: int) -> None:
-        for raw in self.client.hkeys(self.key("gens")):
-            old = int(raw)
-            if old < generation:
-                self._drop_generation(old)
-                self.client.hdel(self.key("genwm"), str(old))
+    def _finish(self, generation: int) -> int:
+        kept = 0
+        users = (user for user, _ in self.client.hscan_iter(self.key("livemeta"), count=1000))
+        for chunk in base.batched(users, 500):
+            kept += int(self._clean_live(keys=self.live, args=[self.batch[1], *chunk]))
+        for old in self.client.hkeys(self.key("gens")):
+            if int(old) < generation:
+                self._drop_generation(int(old))
+        return kept
 
-    def current_generation(self) -> GenerationInfo | None:
+    def current_generation(self) -> base.GenerationInfo | None:
         with _errors():
             raw = self.client.hget(self.key("current"), "gen")
-            if raw is None:
-                return None
-            described = self.client.hget(self.key("gens"), raw)
-        info = orjson.loads(described) if described else {}
-        return GenerationInfo(
-            generation=int(raw),
-            watermark=from_us(info["watermark_us"]) if info.get("watermark_us") is not None else None,
-            model_version=info.get("model_version"),
-            users=int(info.get("users", 0)),
-            published_at=from_us(info["published_at_us"]) if info.get("published_at_us") else None,
+            info = orjson.loads(self.client.hget(self.key("gens"), raw) or b"{}") if raw else None
+        if info is None:
+            return None
+        watermark, published = (
+            None if info.get(k) is None else base.from_us(info[k])
+            for k in ("watermark_us", "published_at_us")
+        )
+        return base.GenerationInfo(
+            int(raw), watermark, info.get("model_version"), int(info.get("users", 0)), published
         )
 
-    # -- model version -------------------------------------------------------------------------
+    # -- model version, cold start ---------------------------------------------------------------
 
-    def set_model_version(self, version: str, metadata: dict[str, Any] | None = None) -> None:
+    def set_model_version(self, version: str) -> None:
         if not version:
             raise ValueError("version must be set")
-        if metadata is None:
-            current = self.get_model_version()
-            metadata = current.metadata if current and current.version == version else {}
-        document = {"version": version, "metadata": metadata, "updated_at_us": to_us(now_utc())}
         with _errors():
-            self.client.set(self.key("model"), orjson.dumps(document))
+            self.client.set(self.key("model"), _model_json(version))
 
-    def get_model_version(self) -> ModelVersion | None:
+    def get_model_version(self) -> str | None:
         with _errors():
             raw = self.client.get(self.key("model"))
-        if raw is None:
-            return None
-        document = orjson.loads(raw)
-        return ModelVersion(
-            version=document["version"],
-            metadata=document.get("metadata") or {},
-            updated_at=from_us(document["updated_at_us"]),
-        )
+        return None if raw is None else orjson.loads(raw)["version"]
 
-    # -- articles ------------------------------------------------------------------------------
+    def put_cold_start(self, cold_start: base.ColdStartList) -> None:
+        with _errors():
+            self.client.set(self.key("cold_start"), base.encode_cold_start(cold_start))
 
-    def upsert_articles(self, articles: Iterable[ArticleMeta]) -> int:
+    def get_cold_start(self) -> base.ColdStartList | None:
+        with _errors():
+            blob = self.client.get(self.key("cold_start"))
+        return None if blob is None else base.decode_cold_start(blob)
+
+    # -- the API's view counters, the speed layer's recent clicks ----------------------------------
+
+    @contextmanager
+    def counting_views(self, views: Sequence[tuple[str, str, datetime]]) -> Iterator[list[base.ViewCount]]:
+        # The lock is held across the caller's block, whose landing write must end well within it.
+        with _errors(), self._lock("views_lock", ttl_ms=60_000, wait_s=30):
+            last = int(self.client.incrby(self.key("api_log_position"), len(views)))
+            pipe = self.client.pipeline(transaction=False)
+            for user_id, article_id, _ in views:
+                pipe.hmget(self.key(f"views:{user_id}"), f"{article_id}|c", f"{article_id}|f")
+            stored = {
+                (u, a): (int(c or 0), int(f or 2**62))
+                for (u, a, _), (c, f) in zip(views, pipe.execute(), strict=True)
+            }
+            counts = []
+            for position, (user_id, article_id, viewed_at) in enumerate(views, start=last - len(views) + 1):
+                count, first_us = stored[(user_id, article_id)]
+                viewed_us = base.to_us(viewed_at)
+                stored[(user_id, article_id)] = (count + 1, min(first_us, viewed_us))
+                first = base.from_us(min(first_us, viewed_us))
+                counts.append(
+                    base.ViewCount(user_id, article_id, count + 1, first, base.from_us(viewed_us), position)
+                )
+            yield counts
+            pipe = self.client.pipeline(transaction=True)
+            for (user_id, article_id), (count, first_us) in stored.items():
+                pipe.hset(
+                    self.key(f"views:{user_id}"),
+                    mapping={f"{article_id}|c": count, f"{article_id}|f": first_us},
+                )
+            pipe.execute()
+
+    def add_recent_clicks(self, clicks: Iterable[tuple[str, str, int]]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for user_id, article_id, viewed_at_us in clicks:
+            pipe.zadd(self.key(f"clicks:{user_id}"), {f"{article_id}\0{viewed_at_us}": viewed_at_us})
+            pipe.zadd(self.key("clicks"), {f"{user_id}\0{article_id}\0{viewed_at_us}": viewed_at_us})
+        with _errors():
+            pipe.execute()
+
+    def recent_clicks(self, user_ids: Sequence[str], after_us: int) -> dict[str, list[tuple[str, int]]]:
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.zrevrangebyscore(self.key(f"clicks:{user_id}"), "+inf", f"({after_us}")
+        with _errors():
+            found = pipe.execute()
+        return {
+            user_id: [(m.decode().split("\0")[0], int(m.decode().split("\0")[1])) for m in members]
+            for user_id, members in zip(user_ids, found, strict=True)
+        }
+
+    def forget_recent_clicks(self, before_us: int) -> int:
+        with _errors():
+            members = self.client.zrangebyscore(self.key("clicks"), "-inf", before_us)
+            pipe = self.client.pipeline(transaction=True)
+            for user_id in {m.decode().split("\0")[0] for m in members}:
+                pipe.zremrangebyscore(self.key(f"clicks:{user_id}"), "-inf", before_us)
+            pipe.zremrangebyscore(self.key("clicks"), "-inf", before_us)
+            pipe.execute()
+        return len(members)
+
+
+class RedisArticleCache(_Keys, base.ArticleCache):
+    """Article metadata and vectors in Redis (same URL and prefix as the lists)."""
+
+    def __init__(
+        self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "newsrec", socket_timeout: float = 2.0
+    ):
+        super().__init__(prefix)
+        self.client = _client(url, socket_timeout)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def upsert_articles(self, articles: Iterable[base.ArticleMeta]) -> int:
         written = 0
         with _errors():
-            for chunk in batched(articles, 1000):
+            for chunk in base.batched(articles, 1000):
                 pipe = self.client.pipeline(transaction=True)
                 pipe.hset(self.key("articles"), mapping={a.article_id: _article_json(a) for a in chunk})
-                pipe.zadd(self.key("articles_by_pub"), {a.article_id: to_us(a.published_at) for a in chunk})
+                pipe.zadd(
+                    self.key("articles_by_pub"), {a.article_id: base.to_us(a.published_at) for a in chunk}
+                )
                 pipe.incr(self.key("article_rev"))
                 pipe.execute()
                 written += len(chunk)
@@ -525,206 +421,110 @@ class RedisOnlineStore(OnlineStore):
 
     def delete_articles(self, article_ids: Iterable[str]) -> int:
         ids = list(article_ids)
-        if not ids:
-            return 0
-        with _errors():
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hdel(self.key("articles"), *ids)
-            pipe.zrem(self.key("articles_by_pub"), *ids)
-            pipe.hdel(self.key("artvec"), *ids)
-            pipe.incr(self.key("article_rev"))
-            pipe.execute()
+        if ids:
+            with _errors():
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hdel(self.key("articles"), *ids).zrem(self.key("articles_by_pub"), *ids)
+                pipe.hdel(self.key("artvec"), *ids).incr(self.key("article_rev")).execute()
         return len(ids)
 
-    def get_articles(self, article_ids: Sequence[str]) -> dict[str, ArticleMeta]:
+    def get_articles(self, article_ids: Sequence[str]) -> dict[str, base.ArticleMeta]:
         if not article_ids:
             return {}
-        ids = list(article_ids)
         with _errors():
-            raws = self.client.hmget(self.key("articles"), ids)
-        return {
-            article_id: _article_from_json(article_id, raw)
-            for article_id, raw in zip(ids, raws, strict=True)
-            if raw is not None
-        }
+            raws = self.client.hmget(self.key("articles"), list(article_ids))
+        return articles_from_json(article_ids, raws)
+
+    def recent_articles(self, limit: int) -> list[base.ArticleMeta]:
+        with _errors():
+            ids = [
+                raw.decode()
+                for raw in self.client.zrevrange(self.key("articles_by_pub"), 0, max(0, limit - 1))
+            ]
+        found = self.get_articles(ids) if limit > 0 else {}
+        return [found[article_id] for article_id in ids if article_id in found]
 
     def article_revision(self) -> int:
         with _errors():
-            value = self.client.get(self.key("article_rev"))
-        return 0 if value is None else int(value)
-
-    def recent_articles(self, limit: int) -> list[ArticleMeta]:
-        if limit < 1:
-            return []
-        with _errors():
-            ids = [raw.decode() for raw in self.client.zrevrange(self.key("articles_by_pub"), 0, limit - 1)]
-        found = self.get_articles(ids)
-        return [found[article_id] for article_id in ids if article_id in found]
+            return int(self.client.get(self.key("article_rev")) or 0)
 
     def put_article_vectors(self, article_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> int:
-        matrix = np.asarray(vectors, dtype=np.float32)
-        if matrix.ndim != 2 or matrix.shape[0] != len(article_ids):
-            raise ValueError(f"vectors must be [{len(article_ids)}, d], got {matrix.shape}")
-        version = model_version.encode()
-        header = _VECTOR_HEADER.pack(len(version)) + version
-        mapping = {str(a): header + matrix[i].tobytes() for i, a in enumerate(article_ids)}
+        header = _vector_header(model_version)
+        rows = base.vector_rows(article_ids, vectors)
         with _errors():
-            for chunk in batched(mapping.items(), 1000):
-                self.client.hset(self.key("artvec"), mapping=dict(chunk))
-        return len(mapping)
-
-    def get_fresh_articles(self, published_after: datetime, model_version: str) -> FreshArticles:
-        with _errors():
-            pairs = self.client.zrangebyscore(
-                self.key("articles_by_pub"), f"({to_us(published_after)}", "+inf", withscores=True
-            )
-            if not pairs:
-                return FreshArticles.empty(model_version)
-            ids = [raw.decode() for raw, _ in pairs]
-            blobs = self.client.hmget(self.key("artvec"), ids)
-        version = model_version.encode()
-        keep_ids, keep_published, keep_vectors = [], [], []
-        for article_id, (_, score), blob in zip(ids, pairs, blobs, strict=True):
-            if blob is None:
-                continue
-            (length,) = _VECTOR_HEADER.unpack_from(blob, 0)
-            start = _VECTOR_HEADER.size
-            if blob[start : start + length] != version:
-                continue
-            keep_ids.append(article_id)
-            keep_published.append(int(score))
-            keep_vectors.append(blob[start + length :])
-        if not keep_ids:
-            return FreshArticles.empty(model_version)
-        vectors = np.frombuffer(b"".join(keep_vectors), dtype=np.float32).reshape(len(keep_ids), -1)
-        return FreshArticles(
-            article_ids=np.asarray(keep_ids, dtype=str),
-            published_at_us=np.asarray(keep_published, dtype=np.int64),
-            vectors=vectors,
-            model_version=model_version,
-        )
-
-    def prune_article_vectors(self, published_before: datetime) -> int:
-        cutoff = to_us(published_before)
-        with _errors():
-            ids = self.client.hkeys(self.key("artvec"))
-            if not ids:
-                return 0
-            pipe = self.client.pipeline(transaction=False)
-            for article_id in ids:
-                pipe.zscore(self.key("articles_by_pub"), article_id)
-            stale = [
-                article_id
-                for article_id, score in zip(ids, pipe.execute(), strict=True)
-                if score is None or score < cutoff
-            ]
-            if stale:
-                self.client.hdel(self.key("artvec"), *stale)
-        return len(stale)
-
-    # -- cold start ----------------------------------------------------------------------------
-
-    def put_cold_start(self, cold_start: ColdStartList) -> None:
-        with _errors():
-            self.client.set(self.key("cold_start"), encode_cold_start(cold_start))
-
-    def get_cold_start(self) -> ColdStartList | None:
-        with _errors():
-            blob = self.client.get(self.key("cold_start"))
-        return None if blob is None else decode_cold_start(blob)
-
-    # -- logs ----------------------------------------------------------------------------------
-
-    def log_exposure(
-        self, user_id: str, article_ids: Sequence[str], served_at: datetime, request_id: str
-    ) -> None:
-        self.log_exposures([(user_id, article_ids, served_at, request_id)])
-
-    def log_exposures(self, exposures: Iterable[tuple[str, Sequence[str], datetime, str]]) -> int:
-        rows = [
-            (request_id, user_id, orjson.dumps(list(article_ids)).decode(), str(to_us(served_at)))
-            for user_id, article_ids, served_at, request_id in exposures
-        ]
-        if rows:
-            with _errors():
-                self._log_exposures(
-                    keys=[self.key("exposures")], args=[orjson.dumps(rows), self.max_exposures]
-                )
+            for chunk in base.batched(rows, 1000):
+                self.client.hset(self.key("artvec"), mapping={a: header + blob for a, blob in chunk})
         return len(rows)
 
-    def read_exposures(self, after: str | None = None, limit: int = 1000) -> list[Exposure]:
+    def get_fresh_articles(self, published_after: datetime, model_version: str) -> base.FreshArticles:
         with _errors():
-            entries = self.client.xrange(
-                self.key("exposures"), min="-" if after is None else f"({after}", max="+", count=limit
+            pairs = self.client.zrangebyscore(
+                self.key("articles_by_pub"), f"({base.to_us(published_after)}", "+inf", withscores=True
             )
-        exposures = []
-        for entry_id, fields in entries:
-            exposures.append(
-                Exposure(
-                    cursor=entry_id.decode(),
-                    request_id=fields[b"request_id"].decode(),
-                    user_id=fields[b"user_id"].decode(),
-                    article_ids=tuple(orjson.loads(fields[b"article_ids"])),
-                    served_at=from_us(int(fields[b"served_at_us"])),
-                    position=_stream_position(entry_id),
-                )
+            blobs = self.client.hmget(self.key("artvec"), [raw for raw, _ in pairs]) if pairs else []
+        header = _vector_header(model_version)
+        rows = [
+            (raw.decode(), int(score), blob[len(header) :])
+            for (raw, score), blob in zip(pairs, blobs, strict=True)
+            if blob is not None and blob.startswith(header)  # of this model version
+        ]
+        return base.FreshArticles.of(model_version, rows)
+
+
+class AsyncRedisReads(_Keys):
+    """The API's per-request reads on `redis.asyncio`; make and close it on the serving event loop."""
+
+    def __init__(self, url: str, *, prefix: str = "newsrec", socket_timeout: float = 2.0) -> None:
+        super().__init__(prefix)
+        self.client = _client(url, socket_timeout, redis.asyncio)
+        self._read = self.client.register_script(_READ_LUA)
+
+    async def get_recommendations(self, user_id: str) -> base.UserRecommendations | None:
+        try:
+            blob = await self._read(keys=self.live, args=[user_id, *self.batch])
+        except redis_errors.RedisError as error:
+            raise _redis_error(error) from error
+        return None if blob is None else base.decode_record(user_id, blob)
+
+    async def get_articles(self, article_ids: Sequence[str]) -> dict[str, base.ArticleMeta]:
+        try:
+            raws = await self.client.hmget(self.key("articles"), list(article_ids))
+        except redis_errors.RedisError as error:
+            raise _redis_error(error) from error
+        return articles_from_json(article_ids, raws)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _model_json(version: str) -> bytes:
+    # Without metadata, which readers of the same key before the port's split take as empty.
+    return orjson.dumps({"version": version, "updated_at_us": base.to_us(base.now_utc())})
+
+
+def _vector_header(model_version: str) -> bytes:
+    version = model_version.encode()
+    return _VECTOR_HEADER.pack(len(version)) + version
+
+
+def _article_json(article: base.ArticleMeta) -> bytes:
+    fields = {"title": article.title, "category": article.category, "subcategory": article.subcategory}
+    return orjson.dumps(fields | {"published_at_us": base.to_us(article.published_at), "url": article.url})
+
+
+def articles_from_json(
+    article_ids: Sequence[str], raws: Sequence[bytes | None]
+) -> dict[str, base.ArticleMeta]:
+    found = {}
+    for article_id, raw in zip(article_ids, raws, strict=True):
+        if raw is not None:
+            d = orjson.loads(raw)
+            found[article_id] = base.ArticleMeta(
+                article_id,
+                d["title"],
+                d["category"],
+                d["subcategory"],
+                base.from_us(d["published_at_us"]),
+                d.get("url"),
             )
-        return exposures
-
-    def trim_exposures(self, up_to: str) -> int:
-        millis, _, seq = up_to.partition("-")
-        with _errors():  # XTRIM MINID drops entries with ids lower than the next id after up_to
-            return int(
-                self.client.xtrim(
-                    self.key("exposures"), minid=f"{millis}-{int(seq or 0) + 1}", approximate=False
-                )
-            )
-
-    def record_view(self, user_id: str, article_id: str, viewed_at: datetime) -> ViewCount:
-        viewed_us = to_us(viewed_at)
-        with _errors():
-            count, first, position = self._record_view(
-                keys=[self.key(f"views:{user_id}"), self.key("api_log_position")],
-                args=[article_id, viewed_us],
-            )
-        return ViewCount(
-            user_id=user_id,
-            article_id=article_id,
-            view_count=int(count),
-            first_viewed_at=from_us(int(first)),
-            last_viewed_at=from_us(viewed_us),
-            log_position=int(position),
-        )
-
-
-def _stream_position(entry_id: bytes) -> int:
-    """A stream entry id (`<ms>-<seq>`) as one ordered integer: ms * 1024 + seq. An exposure is
-    one XADD, so more than 1024 in one millisecond would take a million a second."""
-    millis, _, seq = entry_id.partition(b"-")
-    if int(seq) >= 1024:
-        raise StoreError(f"redis: exposure entry {entry_id!r} beyond 1024 in one millisecond")
-    return int(millis) * 1024 + int(seq)
-
-
-def _article_json(article: ArticleMeta) -> bytes:
-    return orjson.dumps(
-        {
-            "title": article.title,
-            "category": article.category,
-            "subcategory": article.subcategory,
-            "published_at_us": to_us(article.published_at),
-            "url": article.url,
-        }
-    )
-
-
-def _article_from_json(article_id: str, raw: bytes) -> ArticleMeta:
-    document = orjson.loads(raw)
-    return ArticleMeta(
-        article_id=article_id,
-        title=document["title"],
-        category=document["category"],
-        subcategory=document["subcategory"],
-        published_at=from_us(document["published_at_us"]),
-        url=document.get("url"),
-    )
+    return found
