@@ -58,3 +58,24 @@ class LocalPaths:
 
 def local_paths() -> LocalPaths:
     return LocalPaths(home=Path(os.getenv("NEWSREC_HOME", REPO_ROOT / "var")).resolve())
+
+
+# ---- serving (the HTTP API): what the environment decides for it ------------------------------
+# The API reads its own `NEWSREC_*` settings (serving/core/config.py); these are the defaults that
+# depend on the environment, with the same stores and landing zone as the Dagster resources.
+
+
+@dataclass(frozen=True)
+class ServingProfile:
+    store_backend: Literal["sqlite", "redis"]
+    landing_kind: Literal["local", "gcs"]
+    api_docs: bool  # /docs, /redoc and /openapi.json: on in the local demo, off in production
+
+
+def serving_profile() -> ServingProfile:
+    if get_environment() == "prod":
+        return ServingProfile(store_backend="redis", landing_kind="gcs", api_docs=False)
+    return ServingProfile(store_backend="sqlite", landing_kind="local", api_docs=True)
+
+
+# ---- end of serving ---------------------------------------------------------------------------

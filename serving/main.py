@@ -1,104 +1,82 @@
 """The FastAPI app: `create_app(settings)` builds one; `app` is the default for `uvicorn serving.main:app`.
 
-The app reads only the online store (never Dagster, never the warehouse). SQLite is opened
-read-only for lists; its log file (exposures, view counters) is written by the API.
+The app reads only the online store (never Dagster, never the warehouse) and writes only to the
+landing zone (events and exposures, one object per short window).
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
 
-from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
-from newsrec_assets.resources.online_store import OnlineStore
-from serving.api.fast_lane import RecommendationsFastLane
-from serving.api.main import api_router
+from serving.api.routes import docs, events, health, recommendations
 from serving.core.config import Settings
 from serving.core.errors import install_error_handlers
 from serving.core.metrics import Metrics, MetricsMiddleware
-from serving.core.responses import OrjsonResponse
-from serving.core.store import build_store
-from serving.services.exposures import ExposureLogger, ProcessExposureLogger, ThreadExposureLogger
-from serving.services.landing import LandingWriter
+from serving.core.security import BodyLimitMiddleware, SecurityHeadersMiddleware
+from serving.core.store import open_reads, open_stores
+from serving.services.batching import WindowBatcher
+from serving.services.landing import EventLanding, ExposureLanding
 from serving.services.recommender import Recommender
 
 
-def build_landing_zone(settings: Settings) -> LandingZone:
-    """Where POST /v1/events lands change records."""
-    if settings.landing_kind == "gcs":
-        return GCSLandingZone(settings.landing_bucket, settings.landing_prefix, settings.gcp_project)
-    return LocalLandingZone(settings.landing_dir)
-
-
-class NewsrecAPI(FastAPI):
-    """FastAPI, with the recommendation fast lane in front of its whole middleware stack."""
-
-    fast_lane: RecommendationsFastLane | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lane = self.fast_lane
-        if lane is not None and scope["type"] == "http":
-            parsed = lane.parse(scope)
-            if parsed is not None:
-                await lane.answer(scope, receive, send, *parsed)
-                return
-        await super().__call__(scope, receive, send)
-
-
-def build_exposure_logger(
-    settings: Settings, store: OnlineStore, metrics: Metrics, owns_store: bool
-) -> ExposureLogger:
-    """A writer process for a store built from the settings; a store handed in is written to
-    from a thread, since it cannot be reopened elsewhere."""
-    if owns_store and settings.exposure_writer == "process":
-        return ProcessExposureLogger(settings.model_dump_json().encode(), metrics)
-    return ThreadExposureLogger(store, metrics)
-
-
-def create_app(settings: Settings | None = None, store: OnlineStore | None = None) -> NewsrecAPI:
-    """Build the app. A `store` passed in is used as is and left open on shutdown."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app from `settings` (default: the environment)."""
     settings = settings or Settings()
-    owns_store = store is None
-    store = store if store is not None else build_store(settings)
+    stores = open_stores(settings)
     metrics = Metrics()
-    exposures = build_exposure_logger(settings, store, metrics, owns_store)
+    recommender = Recommender(stores, settings, metrics)
 
     @asynccontextmanager
-    async def lifespan(app: NewsrecAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        recommender.reads = open_reads(settings, stores)
+        # Events wait for their window's write, so their queue is bounded by the requests in flight.
+        app.state.events = WindowBatcher(
+            EventLanding(stores.landing, stores.lists), settings.events_window_seconds, 2**31, lambda n: None
+        )
+        app.state.exposures = None
         if settings.log_exposures:
-            exposures.start()  # blocks until the writer is up: nothing is served before it returns
-        # What exists at startup lives as long as the process: keep it out of the collector's
-        # full passes, whose pauses would otherwise land on requests' tail latency.
-        gc.collect()
-        gc.freeze()
-        yield
-        app.state.recommender.close()
-        exposures.close()
-        if owns_store:
-            store.close()
+            app.state.exposures = WindowBatcher(
+                ExposureLanding(stores.landing),
+                settings.exposure_window_seconds,
+                settings.exposure_queue_size,
+                metrics.exposures_dropped.inc,
+            )
+        batchers = [batcher for batcher in (app.state.events, app.state.exposures) if batcher is not None]
+        for batcher in batchers:
+            batcher.start()
+        try:
+            yield
+        finally:
+            for batcher in batchers:
+                await batcher.close()
+            await recommender.reads.close()
+            stores.lists.close()
+            stores.articles.close()
 
-    app = NewsrecAPI(
+    app = FastAPI(
         title="newsrec",
         summary="Near-real-time news recommendations, served from the online store.",
         version="0.1.0",
-        default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        openapi_url="/openapi.json" if settings.api_docs else None,
+        docs_url=None,  # served offline below
+        redoc_url=None,
+        redirect_slashes=False,  # a redirect would echo the Host header into Location
     )
-    app.state.settings = settings
-    app.state.store = store
-    app.state.metrics = metrics
-    app.state.recommender = Recommender(store, settings, metrics)
-    app.state.exposures = exposures
-    app.state.landing = LandingWriter(build_landing_zone(settings))
+    app.state.settings, app.state.stores, app.state.metrics = settings, stores, metrics
+    app.state.recommender = recommender
     install_error_handlers(app)
-    app.include_router(api_router)
+    app.include_router(health.router)
+    app.include_router(recommendations.router(settings.default_k, settings.max_k))
+    app.include_router(events.router)
+    if settings.api_docs:
+        docs.install_offline_docs(app)
+    app.add_middleware(SecurityHeadersMiddleware, cacheable_prefix=docs.ASSETS)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    if settings.fast_lane:
-        app.fast_lane = RecommendationsFastLane(app.state)
     return app
 
 

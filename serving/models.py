@@ -1,8 +1,5 @@
-"""Request and response schemas of the API (they also drive the OpenAPI document).
-
-The recommendation route returns prebuilt dicts for speed; `RecommendationsResponse` documents
-their shape and the contract tests validate responses against it.
-"""
+"""Request and response schemas of the API: they validate and serialise what the routes return,
+and they are the OpenAPI document."""
 
 from __future__ import annotations
 

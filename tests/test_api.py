@@ -7,11 +7,11 @@ when no Redis answers at NEWSREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,31 +20,26 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
-from newsrec_assets.domain.cdc import format_ts, parse_change_line
+from newsrec_assets.domain.cdc import parse_change_line
 from newsrec_assets.domain.events import reconstruct_view_events
-from newsrec_assets.resources.online_store import (
+from newsrec_assets.resources.online_store.base import (
+    ArticleCache,
     ArticleMeta,
     ColdStartList,
-    OnlineStore,
-    RedisOnlineStore,
-    SQLiteOnlineStore,
+    ListStore,
     StoreUnavailable,
     UserRecommendations,
 )
-from newsrec_assets.resources.online_store.base import from_us
+from newsrec_assets.resources.online_store.redis import RedisArticleCache, RedisListStore
+from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
 from serving.core.config import Settings
-from serving.core.http_protocol import CoalescingHTTPProtocol
-from serving.core.metrics import Metrics
 from serving.main import create_app
 from serving.models import RecommendationsResponse
-from serving.services.exposures import ProcessExposureLogger, ThreadExposureLogger
-from serving.services.recommender import Recommender, Refreshing, ServingClock
+from serving.services.recommender import Refreshing
 
 REDIS_URL = os.environ.get("NEWSREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 API_KEY = "test-key-1"
@@ -68,7 +63,8 @@ requires_redis = pytest.mark.skipif(not redis_reachable(), reason=f"no Redis ans
 @dataclass
 class Api:
     client: TestClient
-    store: OnlineStore  # the writer's handle
+    lists: ListStore  # the writers' handles, as the Dagster runs hold them
+    articles: ArticleCache
     settings: Settings
 
 
@@ -93,60 +89,69 @@ def user_list(user_id: str, tag: str = "a", layer: str = "batch", model_version:
     return UserRecommendations(user_id=user_id, **fields)
 
 
-def seed(store: OnlineStore) -> None:
+def seed(lists: ListStore, articles: ArticleCache) -> None:
     published = NOW - timedelta(hours=2)
-    store.upsert_articles(
+    articles.upsert_articles(
         ArticleMeta(
             f"a{i:03d}", f"Title {i}", "news", f"sub{i % 3}", published - timedelta(minutes=i), f"/a/{i}"
         )
         for i in range(40)
     )
-    store.publish_batch([user_list(f"u{i:06d}") for i in range(1, 4)], model_version="m1")
-    store.put_cold_start(
+    lists.publish_batch([user_list(f"u{i:06d}") for i in range(1, 4)], model_version="m1")
+    lists.put_cold_start(
         ColdStartList([f"a{i:03d}" for i in range(39, 19, -1)], np.linspace(1, 0.05, 20), NOW, "m1")
     )
-
-
-@contextmanager
-def running_api(store: OnlineStore | None, settings: Settings) -> Iterator[Api]:
-    """The app built from `settings`, behind a TestClient; `store` is the test's writable handle."""
-    with TestClient(create_app(settings)) as client:
-        yield Api(client=client, store=store, settings=settings)
 
 
 def sqlite_settings(tmp_path: Path, **overrides) -> Settings:
     fields = {
         "store_backend": "sqlite",
         "sqlite_path": tmp_path / "online.sqlite",
+        "landing_kind": "local",
         "landing_dir": tmp_path / "landing",
         "api_keys": [API_KEY, "other-key"],
+        "api_docs": True,
         "fresh_refresh_seconds": 0,
         "cold_start_refresh_seconds": 0,
         "article_check_seconds": 0,
+        "events_window_seconds": 0.01,
+        "exposure_window_seconds": 0.05,
     }
     return Settings(**(fields | overrides))
+
+
+def sqlite_stores(settings: Settings) -> tuple[ListStore, ArticleCache]:
+    return SQLiteListStore(settings.sqlite_path), SQLiteArticleCache(settings.sqlite_path)
+
+
+@contextmanager
+def running_api(settings: Settings, lists=None, articles=None) -> Iterator[Api]:
+    """The app built from `settings`, behind a TestClient."""
+    with TestClient(create_app(settings)) as client:
+        yield Api(client=client, lists=lists, articles=articles, settings=settings)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=requires_redis)])
 def api(request, tmp_path) -> Iterator[Api]:
     if request.param == "sqlite":
         settings = sqlite_settings(tmp_path)
-        store: OnlineStore = SQLiteOnlineStore(settings.sqlite_path)
-        seed(store)
-        with running_api(store, settings) as api:
-            yield api
-        store.close()
+        lists, articles = sqlite_stores(settings)
     else:
         prefix = f"test-{uuid.uuid4().hex}"
         settings = sqlite_settings(tmp_path, store_backend="redis", redis_url=REDIS_URL, redis_prefix=prefix)
-        store = RedisOnlineStore(REDIS_URL, prefix=prefix)
-        seed(store)
-        try:
-            with running_api(store, settings) as api:
-                yield api
-        finally:
-            store.clear()
-            store.close()
+        lists, articles = (
+            RedisListStore(REDIS_URL, prefix=prefix),
+            RedisArticleCache(REDIS_URL, prefix=prefix),
+        )
+    seed(lists, articles)
+    try:
+        with running_api(settings, lists, articles) as api:
+            yield api
+    finally:
+        if isinstance(lists, RedisListStore):
+            lists.clear()
+        lists.close()
+        articles.close()
 
 
 def assert_json_error(response, status: int, code: str | None = None) -> dict:
@@ -214,15 +219,15 @@ def test_unknown_user_gets_the_cold_start_list(api):
 
 def test_cold_start_without_a_stored_list_falls_back_to_the_newest_articles(tmp_path):
     settings = sqlite_settings(tmp_path)
-    store = SQLiteOnlineStore(settings.sqlite_path)
-    store.upsert_articles(
+    _, articles = sqlite_stores(settings)
+    articles.upsert_articles(
         [
             ArticleMeta("old", "Old", "news", "world", NOW - timedelta(days=1)),
             ArticleMeta("new", "New", "news", "world", NOW - timedelta(minutes=1)),
             ArticleMeta("future", "Embargoed", "news", "world", NOW + timedelta(hours=2)),
         ]
     )
-    with running_api(store, settings) as api:
+    with running_api(settings) as api:
         body = api.client.get("/v1/users/u000001/recommendations").json()
         assert [item["article_id"] for item in body["items"]] == ["new", "old"]
         assert body["provenance"]["layer"] == "cold_start"
@@ -233,15 +238,15 @@ def test_speed_list_is_served_with_its_provenance(api):
     speed = user_list(
         "u000001", tag="a", layer="speed", watermark=newer, computed_at=NOW, scores=np.linspace(0, 0.9, 30)
     )
-    assert api.store.put_recommendations(speed).accepted
+    assert api.lists.put_recommendations(speed).accepted
     body = api.client.get("/v1/users/u000001/recommendations?k=3").json()
     assert body["provenance"]["layer"] == "speed"
-    assert body["provenance"]["watermark"] == newer.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert datetime.fromisoformat(body["provenance"]["watermark"]) == newer
     assert [item["article_id"] for item in body["items"]] == ["a000", "a001", "a002"]
 
 
 def test_articles_published_after_computed_at_are_merged_in(api):
-    api.store.upsert_articles(
+    api.articles.upsert_articles(
         [
             ArticleMeta(
                 "fresh-match", "Matches the user", "news", "world", COMPUTED_AT + timedelta(minutes=5)
@@ -255,10 +260,10 @@ def test_articles_published_after_computed_at_are_merged_in(api):
             ),
         ]
     )
-    api.store.put_article_vectors(
+    api.articles.put_article_vectors(
         ["fresh-match", "fresh-other", "before"], np.stack([unit(0) * 5, unit(1) * 5, unit(0) * 9]), "m1"
     )
-    api.store.put_article_vectors(["fresh-old-model"], (unit(0) * 7)[None, :], "m0")
+    api.articles.put_article_vectors(["fresh-old-model"], (unit(0) * 7)[None, :], "m0")
 
     body = api.client.get("/v1/users/u000001/recommendations?k=5").json()
 
@@ -278,7 +283,7 @@ def test_articles_published_after_computed_at_are_merged_in(api):
 
 
 def test_unpublished_articles_are_skipped(api):
-    api.store.delete_articles(["a000", "a002"])
+    api.articles.delete_articles(["a000", "a002"])
     body = api.client.get("/v1/users/u000001/recommendations?k=4").json()
     assert [item["article_id"] for item in body["items"]] == ["a001", "a003", "a004", "a005"]
     assert [item["rank"] for item in body["items"]] == [1, 2, 3, 4]
@@ -293,10 +298,10 @@ def test_article_metadata_is_cached_until_the_articles_change(api, tmp_path):
         assert store_calls(client, "get_articles") == 1
         assert client.get("/v1/users/u000002/recommendations?k=4").json()["items"] == first["items"]
         assert store_calls(client, "get_articles") == 1  # the same articles: served from the cache
-        api.store.delete_articles(["a000"])
+        api.articles.delete_articles(["a000"])
         still = client.get("/v1/users/u000001/recommendations?k=4").json()["items"]
         assert still[0]["article_id"] == "a000"  # within the check interval: stale by design
-        client.app.state.recommender.articles._checked_at = float("-inf")  # the interval is over
+        client.app.state.recommender._revision._snapshot = None  # the interval is over
         items = client.get("/v1/users/u000001/recommendations?k=4").json()["items"]
         assert [item["article_id"] for item in items] == ["a001", "a002", "a003", "a004"]
 
@@ -312,157 +317,9 @@ def store_calls(client: TestClient, operation: str) -> int:
     return 0
 
 
-@pytest.mark.parametrize("inline_store_reads", [True, False])
-def test_fast_lane_answers_as_the_fastapi_route_does(api, inline_store_reads):
-    """Well-formed requests are answered by the fast lane, the rest by FastAPI; both answer alike."""
-    routed = api.settings.model_copy(update={"fast_lane": False, "inline_store_reads": inline_store_reads})
-    fast = api.settings.model_copy(update={"inline_store_reads": inline_store_reads})
-    api.store.put_recommendations(user_list("u000002", layer="speed", watermark=NOW))
-    api.store.upsert_articles(
-        [ArticleMeta("fresh-1", "Fresh", "news", "sub0", COMPUTED_AT + timedelta(minutes=1))]
-    )
-    api.store.put_article_vectors(["fresh-1"], np.array([unit(0) * 0.88]), "m1")
-    paths = [
-        "/v1/users/u000001/recommendations",
-        "/v1/users/u000002/recommendations?k=3",  # speed list, fresh article merged in
-        "/v1/users/u999999/recommendations?k=50",  # cold start
-        "/v1/users/u000001/recommendations?k=51",  # k > max_k: FastAPI's 422
-        "/v1/users/u000001/recommendations?k=05",  # not a plain number: FastAPI parses it
-        "/v1/users/u000001/recommendations?k=4&debug=1",  # another parameter: FastAPI ignores it
-        "/v1/users/bad%20id/recommendations",
-        "/v1/users/u000001/recommendations/",
-    ]
-    with TestClient(create_app(routed)) as slow_client, TestClient(create_app(fast)) as fast_client:
-        for path in paths:
-            expected, got = slow_client.get(path), fast_client.get(path)
-            assert got.status_code == expected.status_code, path
-            assert got.headers["content-type"] == expected.headers["content-type"], path
-            if expected.status_code != 200:
-                assert got.json() == expected.json(), path
-                continue
-            assert got.headers["x-request-id"] == got.json()["request_id"]
-            ignore = {"request_id": None, "served_at": None}
-            assert got.json() | ignore == expected.json() | ignore, path
-        assert store_calls(fast_client, "get_recommendations") == store_calls(
-            slow_client, "get_recommendations"
-        )
-        fresh = fast_client.get("/v1/users/u000002/recommendations?k=3").json()
-        assert [item["source"] for item in fresh["items"]] == ["stored", "fresh", "stored"]
-
-
-def test_fast_lane_store_failure_is_a_json_503(tmp_path):
-    with running_api(None, sqlite_settings(tmp_path, fast_lane=True)) as api:
-        response = api.client.get("/v1/users/u000001/recommendations?k=3")
-        assert_json_error(response, 503, "store_unavailable")
-        assert response.headers["retry-after"] == "1"
-        text = api.client.get("/metrics").text
-        assert 'route="/v1/users/{user_id}/recommendations",status="503"} 1.0' in text
-
-
-def test_fast_lane_unexpected_error_is_the_json_500_fastapi_gives(api):
-    def broken(*args, **kwargs):
-        raise RuntimeError("bug")
-
-    recommender = api.client.app.state.recommender
-    recommender.recommend = recommender.recommend_async = broken
-    with TestClient(
-        create_app(api.settings.model_copy(update={"fast_lane": False})), raise_server_exceptions=False
-    ) as routed:
-        routed.app.state.recommender.recommend = routed.app.state.recommender.recommend_async = broken
-        expected = routed.get("/v1/users/u000001/recommendations")
-    got = api.client.get("/v1/users/u000001/recommendations")
-    assert_json_error(got, 500, "internal_error")
-    assert got.json() == expected.json() and expected.status_code == 500
-    text = api.client.get("/metrics").text
-    assert 'route="/v1/users/{user_id}/recommendations",status="500"} 1.0' in text
-
-
-def test_served_lists_are_logged_as_exposures(api):
-    writer = api.client.app.state.exposures
-    assert isinstance(writer, ProcessExposureLogger)  # the default writer
-    assert writer._process is not None  # started with the app, before the first request
-    body = api.client.get("/v1/users/u000003/recommendations?k=3").json()
-    api.client.app.state.exposures.flush()  # handed over in batches; flush waits until written
-    exposures = api.store.read_exposures()
-    assert len(exposures) == 1
-    exposure = exposures[0]
-    assert exposure.request_id == body["request_id"] and exposure.user_id == "u000003"
-    assert list(exposure.article_ids) == [item["article_id"] for item in body["items"]]
-
-
-def test_a_store_handed_to_the_app_gets_its_exposures_from_a_thread(tmp_path):
-    """A store object cannot be reopened in a writer process: the app writes it from a thread."""
-    settings = sqlite_settings(tmp_path)
-    store = SQLiteOnlineStore(settings.sqlite_path)
-    seed(store)
-    try:
-        with TestClient(create_app(settings, store=store)) as client:
-            assert isinstance(client.app.state.exposures, ThreadExposureLogger)
-            body = client.get("/v1/users/u000001/recommendations?k=2").json()
-            client.app.state.exposures.flush()
-            assert [e.request_id for e in store.read_exposures()] == [body["request_id"]]
-    finally:
-        store.close()
-
-
-def test_the_api_answers_alike_through_the_coalescing_http_protocol(tmp_path):
-    """A real uvicorn server on a socket, with the protocol the API is deployed with: the fast
-    lane, a FastAPI route and an error answer as through the TestClient."""
-    settings = sqlite_settings(tmp_path, log_exposures=False)
-    store = SQLiteOnlineStore(settings.sqlite_path)
-    seed(store)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, http=CoalescingHTTPProtocol)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        port = server.servers[0].sockets[0].getsockname()[1]  # bound to port 0: the OS chose
-
-        def get(path: str) -> tuple[int, dict]:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-                    return response.status, orjson.loads(response.read())
-            except urllib.error.HTTPError as error:
-                return error.code, orjson.loads(error.read())
-
-        with TestClient(create_app(settings)) as client:
-            route = "/v1/users/u000002/recommendations"
-            for path in (f"{route}?k=4", "/healthz", f"{route}?k=0"):
-                status, body = get(path)
-                expected = client.get(path)
-                assert status == expected.status_code
-                assert drop_per_request_fields(body) == drop_per_request_fields(expected.json())
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        store.close()
-
-
-def drop_per_request_fields(body: dict) -> dict:
-    """A response without what differs between two requests for the same thing."""
-    return {key: value for key, value in body.items() if key not in ("request_id", "served_at")}
-
-
-def test_serving_clock_text_is_format_ts(monkeypatch):
-    clock = ServingClock()
-    for micros in [
-        1_700_000_000_123_456,
-        1_700_000_000_999_999,
-        1_700_000_001_000_000,
-        1_700_000_001_000_999,
-    ]:
-        monkeypatch.setattr(time, "time_ns", lambda micros=micros: micros * 1000)
-        assert clock.now() == (micros, format_ts(from_us(micros)))
-
-
 def test_readers_see_one_generation_flip_during_a_publish(api):
     users = [f"p{i:04d}" for i in range(120)]
-    api.store.publish_batch([user_list(u, model_version="gen1") for u in users], model_version="gen1")
+    api.lists.publish_batch([user_list(u, model_version="gen1") for u in users], model_version="gen1")
     stop, seen, errors = threading.Event(), [], []
 
     def poll():
@@ -483,7 +340,7 @@ def test_readers_see_one_generation_flip_during_a_publish(api):
     thread.start()
     try:
         time.sleep(0.1)
-        api.store.publish_batch(slow_generation(), model_version="gen2", chunk_size=10)
+        api.lists.publish_batch(slow_generation(), model_version="gen2", chunk_size=10)
         time.sleep(0.1)
     finally:
         stop.set()
@@ -499,12 +356,52 @@ def test_speed_write_racing_a_batch_publish_is_what_the_api_serves(api):
         speed = user_list(
             "u000001", layer="speed", watermark=WATERMARK + timedelta(minutes=6), computed_at=NOW
         )
-        assert api.store.put_recommendations(speed).accepted  # lands mid-publish
+        assert api.lists.put_recommendations(speed).accepted  # lands mid-publish
         yield user_list("u000002", tag="a", watermark=WATERMARK + timedelta(minutes=5))
 
-    assert api.store.publish_batch(batch(), chunk_size=1).published
+    assert api.lists.publish_batch(batch(), chunk_size=1).published
     assert api.client.get("/v1/users/u000001/recommendations").json()["provenance"]["layer"] == "speed"
     assert api.client.get("/v1/users/u000002/recommendations").json()["provenance"]["layer"] == "batch"
+
+
+# ------------------------------------------------------------------------------------------------
+# exposures
+
+
+def landed(settings: Settings, table: str) -> list:
+    """The change records landed under `table`, one list per object."""
+    return [
+        [parse_change_line(line) for line in path.read_text().splitlines()]
+        for path in sorted((settings.landing_dir / table).rglob("*.jsonl"))
+    ]
+
+
+def test_served_lists_land_as_impressions_one_object_per_window(api):
+    settings = api.settings.model_copy(update={"exposure_window_seconds": 30})
+    with TestClient(create_app(settings)) as client:  # one window: all four requests are in it
+        bodies = [client.get(f"/v1/users/u00000{i}/recommendations?k=3").json() for i in (1, 2, 3)]
+        bodies.append(client.get("/v1/users/u999999/recommendations?k=2").json())  # cold start too
+        assert not landed(settings, "impressions")  # the window is still open
+    (records,) = landed(settings, "impressions")  # shutting down landed the window, as one object
+    by_impression: dict[str, list] = {}
+    for record in records:
+        by_impression.setdefault(record.payload["impression_id"], []).append(record)
+    assert set(by_impression) == {body["request_id"] for body in bodies}
+    for body in bodies:
+        shown = sorted(by_impression[body["request_id"]], key=lambda r: r.payload["position"])
+        assert [r.payload["article_id"] for r in shown] == [item["article_id"] for item in body["items"]]
+        assert {r.payload["user_id"] for r in shown} == {body["user_id"]}
+    assert len({record.change_key for record in records}) == len(records)  # none deduplicated away
+
+
+def test_a_full_exposure_queue_drops_and_counts_without_failing_requests(tmp_path):
+    settings = sqlite_settings(tmp_path, exposure_queue_size=2, exposure_window_seconds=30)
+    seed(*sqlite_stores(settings))
+    with running_api(settings) as api:
+        for _ in range(5):
+            assert api.client.get("/v1/users/u000001/recommendations?k=2").status_code == 200
+        dropped = api.client.app.state.metrics.registry.get_sample_value("newsrec_exposures_dropped_total")
+        assert dropped == 3
 
 
 # ------------------------------------------------------------------------------------------------
@@ -588,14 +485,57 @@ def test_invalid_events_are_a_json_422(api, event):
     assert not landed_files(api.settings)
 
 
-def test_unwritable_landing_zone_is_a_json_503(tmp_path):
+def test_unwritable_landing_zone_is_a_json_503_and_counts_nothing(tmp_path):
     (tmp_path / "landing").write_text("a file where the landing folder should be")
     settings = sqlite_settings(tmp_path)
-    with running_api(SQLiteOnlineStore(settings.sqlite_path), settings) as api:
-        response = api.client.post(
-            "/v1/events", json={"user_id": "u1", "article_id": "a1"}, headers={"X-API-Key": API_KEY}
-        )
+    event = {"user_id": "u1", "article_id": "a1"}
+    with running_api(settings) as api:
+        response = api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY})
         assert_json_error(response, 503, "service_unavailable")
+        assert response.headers["retry-after"] == "1"
+    (tmp_path / "landing").unlink()
+    with running_api(settings) as api:  # the landing zone is back: the view is the first one
+        assert (
+            api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}).json()["view_count"]
+            == 1
+        )
+
+
+def test_an_event_is_acknowledged_only_once_its_window_is_written(tmp_path):
+    """Group commit: concurrent events share one landing object, and none is answered before the
+    object is written."""
+    settings = sqlite_settings(tmp_path, events_window_seconds=0.2)
+    with running_api(settings) as api:
+        zone = api.client.app.state.stores.landing
+        release, writes, real_write = threading.Event(), [], zone.write_file
+
+        def held_write(path: str, content: bytes) -> None:
+            assert release.wait(30)
+            real_write(path, content)
+            writes.append(path)
+
+        zone.write_file = held_write
+        answers: list = []
+
+        def post(i: int) -> None:
+            event = {"user_id": f"u{i}", "article_id": "a1"}
+            response = api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY})
+            answers.append((list(writes), response))  # what was written when the answer came
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(5)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # every request is in, its window is being written (and held)
+        assert not answers
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert len(writes) == 1 and len(answers) == 5
+    assert all(written == writes for written, _ in answers)
+    assert {response.status_code for _, response in answers} == {202}
+    (records,) = landed(settings, "user_article_views")
+    assert sorted(record.payload["user_id"] for record in records) == [f"u{i}" for i in range(5)]
+    assert {response.json()["landing_file"] for _, response in answers} == set(writes)
 
 
 def test_malformed_json_is_a_json_422(api):
@@ -618,14 +558,14 @@ def test_health_and_readiness(api):
 
 def test_not_ready_without_a_model_version(tmp_path):
     settings = sqlite_settings(tmp_path)
-    store = SQLiteOnlineStore(settings.sqlite_path)
-    with running_api(store, settings) as api:
+    sqlite_stores(settings)
+    with running_api(settings) as api:
         assert_json_error(api.client.get("/readyz"), 503, "not_ready")
         assert api.client.get("/healthz").status_code == 200
 
 
 def test_missing_sqlite_store_is_a_json_503(tmp_path):
-    with running_api(None, sqlite_settings(tmp_path)) as api:  # nobody created the store file
+    with running_api(sqlite_settings(tmp_path)) as api:  # nobody created the store file
         response = api.client.get("/v1/users/u000001/recommendations")
         assert_json_error(response, 503, "store_unavailable")
         assert response.headers["retry-after"] == "1"
@@ -634,12 +574,13 @@ def test_missing_sqlite_store_is_a_json_503(tmp_path):
 
 def test_unreachable_redis_is_a_json_503(tmp_path):
     settings = sqlite_settings(tmp_path, store_backend="redis", redis_url="redis://127.0.0.1:1/0")
-    with running_api(None, settings) as api:
+    with running_api(settings) as api:
         assert_json_error(api.client.get("/v1/users/u000001/recommendations"), 503, "store_unavailable")
         response = api.client.post(
             "/v1/events", json={"user_id": "u1", "article_id": "a1"}, headers={"X-API-Key": API_KEY}
         )
         assert_json_error(response, 503, "store_unavailable")
+    assert not (tmp_path / "landing").exists()  # nothing landed that was not counted
 
 
 def test_openapi_documents_the_routes(api):
@@ -670,14 +611,13 @@ def test_refreshing_cache_serves_stale_values_while_reloading_in_the_background(
     loads = []
     fail = threading.Event()
 
-    def load(previous):
+    def load():
         if fail.is_set():
             raise StoreUnavailable("down")
-        assert previous == (len(loads) or None)  # the value it replaces
         loads.append(time.monotonic())
         return len(loads)
 
-    cache = Refreshing(load, max_age_s=0.05)
+    cache = Refreshing(load, max_age_s=0.05, name="test")
     assert cache.get() == 1 and cache.get() == 1  # loaded once, then cached
     time.sleep(0.06)
     assert cache.get() == 1  # stale: returned at once, reloaded in the background
@@ -691,7 +631,7 @@ def test_refreshing_cache_serves_stale_values_while_reloading_in_the_background(
     time.sleep(0.1)
     assert cache.get() == 2  # a failed reload keeps the previous value
 
-    never_loaded = Refreshing(load, max_age_s=5)
+    never_loaded = Refreshing(load, max_age_s=5, name="test")
     with pytest.raises(StoreUnavailable):
         never_loaded.get()
 
@@ -711,52 +651,127 @@ def test_settings_from_environment(monkeypatch, tmp_path):
         Settings()
 
 
-def test_fresh_vectors_reload_incrementally_between_whole_loads(tmp_path):
-    """Between whole loads, a reload adds only what was published since the newest article held
-    (including another article of that same microsecond) and drops what left the window; a new
-    model version or the full-reload interval loads everything again."""
-    store = SQLiteOnlineStore(tmp_path / "online.sqlite")
-    settings = sqlite_settings(tmp_path, fresh_full_reload_seconds=3600)
-    recommender = Recommender(store, settings, Metrics())
-    # The window is measured from the real clock when the snapshot loads: anchor the articles to
-    # it here, not to the module's NOW, which a slow run of the tests before this one leaves behind.
-    now = datetime.now(UTC)
-    base = now - timedelta(hours=1)
-
-    def publish(article_id: str, published_at: datetime, vector: np.ndarray, version: str = "m1") -> None:
-        store.upsert_articles([ArticleMeta(article_id, article_id, "news", "sub0", published_at)])
-        store.put_article_vectors([article_id], np.array([vector]), version)
-
-    store.set_model_version("m1")
-    publish("old", now - timedelta(hours=settings.fresh_window_hours + 1), unit(0))  # outside the window
-    publish("f1", base, unit(1))
-    publish("f2", base + timedelta(minutes=1), unit(2))
-    first = recommender._load_fresh(None)
-    assert first.article_ids == ["f1", "f2"]
-
-    publish("f3", base + timedelta(minutes=1), unit(3))  # the same microsecond as the newest held
-    publish("f4", base + timedelta(minutes=2), unit(4))
-    calls_before = store_calls_of(recommender, "get_fresh_articles")
-    second = recommender._load_fresh(first)
-    assert second.article_ids == ["f1", "f2", "f3", "f4"] and second.full_at == first.full_at
-    assert second.published_at_us == sorted(second.published_at_us)
-    assert np.array_equal(second.vectors, np.array([unit(1), unit(2), unit(3), unit(4)]))
-    assert store_calls_of(recommender, "get_fresh_articles") == calls_before + 1
-    assert recommender._load_fresh(second) is second  # nothing new: the same snapshot
-
-    # f1 leaves the window when the window shrinks below its age.
-    narrow = recommender.settings.model_copy(update={"fresh_window_hours": 1.0 - 1 / 120})
-    recommender.settings = narrow
-    assert recommender._load_fresh(second).article_ids == ["f2", "f3", "f4"]
-
-    store.set_model_version("m2")
-    publish("g1", base + timedelta(minutes=3), unit(5), version="m2")
-    assert recommender._load_fresh(second).article_ids == ["g1"]  # a new model: a whole load
-    store.close()
+def test_the_environment_picks_the_production_profile_and_explicit_settings_win(monkeypatch):
+    monkeypatch.setenv("NEWSREC_ENV", "prod")
+    monkeypatch.setenv("NEWSREC_LANDING_BUCKET", "landing-bucket")
+    monkeypatch.setenv("NEWSREC_REDIS_URL", "redis://:secret@redis.internal:6379/0")
+    settings = Settings()
+    assert (settings.store_backend, settings.landing_kind, settings.api_docs) == ("redis", "gcs", False)
+    assert settings.landing_bucket == "landing-bucket" and "secret" not in repr(settings)
+    monkeypatch.setenv("NEWSREC_API_DOCS", "true")
+    assert Settings().api_docs
+    monkeypatch.setenv("NEWSREC_ENV", "local")
+    monkeypatch.delenv("NEWSREC_API_DOCS")
+    local = Settings()
+    assert (local.store_backend, local.landing_kind, local.api_docs) == ("sqlite", "local", True)
 
 
-def store_calls_of(recommender: Recommender, operation: str) -> int:
-    value = recommender.metrics.registry.get_sample_value(
-        "newsrec_store_read_duration_seconds_count", {"operation": operation}
-    )
-    return int(value or 0)
+# ------------------------------------------------------------------------------------------------
+# hostile clients: body size, key before body, implausible times, Host, headers, docs
+
+
+def asgi_post(app, headers: dict[str, str], chunks: int, chunk: bytes = b"x" * (1 << 20)) -> tuple[int, int]:
+    """POST /v1/events straight through ASGI with a body of `chunks` chunks; (status, bytes the app
+    read). The app reads only what it asks `receive` for."""
+    read, sent = 0, []
+
+    async def receive() -> dict:
+        nonlocal read
+        if read >= chunks * len(chunk):
+            return {"type": "http.disconnect"}
+        read += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": read < chunks * len(chunk)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/events", "raw_path": b"/v1/events", "query_string": b"", "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start"), read
+
+
+def test_a_keyless_200_mb_post_is_refused_before_its_body_is_read(tmp_path):
+    app = create_app(sqlite_settings(tmp_path))
+    streamed = {"content-type": "application/json"}  # no length declared: the key decides first
+    assert asgi_post(app, streamed, chunks=200) == (401, 0)
+    assert asgi_post(app, streamed | {"x-api-key": "wrong"}, chunks=200) == (401, 0)
+    declared = streamed | {"content-length": str(200 << 20)}  # the declared length decides first
+    assert asgi_post(app, declared, chunks=200) == (413, 0)
+
+
+def test_bodies_over_the_limit_are_a_413_read_no_further_than_the_limit(tmp_path):
+    app = create_app(sqlite_settings(tmp_path, max_body_bytes=64 * 1024))
+    keyed = {"content-type": "application/json", "x-api-key": API_KEY}
+    # Declared too large: refused on its Content-Length, nothing read.
+    assert asgi_post(app, keyed | {"content-length": str(200 << 20)}, chunks=200) == (413, 0)
+    # Not declared (chunked): counted while read, refused at the first chunk past the limit.
+    status, read = asgi_post(app, keyed, chunks=200, chunk=b"x" * 16384)
+    assert status == 413 and read <= 64 * 1024 + 16384
+    with running_api(sqlite_settings(tmp_path, max_body_bytes=100)) as api:
+        body = {"user_id": "u000001", "article_id": "a001", "impression_id": "r" * 60}
+        assert_json_error(api.client.post("/v1/events", json=body, headers={"X-API-Key": API_KEY}), 413)
+
+
+@pytest.mark.parametrize(
+    "viewed_at",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(1999, 12, 31, tzinfo=UTC),
+        timedelta(days=-31),
+        timedelta(minutes=6),
+    ],
+)
+def test_implausible_view_times_are_a_json_422_and_land_nothing(api, viewed_at):
+    if isinstance(viewed_at, timedelta):  # relative to when the test runs
+        viewed_at = datetime.now(UTC) + viewed_at
+    event = {"user_id": "u000001", "article_id": "a001", "viewed_at": viewed_at.isoformat()}
+    error = assert_json_error(api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}), 422)
+    assert error["details"][0]["loc"] == ["body", "viewed_at"]
+    assert not landed(api.settings, "user_article_views")
+
+
+def test_plausible_view_times_are_accepted(api):
+    for viewed_at in (datetime.now(UTC) - timedelta(days=29), datetime.now(UTC) + timedelta(minutes=4)):
+        event = {"user_id": "u000001", "article_id": "a001", "viewed_at": viewed_at.isoformat()}
+        assert api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}).status_code == 202
+
+
+def test_no_redirect_echoes_the_host_header(api):
+    for path in ("/v1/users/u000001/recommendations/", "/v1/events/", "/docs/"):
+        response = api.client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+        assert response.status_code in (404, 405) and "location" not in response.headers
+        assert "evil.example" not in response.text
+
+
+def test_security_headers_on_every_response(api):
+    for path in ("/v1/users/u000001/recommendations", "/healthz", "/v1/nothing", "/docs"):
+        headers = api.client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["content-security-policy"] == "frame-ancestors 'none'"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert headers["cache-control"] == "no-store"
+
+
+def test_docs_and_openapi_are_off_unless_enabled(tmp_path):
+    with running_api(sqlite_settings(tmp_path, api_docs=False)) as api:
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs-assets/swagger-ui-bundle.js"):
+            assert_json_error(api.client.get(path), 404)
+        assert api.client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_load_only_assets_the_app_serves(api, page):
+    html = api.client.get(page).text
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html) + re.findall(r"url: '([^']+)'", html)
+    assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls), urls
+    assert "http://" not in html and "https://" not in html
+    for url in urls:
+        response = api.client.get(url)
+        assert response.status_code == 200 and len(response.content) > 1000, url
+    assert api.client.get("/docs-assets/swagger-ui.css").headers["cache-control"].startswith("public")

@@ -256,18 +256,6 @@ def test_ab_summary_takes_ratios_within_rounds():
     assert api == ["api", 0.2, 0.75, 110, 2.0, "2.00 / 1.50 / 3.00", 1]
 
 
-def test_servers_use_the_api_http_protocol_unless_told_otherwise(tmp_path):
-    """Bare app and API run under the same protocol: the deployed one where the checkout has it."""
-    from bench.common import REPO_ROOT
-    from bench.endpoint import DEPLOYED_HTTP_PROTOCOL, http_protocol
-
-    assert http_protocol(REPO_ROOT, {}) == DEPLOYED_HTTP_PROTOCOL
-    assert http_protocol(REPO_ROOT, {"UVICORN_HTTP": "h11"}) == "h11"
-    assert http_protocol(tmp_path, {}) in ("httptools", "auto")  # an older checkout
-    module, _, name = DEPLOYED_HTTP_PROTOCOL.partition(":")
-    assert hasattr(__import__(module, fromlist=[name]), name)
-
-
 def test_the_bare_app_spends_the_cpu_it_is_told_to(monkeypatch):
     """The CPU-matched reference: each recommendation request costs at least the CPU asked for,
     on the thread's CPU clock, and is answered as before."""

@@ -66,10 +66,12 @@ class LandingZone(ABC):
 
 
 class LocalLandingZone(LandingZone):
-    """A folder on local disk standing in for the bucket."""
+    """A folder on local disk standing in for the bucket. With `fsync`, a written file survives a
+    crash of the machine (the API acknowledges events only then); without, writes are cheaper."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = False):
         self.root = Path(root)
+        self.fsync = fsync
 
     def list_files(self, prefix: str = "") -> Iterator[LandingFile]:
         top = self.root / prefix
@@ -94,8 +96,17 @@ class LocalLandingZone(LandingZone):
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(content)
+        with open(temporary, "wb") as file:
+            file.write(content)
+            if self.fsync:
+                os.fsync(file.fileno())
         os.replace(temporary, target)
+        if self.fsync:  # the rename itself
+            directory = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
 
 class GCSLandingZone(LandingZone):

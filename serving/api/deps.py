@@ -2,55 +2,44 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Request
 
-from newsrec_assets.resources.online_store import OnlineStore
 from serving.core.config import Settings
 from serving.core.metrics import Metrics
-from serving.services.landing import LandingWriter
+from serving.core.store import Stores
+from serving.services.batching import WindowBatcher
+from serving.services.recommender import Recommender
 
 
-async def get_settings(request: Request) -> Settings:
+def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_store(request: Request) -> OnlineStore:
-    return request.app.state.store
+def get_stores(request: Request) -> Stores:
+    return request.app.state.stores
 
 
-async def get_landing(request: Request) -> LandingWriter:
-    return request.app.state.landing
-
-
-async def get_metrics(request: Request) -> Metrics:
+def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+def get_recommender(request: Request) -> Recommender:
+    return request.app.state.recommender
+
+
+def get_events(request: Request) -> WindowBatcher:
+    return request.app.state.events
+
+
+def get_exposures(request: Request) -> WindowBatcher | None:
+    return request.app.state.exposures
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[OnlineStore, Depends(get_store)]
-LandingDep = Annotated[LandingWriter, Depends(get_landing)]
+StoresDep = Annotated[Stores, Depends(get_stores)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-async def require_api_key(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None,
-) -> str:
-    """The caller's API key, if it is one of the configured keys; 401 otherwise."""
-    if x_api_key:
-        presented = x_api_key.encode()
-        # Compare against every key, in constant time per key.
-        matches = [hmac.compare_digest(presented, key.encode()) for key in settings.api_keys]
-        if any(matches):
-            return x_api_key
-    raise HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail="a valid X-API-Key header is required",
-        headers={"WWW-Authenticate": "ApiKey"},
-    )
-
-
-ApiKeyDep = Annotated[str, Depends(require_api_key)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
+EventsDep = Annotated[WindowBatcher, Depends(get_events)]
+ExposuresDep = Annotated[WindowBatcher | None, Depends(get_exposures)]

@@ -1,20 +1,91 @@
-"""The online store the API settings name (kept free of FastAPI, so the exposure writer process
-can open the same store without importing the web stack)."""
+"""The stores and the landing zone the settings name, and the request path's awaitable reads.
+
+SQLite is opened read-only for lists and articles (its view counters stay writable); its reads
+run in the thread pool, since a lookup blocks. Redis is read with `redis.asyncio` on the event
+loop; the blocking clients serve background refreshes and event flushes (worker threads).
+"""
 
 from __future__ import annotations
 
-from newsrec_assets.resources.online_store import OnlineStore, SQLiteOnlineStore
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from starlette.concurrency import run_in_threadpool
+
+from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
+from newsrec_assets.resources.online_store.base import (
+    ArticleCache,
+    ArticleMeta,
+    ListStore,
+    UserRecommendations,
+)
 from serving.core.config import Settings
 
 
-def build_store(settings: Settings) -> OnlineStore:
-    """The online store the settings name, opened for serving (SQLite lists read-only)."""
-    if settings.store_backend == "redis":
-        from newsrec_assets.resources.online_store import RedisOnlineStore  # imports redis-py
+class Reads(Protocol):
+    """What a request reads, awaitable."""
 
-        return RedisOnlineStore(
+    async def get_recommendations(self, user_id: str) -> UserRecommendations | None: ...
+
+    async def get_articles(self, article_ids: Sequence[str]) -> dict[str, ArticleMeta]: ...
+
+    async def close(self) -> None: ...
+
+
+class Stores(NamedTuple):
+    lists: ListStore
+    articles: ArticleCache
+    landing: LandingZone
+
+
+class ThreadPoolReads:
+    """Blocking store reads, awaited through the thread pool."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+
+    async def get_recommendations(self, user_id: str) -> UserRecommendations | None:
+        return await run_in_threadpool(self.stores.lists.get_recommendations, user_id)
+
+    async def get_articles(self, article_ids: Sequence[str]) -> dict[str, ArticleMeta]:
+        return await run_in_threadpool(self.stores.articles.get_articles, article_ids)
+
+    async def close(self) -> None:
+        pass
+
+
+def open_stores(settings: Settings) -> Stores:
+    if settings.landing_kind == "gcs":
+        landing: LandingZone = GCSLandingZone(
+            settings.landing_bucket, settings.landing_prefix, settings.gcp_project
+        )
+    else:
+        landing = LocalLandingZone(settings.landing_dir, fsync=True)
+    if settings.store_backend == "redis":
+        from newsrec_assets.resources.online_store.redis import RedisArticleCache, RedisListStore
+
+        options = {"prefix": settings.redis_prefix, "socket_timeout": settings.redis_timeout_seconds}
+        return Stores(
+            RedisListStore(settings.redis_url, **options),
+            RedisArticleCache(settings.redis_url, **options),
+            landing,
+        )
+    from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
+
+    options = {"read_only": True, "busy_timeout_ms": settings.sqlite_busy_timeout_ms}
+    return Stores(
+        SQLiteListStore(settings.sqlite_path, **options),
+        SQLiteArticleCache(settings.sqlite_path, **options),
+        landing,
+    )
+
+
+def open_reads(settings: Settings, stores: Stores) -> Reads:
+    """The request path's reads; open them on the event loop that serves (the app's lifespan)."""
+    if settings.store_backend == "redis":
+        from newsrec_assets.resources.online_store.redis import AsyncRedisReads
+
+        return AsyncRedisReads(
             settings.redis_url, prefix=settings.redis_prefix, socket_timeout=settings.redis_timeout_seconds
         )
-    return SQLiteOnlineStore(
-        settings.sqlite_path, read_only=True, busy_timeout_ms=settings.sqlite_busy_timeout_ms
-    )
+    return ThreadPoolReads(stores)

@@ -1,71 +1,140 @@
-"""Writes view events reported over HTTP to the landing zone, as change records of the CDC stream.
+"""What the API lands, as change records of the CDC stream (docs/data-model.md), one object per window.
 
-Apps without change-data-capture post views to `POST /v1/events`. Each becomes what the stream
-would have delivered for the app's `user_article_views` row (docs/data-model.md), so ingestion
-and dbt treat both sources alike:
+- **View events** (`POST /v1/events`, apps without a CDC stream) become what the stream would
+  deliver for the app's `user_article_views` row: `INSERT` for a user's first view of an article,
+  `UPDATE-INSERT` after, with `view_count` and `first_viewed_at` from the list store's counters
+  and `log_file` `api-events` at the counters' log position. The counts are committed only once
+  the object holding them is written (`ListStore.counting_views`), so a failed write reports
+  nothing and a later view never skips a number (which dbt would count as a made-up view).
+- **Exposures** (every served list) become `impressions` rows, one per article and position,
+  under `log_file` `api-exposures-<process>` at a running position of this process: unique
+  across workers and restarts without asking any store.
 
-- `view_count` and `first_viewed_at` come from a per-(user, article) counter in the online store
-  (`OnlineStore.record_view`), so the n-th reported view is the row's n-th version: `INSERT` for
-  the first view, `UPDATE-INSERT` after; `last_viewed_at` is the event's `viewed_at`.
-- `source_timestamp` and `read_timestamp` are when the API received the event (the "commit"
-  time), `log_file` is `api-events` and `log_position` the store's monotonic counter, so the
-  change key is unique and re-deliveries stay idempotent.
-- One file per event, `user_article_views/<YYYY-MM-DD>/api-<timestamp>-<uuid>.jsonl` under the
-  landing zone's root, written through the `LandingZone` port (a local folder, or the GCS prefix
-  Datastream writes to in production), which makes it appear atomically (temporary name, then
-  rename): ingestion never lists a partial file.
-
-Caveats: if writing the file fails after the counter moved, that view number is skipped and the
-next reported view's version accounts for it (dbt's view-count differences count it then). The
-counter belongs to the API: an app must not report the same rows both through CDC and here.
+`source_timestamp` is when an event's window was written (the row's "commit") and when an
+exposure was served. Objects are named
+`<table>/<YYYY-MM-DD>/api-<timestamp>-<uuid>.jsonl` and written through the `LandingZone` port,
+which makes them appear whole; locally with an fsync, so an acknowledged event survives a crash.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from newsrec_assets.domain.cdc import ChangeRecord
+from newsrec_assets.domain.cdc import ChangeRecord, format_ts
 from newsrec_assets.resources.landing import LandingZone
-from newsrec_assets.resources.online_store import ViewCount
-
-TABLE = "user_article_views"
-LOG_FILE = "api-events"
-READ_METHOD = "newsrec-api"
-STREAM_NAME = "newsrec-api"
+from newsrec_assets.resources.online_store.base import ListStore, now_utc
 
 
-def view_change_record(view: ViewCount, received_at: datetime, impression_id: str | None) -> ChangeRecord:
-    """The change record of the `user_article_views` row after this view."""
-    return ChangeRecord(
-        table=TABLE,
-        change_type="INSERT" if view.view_count == 1 else "UPDATE-INSERT",
-        payload={
-            "user_id": view.user_id,
-            "article_id": view.article_id,
-            "view_count": view.view_count,
-            "first_viewed_at": view.first_viewed_at,
-            "last_viewed_at": view.last_viewed_at,
-            "last_impression_id": impression_id,
-        },
-        source_timestamp=received_at,
-        read_timestamp=received_at,
-        log_file=LOG_FILE,
-        log_position=view.log_position,
-        read_method=READ_METHOD,
-        stream_name=STREAM_NAME,
-    )
+class LandingUnavailable(Exception):
+    """The landing zone could not take a window's object."""
 
 
-class LandingWriter:
-    """Lands change records through the landing zone port, one file each."""
+@dataclass(frozen=True)
+class ViewEvent:
+    user_id: str
+    article_id: str
+    viewed_at: datetime
+    impression_id: str | None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    request_id: str
+    user_id: str
+    article_ids: list[str]
+    served_at: datetime
+
+
+def land(zone: LandingZone, table: str, records: list[ChangeRecord], moment: datetime) -> str:
+    """Write one object of change records; returns its path (raises `LandingUnavailable`)."""
+    path = f"{table}/{moment:%Y-%m-%d}/api-{moment:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex}.jsonl"
+    try:
+        zone.write_file(path, "".join(record.to_json_line() + "\n" for record in records).encode())
+    except Exception as error:  # a full disk, an unreachable bucket: the caller retries
+        raise LandingUnavailable(f"could not write {path}: {error}") from error
+    return path
+
+
+class EventLanding:
+    """Lands a window of view events (`WindowBatcher.flush`): one result dict per event."""
+
+    def __init__(self, zone: LandingZone, lists: ListStore) -> None:
+        self.zone, self.lists = zone, lists
+
+    def __call__(self, events: list[ViewEvent]) -> list[dict[str, Any]]:
+        received_at = now_utc()
+        with self.lists.counting_views([(e.user_id, e.article_id, e.viewed_at) for e in events]) as counts:
+            records = [
+                ChangeRecord(
+                    table="user_article_views",
+                    change_type="INSERT" if view.view_count == 1 else "UPDATE-INSERT",
+                    payload={
+                        "user_id": view.user_id,
+                        "article_id": view.article_id,
+                        "view_count": view.view_count,
+                        "first_viewed_at": view.first_viewed_at,
+                        "last_viewed_at": view.last_viewed_at,
+                        "last_impression_id": event.impression_id,
+                    },
+                    source_timestamp=received_at,
+                    read_timestamp=received_at,
+                    log_file="api-events",
+                    log_position=view.log_position,
+                    read_method="newsrec-api",
+                    stream_name="newsrec-api",
+                )
+                for view, event in zip(counts, events, strict=True)
+            ]
+            path = land(self.zone, "user_article_views", records, received_at)
+        return [
+            {
+                "status": "accepted",
+                "user_id": view.user_id,
+                "article_id": view.article_id,
+                "view_count": view.view_count,
+                "viewed_at": format_ts(view.last_viewed_at),
+                "change_key": record.change_key,
+                "landing_file": path,
+            }
+            for view, record in zip(counts, records, strict=True)
+        ]
+
+
+class ExposureLanding:
+    """Lands a window of exposures (`WindowBatcher.flush`) as `impressions` change records."""
 
     def __init__(self, zone: LandingZone) -> None:
         self.zone = zone
+        self.log_file = f"api-exposures-{uuid.uuid4().hex[:16]}"  # this process's own log
+        self._positions = itertools.count(1)
 
-    def write(self, record: ChangeRecord) -> str:
-        """Land one record; returns its path relative to the zone root."""
-        moment = record.source_timestamp.astimezone(UTC)
-        path = f"{record.table}/{moment:%Y-%m-%d}/api-{moment:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex}.jsonl"
-        self.zone.write_file(path, (record.to_json_line() + "\n").encode("utf-8"))
-        return path
+    def __call__(self, exposures: list[Exposure]) -> list[None]:
+        written_at = now_utc()
+        records = [
+            ChangeRecord(
+                table="impressions",
+                change_type="INSERT",
+                payload={
+                    "impression_id": exposure.request_id,
+                    "user_id": exposure.user_id,
+                    "article_id": article_id,
+                    "position": position,
+                    "shown_at": exposure.served_at,
+                },
+                source_timestamp=exposure.served_at,
+                read_timestamp=written_at,
+                log_file=self.log_file,
+                log_position=next(self._positions),
+                read_method="newsrec-api",
+                stream_name="newsrec-api",
+            )
+            for exposure in exposures
+            for position, article_id in enumerate(exposure.article_ids)
+        ]
+        if records:
+            land(self.zone, "impressions", records, written_at)
+        return [None] * len(exposures)
