@@ -8,19 +8,18 @@ bare p99, and the summary gives the median over rounds. The stores are the bench
 file from its cache, Redis filled under a fresh prefix that is deleted at the end.
 
 A variant is `NAME=BACKEND[@CHECKOUT][,ENV=VALUE...]`: the API on `sqlite` or `redis`, served from
-another checkout (a `git worktree` of the code to compare; with its compiled modules built or
-copied in) and with extra environment variables, or the bare app itself (`bare`) with other
+another checkout (a `git worktree` of the code to compare, with whatever its install builds) and
+with extra environment variables, or the bare app itself (`bare`) with other
 settings, e.g.
 
     python -m bench.ab --rounds 4 now=redis before=redis@/tmp/wt-before
     python -m bench.ab now=sqlite nolog=sqlite,NEWSREC_LOG_EXPOSURES=false
-    python -m bench.ab now=sqlite stock=sqlite,UVICORN_HTTP=httptools
     python -m bench.ab cpu50=bare,NEWSREC_BENCH_BARE_CPU_US=50 cpu100=bare,NEWSREC_BENCH_BARE_CPU_US=100
 
 (the last: how the bare app's tail grows with CPU spent per request, `bench.bare_app`).
 
-Servers run under the API's deployed HTTP protocol (`bench.endpoint.http_protocol`), the bare
-app included; `UVICORN_HTTP` in a variant's settings picks another for that variant.
+Servers run uvicorn with uvloop and httptools, the bare app included; `UVICORN_HTTP` in a
+variant's settings picks another `--http` for that variant (an older checkout's own protocol).
 """
 
 from __future__ import annotations
@@ -142,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, list[Measured]] = {name: [] for name, *_ in targets}
         for round_ in range(args.rounds):
             for name, app, backend, checkout, env in targets:
-                if backend == "sqlite":
-                    stores["sqlite"].cleanup()  # an empty exposure log for each run, as in the benchmark
                 endpoint.warm_store(ctx, list(stores.values()), backend)
                 server = endpoint.Server(
                     app, args.workers, env, ctx.work_dir / f"server-{name}.log", cwd=checkout

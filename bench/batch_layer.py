@@ -32,7 +32,8 @@ def measure(
         rank_for_users,
         ranking_vectors,
     )
-    from newsrec_assets.resources.online_store import SQLiteOnlineStore, UserRecommendations
+    from newsrec_assets.resources.online_store.base import UserRecommendations
+    from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -75,7 +76,7 @@ def measure(
             )
 
     with tempfile.TemporaryDirectory() as folder:
-        store = SQLiteOnlineStore(Path(folder) / "online_store.sqlite")
+        store = SQLiteListStore(Path(folder) / "online_store.sqlite")
         started = time.perf_counter()
         result = store.publish_batch(records(), model_version="naml-bench")
         timings["publish_s"] = time.perf_counter() - started

@@ -10,8 +10,7 @@ Set-up
   kept in the cache folder between runs (keyed by the parameters, rebuilt after 24 h) and read
   once before each SQLite server starts, so that it is in the page cache; Redis is filled under a
   dedicated key prefix and that prefix is deleted afterwards. Fill times are reported.
-- **Servers.** uvicorn on 127.0.0.1 with uvloop and the API's HTTP protocol (httptools, each
-  response written in one piece: `serving.core.http_protocol`), access log off, 1 worker and
+- **Servers.** uvicorn on 127.0.0.1 with uvloop and httptools, access log off, 1 worker and
   2 workers. The same uvicorn settings serve the **bare ASGI app** (`bench.bare_app`), a raw ASGI
   callable answering a pre-rendered body of the same size from an in-memory dict: the floor of
   what uvicorn itself costs on this machine. In each round the bare app is also run **spending
@@ -48,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from bench.common import REPO_ROOT, Context, CpuMonitor, free_port, process_tree_cpu_seconds, timed
 from bench.report import Figure, Outcome, markdown_table
@@ -69,8 +67,6 @@ BARE_APP = "bench.bare_app:app"
 # The bare app spending the SQLite API's extra CPU per request (`bench.bare_app`).
 CPU_MATCHED = "bare+cpu"
 PATH_FMT = "/v1/users/u%07ld/recommendations"
-# The protocol the API is deployed with (README), for the bare app too: the same server settings.
-DEPLOYED_HTTP_PROTOCOL = "serving.core.http_protocol:CoalescingHTTPProtocol"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +79,7 @@ def article_id(index: int) -> str:
 
 def generate_records(n_users: int, computed_at: datetime, seed: int, chunk: int = 10_000) -> Iterator[Any]:
     """UserRecommendations for users u0000000.. (numpy-generated, distinct ids per list)."""
-    from newsrec_assets.resources.online_store import UserRecommendations
+    from newsrec_assets.resources.online_store.base import UserRecommendations
 
     rng = np.random.default_rng(seed)
     names = [article_id(i) for i in range(N_ARTICLES)]
@@ -110,10 +106,10 @@ def generate_records(n_users: int, computed_at: datetime, seed: int, chunk: int 
             )
 
 
-def prepare_articles(store, computed_at: datetime, now: datetime, seed: int) -> None:
+def prepare_articles(lists, articles, computed_at: datetime, now: datetime, seed: int) -> None:
     """Metadata and vectors of 5,000 articles (7 days before the lists) plus 8 fresh ones."""
     from newsrec_assets.domain.simulator.vocabulary import ArticleTextGenerator, Taxonomy
-    from newsrec_assets.resources.online_store import ArticleMeta, ColdStartList
+    from newsrec_assets.resources.online_store.base import ArticleMeta, ColdStartList
 
     rng = np.random.default_rng(seed + 1)
     taxonomy = Taxonomy.default()
@@ -137,12 +133,12 @@ def prepare_articles(store, computed_at: datetime, now: datetime, seed: int) -> 
         )
         for i in range(total)
     ]
-    store.upsert_articles(metas)
-    store.put_article_vectors(
+    articles.upsert_articles(metas)
+    articles.put_article_vectors(
         [m.article_id for m in metas], rng.standard_normal((total, DIM), dtype=np.float32), MODEL_VERSION
     )
-    store.set_model_version(MODEL_VERSION)
-    store.put_cold_start(
+    lists.set_model_version(MODEL_VERSION)
+    lists.put_cold_start(
         ColdStartList(
             article_ids=tuple(article_id(i) for i in range(LIST_LENGTH)),
             scores=np.linspace(1, 0, LIST_LENGTH),
@@ -229,7 +225,7 @@ def read_through(path: Path, chunk: int = 8 << 20) -> float:
 
 def sqlite_store(ctx: Context, n_users: int) -> FilledStore:
     """The filled SQLite lists file, from the cache when it is there and younger than 24 h."""
-    from newsrec_assets.resources.online_store import SQLiteOnlineStore
+    from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
 
     key = hashlib.sha256(
         json.dumps([CACHE_FORMAT, n_users, LIST_LENGTH, DIM, N_ARTICLES, ctx.seed]).encode()
@@ -246,7 +242,7 @@ def sqlite_store(ctx: Context, n_users: int) -> FilledStore:
         folder.mkdir(parents=True)
         computed_at = now - timedelta(minutes=10)
         ctx.log(f"endpoint: filling SQLite with {n_users:,} users ({path})")
-        store = SQLiteOnlineStore(path)
+        store = SQLiteListStore(path)
         try:
             result, seconds = timed(
                 lambda: store.publish_batch(
@@ -256,7 +252,7 @@ def sqlite_store(ctx: Context, n_users: int) -> FilledStore:
                 )
             )
             assert result.published and result.users_written == n_users, result
-            store._lists().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            store._lists.get().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             store.close()
         meta = {"computed_at": computed_at.isoformat(), "fill_seconds": seconds, "users": n_users}
@@ -266,19 +262,13 @@ def sqlite_store(ctx: Context, n_users: int) -> FilledStore:
     else:
         ctx.log(f"endpoint: reusing the cached SQLite store {path} (filled in {meta['fill_seconds']:.0f} s)")
         reused = True
-    store = SQLiteOnlineStore(path)
+    store, articles = SQLiteListStore(path), SQLiteArticleCache(path)
     try:
-        prepare_articles(store, datetime.fromisoformat(meta["computed_at"]), now, ctx.seed)
-        store._lists().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        prepare_articles(store, articles, datetime.fromisoformat(meta["computed_at"]), now, ctx.seed)
+        store._lists.get().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
-    log_path = folder / "lists-log.sqlite"
-
-    def cleanup() -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{log_path}{suffix}").unlink(missing_ok=True)
-
-    cleanup()
+        articles.close()
     return FilledStore(
         "sqlite",
         n_users,
@@ -286,17 +276,18 @@ def sqlite_store(ctx: Context, n_users: int) -> FilledStore:
         path.stat().st_size,
         reused,
         {"NEWSREC_STORE_BACKEND": "sqlite", "NEWSREC_SQLITE_PATH": str(path)},
-        cleanup,
+        None,
         lambda: read_through(path),
     )
 
 
 def redis_store(ctx: Context, n_users: int, url: str) -> FilledStore:
     """Redis filled under a fresh prefix; `cleanup` deletes every key of that prefix."""
-    from newsrec_assets.resources.online_store import RedisOnlineStore
+    from newsrec_assets.resources.online_store.redis import RedisArticleCache, RedisListStore
 
     prefix = f"newsrec-bench-{os.getpid()}"
-    store = RedisOnlineStore(url, prefix=prefix, socket_timeout=30)
+    store = RedisListStore(url, prefix=prefix, socket_timeout=30)
+    articles = RedisArticleCache(url, prefix=prefix, socket_timeout=30)
     store.ping()
     before = store.client.info("memory")["used_memory"]
     now = datetime.now(UTC)
@@ -309,7 +300,7 @@ def redis_store(ctx: Context, n_users: int, url: str) -> FilledStore:
             )
         )
         assert result.published and result.users_written == n_users, result
-        prepare_articles(store, computed_at, now, ctx.seed)
+        prepare_articles(store, articles, computed_at, now, ctx.seed)
         used = store.client.info("memory")["used_memory"] - before
     except BaseException:
         store.clear()
@@ -365,7 +356,11 @@ class Server:
         self.port = free_port()
         self.workers = workers
         loop = "uvloop" if _importable("uvloop") else "auto"
-        self.loop, self.http = loop, http_protocol(cwd, env)
+        # `UVICORN_HTTP` picks another `--http` for one server (e.g. an older checkout's own protocol).
+        self.loop, self.http = (
+            loop,
+            env.get("UVICORN_HTTP") or ("httptools" if _importable("httptools") else "auto"),
+        )
         command = [
             sys.executable, "-m", "uvicorn", app,
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -419,17 +414,6 @@ class Server:
         self.log.close()
 
 
-def http_protocol(checkout: Path, env: dict[str, str]) -> str:
-    """uvicorn's `--http` for a server from `checkout`: `UVICORN_HTTP` where the environment
-    sets it (A/B runs of the stock protocol), else the API's deployed protocol where the
-    checkout has it, else uvicorn's httptools (or whatever uvicorn picks)."""
-    if env.get("UVICORN_HTTP"):
-        return env["UVICORN_HTTP"]
-    if (checkout / "serving" / "core" / "http_protocol.py").is_file():
-        return DEPLOYED_HTTP_PROTOCOL
-    return "httptools" if _importable("httptools") else "auto"
-
-
 def _importable(name: str) -> bool:
     try:
         __import__(name)
@@ -464,9 +448,11 @@ def drive(loadgen: Path, server: Server, users: int, rate: float, warmup: float,
 
 def fresh_merge_check(env: dict[str, str], n_users: int, sample: int = 200) -> str:
     """How much read-time fresh-article merging each response does, from the serving code itself."""
+    import asyncio
+
     from serving.core.config import Settings
     from serving.core.metrics import Metrics
-    from serving.core.store import build_store
+    from serving.core.store import ThreadPoolReads, open_stores
     from serving.services.recommender import Recommender
 
     settings = Settings(
@@ -474,20 +460,27 @@ def fresh_merge_check(env: dict[str, str], n_users: int, sample: int = 200) -> s
         sqlite_path=env.get("NEWSREC_SQLITE_PATH", "unused.sqlite"),
         redis_url=env.get("NEWSREC_REDIS_URL", "redis://127.0.0.1:6379/0"),
         redis_prefix=env.get("NEWSREC_REDIS_PREFIX", "newsrec"),
+        landing_kind="local",
     )
-    store = build_store(settings)
-    try:
-        recommender = Recommender(store, settings, Metrics())
+    stores = open_stores(settings)
+    recommender = Recommender(stores, settings, Metrics())
+    recommender.reads = ThreadPoolReads(stores)
+
+    async def check() -> tuple[list[int], list[int]]:
         candidates, served = [], []
         for i in np.random.default_rng(0).integers(0, n_users, sample):
             user = USER_FMT.format(int(i))
-            record = store.get_recommendations(user)
-            fresh_ids, _ = recommender._fresh_after(record)
-            candidates.append(0 if fresh_ids is None else len(fresh_ids))
-            body = orjson.loads(recommender.recommend(user, 10, "check").body)
+            fresh = recommender._fresh_after(stores.lists.get_recommendations(user))
+            candidates.append(0 if fresh is None else len(fresh[0]))
+            body = await recommender.recommend(user, 10, "check")
             served.append(body["provenance"]["fresh_merged"])
+        return candidates, served
+
+    try:
+        candidates, served = asyncio.run(check())
     finally:
-        store.close()
+        stores.lists.close()
+        stores.articles.close()
     return f"{np.mean(candidates):.1f} fresh candidates, {np.mean(served):.1f} of 10 served are fresh"
 
 
@@ -521,7 +514,7 @@ def run(ctx: Context) -> Outcome:
     loadgen = build_loadgen(ctx)
     stores = [sqlite_store(ctx, users)]
     notes: list[str] = [
-        "The API logs every served list to the exposure log, as in production."
+        "The API logs every served list as impressions in the landing zone, as in production."
         if log_exposures
         else "Exposure log off (`--set endpoint.log_exposures=false`): not how production runs.",
     ]
@@ -566,9 +559,6 @@ def run(ctx: Context) -> Outcome:
                         if spent_us is None:
                             continue
                         env = bare_env(users, spent_us)
-                    for store in stores:
-                        if store.backend == name and store.cleanup and store.backend == "sqlite":
-                            store.cleanup()  # a fresh exposure log for each run
                     warm_store(ctx, stores, name)
                     server = Server(app, workers, env, ctx.work_dir / f"server-{name}-{workers}.log")
                     try:

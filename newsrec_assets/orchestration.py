@@ -80,8 +80,6 @@ def service_commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
         "api": [
             str(bin_dir / "uvicorn"),
             "serving.main:app",
-            "--http",
-            "serving.core.http_protocol:CoalescingHTTPProtocol",
             "--host",
             "127.0.0.1",
             "--port",
