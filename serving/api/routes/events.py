@@ -23,7 +23,7 @@ router = APIRouter(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ViewEventAccepted,
-    responses={code: {"model": ErrorResponse} for code in (401, 413, 422, 503)},
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)},
 )
 async def post_view_event(
     event: ViewEventIn, settings: SettingsDep, events: EventsDep, metrics: MetricsDep
