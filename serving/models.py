@@ -55,7 +55,8 @@ class ViewEventIn(BaseModel):
     article_id: EntityId
     viewed_at: datetime | None = Field(
         default=None,
-        description="event time; naive means UTC; default now. Refused (422) before NEWSREC_EARLIEST_VIEWED_AT, "
+        description="event time; naive means UTC; default now. Refused (422) before "
+        "NEWSREC_EARLIEST_VIEWED_AT, "
         "older than NEWSREC_MAX_EVENT_AGE_DAYS or ahead of the server's clock by more than "
         "NEWSREC_MAX_EVENT_CLOCK_SKEW_SECONDS",
     )
