@@ -69,13 +69,17 @@ class OnlineStoreResource(dg.ConfigurableResource):
     redis_prefix: str = "newsrec"
 
     def lists(self) -> ListStore:
+        """The list store, cleared of what a publish that died before its flip had staged."""
         if self.kind == "redis":
             from newsrec_assets.resources.online_store.redis import RedisListStore
 
-            return RedisListStore(self.redis_url, prefix=self.redis_prefix)
-        from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
+            store: ListStore = RedisListStore(self.redis_url, prefix=self.redis_prefix)
+        else:
+            from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
 
-        return SQLiteListStore(self.sqlite_path or local_paths().online_store)
+            store = SQLiteListStore(self.sqlite_path or local_paths().online_store)
+        store.clean_abandoned()
+        return store
 
     def articles(self) -> ArticleCache:
         if self.kind == "redis":

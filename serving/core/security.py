@@ -1,11 +1,8 @@
 """Request hygiene: a body limit, the API key checked before a body is read, security headers.
 
-FastAPI reads and parses a route's body before it runs the route's dependencies, so a key
-dependency alone would let a keyless client make the server read whatever it sends.
-`KeyedRoute` checks the key first; its routes also declare the `X-API-Key` security scheme, so the
-OpenAPI document shows it. `BodyLimitMiddleware` refuses a body over the limit on its declared
-length before anything is read, or while it is read (FastAPI's own `max_body_size` answers in
-plain text, outside the API's JSON error shape).
+FastAPI parses a route's body before it runs the route's dependencies, so `KeyedRoute` checks the
+key first (its routes declare the `X-API-Key` scheme for the OpenAPI document). The body limit is
+ours because FastAPI's own `max_body_size` answers in plain text, outside the JSON error shape.
 """
 
 from __future__ import annotations

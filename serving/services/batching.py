@@ -1,13 +1,11 @@
 """One landing object per short window: the batcher behind exposures and `POST /v1/events`.
 
-Items queue in memory; a task of the app's event loop waits `window_s` after the first one, then
-hands the whole window to `flush` in a worker thread (a landing write blocks). A window's items
-wait only for that window; the next one collects meanwhile (group commit).
-
-- `offer` (exposures): fire and forget. Never blocks; when `max_pending` items wait already, the
-  item is dropped and counted. A failed flush puts its items back while there is room.
-- `submit` (events): the caller awaits its window's flush and gets its item's result, or the
-  flush's error: nothing is acknowledged that was not written.
+A task of the app's event loop waits `window_s` after the first queued item, then hands the whole
+window to `flush` in a worker thread (a landing write blocks); the next window collects meanwhile
+(group commit). `offer` (exposures) never waits: past `max_pending` the item is dropped and
+counted, and a failed flush puts its items back while there is room. `submit` (events) returns its
+item's result once its window is written, or raises the flush's error: nothing unwritten is
+acknowledged.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """What the API lands, as change records of the CDC stream (docs/data-model.md), one object per window.
 
-- **View events** (`POST /v1/events`, apps without a CDC stream) become what the stream would
-  deliver for the app's `user_article_views` row: `INSERT` for a user's first view of an article,
-  `UPDATE-INSERT` after, with `view_count` and `first_viewed_at` from the list store's counters
-  and `log_file` `api-events` at the counters' log position. The counts are committed only once
-  the object holding them is written (`ListStore.counting_views`), so a failed write reports
-  nothing and a later view never skips a number (which dbt would count as a made-up view).
-- **Exposures** (every served list) become `impressions` rows, one per article and position,
-  under `log_file` `api-exposures-<process>` at a running position of this process: unique
-  across workers and restarts without asking any store.
+- **View events** become the app's `user_article_views` row as the stream would deliver it:
+  `INSERT` for a first view, `UPDATE-INSERT` after, counted by the list store at `api-events` log
+  positions. Counts commit only once their object is written (`ListStore.counting_views`): a
+  failed write reports nothing, and no later view skips a number (dbt would count a made-up view).
+- **Exposures** become `impressions` rows (one per article and position) under this process's own
+  `log_file`, `api-exposures-<id>`, at running positions: unique across workers and restarts.
 
-`source_timestamp` is when an event's window was written (the row's "commit") and when an
-exposure was served. Objects are named
-`<table>/<YYYY-MM-DD>/api-<timestamp>-<uuid>.jsonl` and written through the `LandingZone` port,
-which makes them appear whole; locally with an fsync, so an acknowledged event survives a crash.
+`source_timestamp`: when an event's window was written (the row's commit), when a list was served.
+Objects, `<table>/<YYYY-MM-DD>/api-<timestamp>-<uuid>.jsonl`, go through the `LandingZone` port,
+which makes them appear whole (locally with an fsync: an acknowledged event survives a crash).
 """
 
 from __future__ import annotations

@@ -1,31 +1,20 @@
 """The online store's two ports, by concern, and the records they hold.
 
-- `ListStore`: what a user is served. Per user one `UserRecommendations` (ranked article ids,
-  scores, model version, the layer that wrote it, when it was computed, the event-time watermark
-  it reflects, the user vector), plus the cold-start list, the current model version, the API's
-  per-(user, article) view counters and the speed layer's recent clicks.
-- `ArticleCache`: what serving shows about articles (metadata, a revision counter that moves
-  with every change) and the vectors of recently published ones, for read-time scoring.
+- `ListStore`: per user one `UserRecommendations` (ranked ids, scores, model version, layer,
+  computed-at, the event-time watermark it reflects, the user vector); the cold-start list, the
+  model version, the API's view counters and the speed layer's recent clicks.
+- `ArticleCache`: article metadata (with a revision that moves with every change) and the
+  vectors of recently published articles, for read-time scoring.
 
-Two rules every `ListStore` implements (DESIGN.md, data contract 6):
-
-1. **Watermark rule.** A write whose watermark is older than the list the reader currently sees
-   for that user is refused; with an equal watermark the later write wins. So the 30-minute batch
-   never undoes a fresher speed-layer list.
-2. **Atomic batch publish.** A reader sees the whole previous generation or the whole new one.
-
-How both fit together (the same in every adapter): batch lists live in *generations*.
-`publish_batch` stages a new generation under its own number, invisible to readers, in small
-writes (speed writes never queue behind one long transaction), then flips a single current
-generation pointer in one atomic step and deletes older generations. Speed-layer lists live in a
-separate *live* table. Every accepted live write and every flip takes a number from one write
-sequence; a reader resolves the current generation's row against the live row in one atomic read:
-the newer watermark wins, on a tie the higher sequence number. A publish whose generation is older
-than the current one is refused whole. One publish runs at a time (a lease); the staged rows of a
-publish that died before its flip are deleted by the next publish and whenever a writer opens the
-store (`clean_abandoned`).
-
-All times are UTC; naive datetimes are taken as UTC and stored as integer microseconds.
+`ListStore`'s two rules (DESIGN.md, data contract 6): a write older than the list the reader sees
+is refused, an equal watermark's later write wins (**watermark rule**); a reader sees the whole
+previous batch generation or the whole new one (**atomic publish**). Batch lists live in
+generations: a publish stages its own, invisible, in small writes (speed writes never queue behind
+one long transaction), flips one pointer atomically, then deletes older generations. Speed lists
+live apart; every live write and every flip takes a number from one write sequence, and a read
+resolves the current generation's row against the live row atomically: newer watermark, then higher
+sequence. One publish runs at a time (a lease); what a publish that died had staged is deleted by
+the next publish and when a writer opens the store. Times are UTC, stored as integer microseconds.
 """
 
 from __future__ import annotations
@@ -214,8 +203,7 @@ class ColdStartList:
 
 @dataclass(frozen=True)
 class ViewCount:
-    """A (user, article) view counter after one more view, for the API's change records.
-    `log_position` comes from a store-wide counter (the `api-events` log position)."""
+    """A (user, article) view counter after one more view; `log_position` is store-wide."""
 
     user_id: str
     article_id: str
@@ -308,13 +296,10 @@ class _Closable:
 
 
 class ListStore(_Closable, ABC):
-    """Port of the recommendation lists (see the module docstring for its two rules).
-
-    Adapters: `SQLiteListStore`, `RedisListStore`. Methods raise `StoreUnavailable` when the
-    backend cannot be reached, `StoreError` for other failures and `ValueError` for bad arguments.
-    Adapters are safe to share between threads. The publish protocol is written once, here; the
-    adapters supply its steps (`_lease` ... `_finish`).
-    """
+    """Port of the recommendation lists; adapters `SQLiteListStore`, `RedisListStore` (thread-safe).
+    They raise `StoreUnavailable` when the backend cannot be reached, `StoreError` for other
+    failures, `ValueError` for bad arguments, and supply the steps (`_lease` ... `_finish`) of the
+    publish protocol written here."""
 
     capacity: int = DEFAULT_CAPACITY
     _errors: Any  # the adapter's context manager turning its client's errors into the port's
@@ -334,12 +319,9 @@ class ListStore(_Closable, ABC):
         model_version: str | None = None,
         chunk_size: int = 1000,
     ) -> PublishResult:
-        """Publish every user's batch list as one new generation, atomically for readers.
-
-        `records` may be a generator (consumed once, in chunks). Users missing from it have no
-        batch list afterwards. With `model_version`, the current model version is set in the same
-        atomic step as the flip. Waits while another publish holds the lease.
-        """
+        """Publish every user's batch list (a generator is fine) as one new generation, atomically
+        for readers, with `model_version` set in the same step; users missing from it have no batch
+        list afterwards. Waits while another publish holds the lease."""
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
         with self._errors(), self._lease(wait=True) as lease:
@@ -363,8 +345,7 @@ class ListStore(_Closable, ABC):
         return result
 
     def clean_abandoned(self) -> int:
-        """Delete staged generations whose publish died before its flip (never one still
-        running); returns how many. Writers call it when they open the store."""
+        """Delete generations staged by publishes that died (never a running one); returns how many."""
         with self._errors(), self._lease(wait=False) as lease:
             return 0 if lease is None else self._drop_staged()
 
@@ -394,8 +375,7 @@ class ListStore(_Closable, ABC):
 
     @abstractmethod
     def _finish(self, generation: int) -> int:
-        """After the flip: drop the live lists and older generations the new one supersedes;
-        returns how many fresher speed lists stay."""
+        """After the flip: drop what the new generation supersedes; returns the speed lists kept."""
 
     @abstractmethod
     def current_generation(self) -> GenerationInfo | None:
@@ -421,13 +401,10 @@ class ListStore(_Closable, ABC):
     def counting_views(
         self, views: Sequence[tuple[str, str, datetime]]
     ) -> AbstractContextManager[list[ViewCount]]:
-        """Count one more view for each `(user_id, article_id, viewed_at)`, in order.
-
-        The counts are committed when the block exits without an error, so a caller that writes
-        them durably inside the block never reports a count it did not write; the block holds the
-        counters against other processes until then. Log positions are taken for good before the
-        block: a failed block leaves a gap, never a position used twice.
-        """
+        """Count one more view for each `(user_id, article_id, viewed_at)`, in order, committed when
+        the block exits without an error (the caller writes them durably inside it; the counters
+        are held against other processes meanwhile). Log positions are taken for good first: a
+        failed block leaves a gap, never a position used twice."""
 
     @abstractmethod
     def add_recent_clicks(self, clicks: Iterable[tuple[str, str, int]]) -> None:
@@ -447,8 +424,7 @@ class ListStore(_Closable, ABC):
 
 
 class ArticleCache(_Closable, ABC):
-    """Port of article metadata and fresh-article vectors. Adapters: `SQLiteArticleCache`,
-    `RedisArticleCache` (errors as `ListStore`'s)."""
+    """Port of article metadata and vectors; adapters `SQLiteArticleCache`, `RedisArticleCache`."""
 
     @abstractmethod
     def upsert_articles(self, articles: Iterable[ArticleMeta]) -> int:

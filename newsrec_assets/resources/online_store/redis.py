@@ -1,24 +1,16 @@
 """Redis adapters of the online store (redis-py): the networked backend of the production profile.
 
-`RedisListStore` and `RedisArticleCache` use redis-py's blocking client (the Dagster runs, the
-API's background refreshes and event flushes); `AsyncRedisReads` is the API's request path on
-`redis.asyncio`. All keys share one hash tag, `{<prefix>}:...`, so they live in one slot (Redis
-Cluster friendly) and a test or a second deployment can use its own prefix.
+The Dagster runs and the API's background work use the blocking client; `AsyncRedisReads` is the
+API's request path on `redis.asyncio`. All keys share the hash tag `{<prefix>}:` (one Cluster slot).
+Keys: `b:<gen>` / `bw:<gen>` (user -> record / watermark µs) per generation; `current` (gen, seq)
+the pointer; `gens`, `genwm` the generations; `gen_counter`, `seq`; `live` / `livemeta`
+(`"<watermark>:<seq>"`) the speed lists; `publish_lease`; `model`; `cold_start`; `views:<user>`
+(`<article>|c` count, `<article>|f` first view), `views_lock`, `api_log_position`; `clicks:<user>`,
+`clicks` (recent clicks by time); `articles`, `articles_by_pub`, `article_rev`, `artvec`.
 
-Keys: `b:<gen>` (hash user -> record) and `bw:<gen>` (hash user -> watermark µs) hold generation
-`<gen>`; `current` (hash gen, seq) is the pointer readers follow; `gens` (hash gen -> JSON) and
-`genwm` describe generations; `gen_counter` and `seq` allocate numbers; `live` / `livemeta`
-(`"<watermark µs>:<seq>"`) hold speed-layer lists; `publish_lease` is the publish lease; `model`,
-`cold_start`; `views:<user>` (hash `<article>|c` count, `<article>|f` first view µs),
-`views_lock`, `api_log_position`; `clicks:<user>` and `clicks` (sorted sets by view time) hold
-recent clicks; `articles`, `articles_by_pub`, `article_rev`, `artvec` the article cache.
-
-Atomic steps are Lua scripts (Redis runs one without interleaving): the read (live row against
-the current generation's row), the watermark-checked live write, the flip (refused if a newer
-generation is current or the publish lost its lease) and the clean-up of dominated live rows. A
-publish holds the lease (a key with a TTL, renewed with every staged chunk), so a publisher that
-died lets the next one in after at most `lease_seconds`; staged generations without a lease
-holder are deleted then, or by any writer that opens the store.
+The read, the watermark-checked live write, the flip (refused if a newer generation is current or
+the publish lost its lease) and the clean-up of dominated live rows are Lua scripts (atomic). The
+lease is a key with a TTL renewed by every staged chunk: a dead publisher's lapses.
 """
 
 from __future__ import annotations
@@ -152,15 +144,9 @@ def _client(url: str, timeout: float, module: Any = redis) -> Any:
 
 
 class RedisListStore(_Keys, base.ListStore):
-    """Recommendation lists in Redis; see the module docstring.
-
-    Args:
-        url: `redis://host:port/db` (ignored when `client` is given).
-        prefix: key namespace (the hash tag `{prefix}`).
-        client: an existing `redis.Redis` (bytes responses).
-        socket_timeout: seconds before a command fails with `StoreUnavailable`.
-        lease_seconds: how long a publish that stopped renewing its lease keeps it.
-    """
+    """Recommendation lists in Redis at `url` under `prefix`; a command taking longer than
+    `socket_timeout` is `StoreUnavailable`; a publish that stops renewing its lease keeps it
+    `lease_seconds`."""
 
     _errors = staticmethod(_errors)
 
@@ -169,16 +155,12 @@ class RedisListStore(_Keys, base.ListStore):
         url: str = "redis://127.0.0.1:6379/0",
         *,
         prefix: str = "newsrec",
-        capacity: int = base.DEFAULT_CAPACITY,
-        client: redis.Redis | None = None,
         socket_timeout: float = 2.0,
         lease_seconds: float = 60.0,
     ) -> None:
         super().__init__(prefix)
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.capacity, self.lease_ms = capacity, int(lease_seconds * 1000)
-        self.client = client or _client(url, socket_timeout)
+        self.lease_ms = int(lease_seconds * 1000)
+        self.client = _client(url, socket_timeout)
         self._read, self._write_live, self._flip_script, self._clean_live, self._release = (
             self.client.register_script(script)
             for script in (_READ_LUA, _WRITE_LIVE_LUA, _FLIP_LUA, _CLEAN_LIVE_LUA, _RELEASE_LUA)

@@ -1,24 +1,16 @@
 """SQLite adapters of the online store: the embedded default, one file in WAL mode.
 
-The list store and the article cache share the lists file (`SQLiteListStore(path)`,
-`SQLiteArticleCache(path)`). WAL: readers never block the writer nor it them, and every
-statement reads one snapshot. It is meant for one writing process at a time (the Dagster runs)
-plus any number of readers (API workers, opened `read_only`); each thread gets its own
-connection. The API's view counters live in a second file (`<stem>-log<suffix>`), so that the
-API writes without waiting behind a batch publish, and a reader of the lists stays read-only.
+The list store and the article cache share one file; WAL lets readers (API workers, `read_only`)
+and the writer (the Dagster runs) never block each other, and a statement reads one snapshot.
+The API's view counters live in `<stem>-log.sqlite`, so the API writes without queueing behind a
+publish. `batch_recs` holds every generation's lists, `current_generation` the pointer readers
+follow, `generations` their states, `live_recs` the speed lists; a read is one statement over the
+live row and the current generation's (never a mix of generations). The publish lease is an
+`flock` on `<file>.publish-lock`, which the kernel drops with a dead process.
 
-Lists file: `batch_recs(generation, user_id, watermark_us, record)` holds the batch lists of every
-generation; `current_generation` (one row: generation, seq) is the pointer readers follow;
-`generations` describes each (staging / published); `live_recs` holds speed-layer lists; `meta`
-the write sequence and the article revision. A read is one statement over the live row and the
-current generation's row (one snapshot, so never a mix of generations). A publish holds the
-publish lease (an `flock` on `<file>.publish-lock`, released by the kernel if the process dies),
-stages in small transactions and flips the pointer in one short one.
-
-Space: deleted generations leave free pages. New files use incremental auto-vacuum; after a
-publish, free pages beyond the live data's size (room for the next publish's staging) are given
-back to the file system, so the file shrinks after a crash left staged rows behind. A file made
-before incremental auto-vacuum is converted by one `VACUUM` the first time that happens.
+Space: new files use incremental auto-vacuum; after a publish, free pages beyond the live data's
+size (room for the next staging) go back to the file system, so a file that crashed publishes
+bloated shrinks (an older file is converted by one `VACUUM` then).
 """
 
 from __future__ import annotations
@@ -186,14 +178,8 @@ class _Connections(threading.local):
 
 
 class SQLiteListStore(base.ListStore):
-    """Recommendation lists in a SQLite file; see the module docstring.
-
-    Args:
-        path: the lists file; created with its schema unless `read_only`.
-        read_only: open the lists file read-only (API workers); the view counters stay writable.
-        views_path: the view-counter file (default `<stem>-log<suffix>` next to `path`).
-        busy_timeout_ms: how long a connection waits for a lock before failing.
-    """
+    """Recommendation lists in the SQLite file `path` (created unless `read_only`, as API workers
+    open it; its view counters stay writable)."""
 
     _errors = staticmethod(_errors)
 
@@ -202,16 +188,12 @@ class SQLiteListStore(base.ListStore):
         path: str | os.PathLike[str],
         *,
         read_only: bool = False,
-        views_path: str | os.PathLike[str] | None = None,
-        capacity: int = base.DEFAULT_CAPACITY,
         busy_timeout_ms: int = 5000,
     ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self.path, self.read_only, self.capacity = Path(path), read_only, capacity
+        self.path, self.read_only = Path(path), read_only
         self._lists = _Connections(self.path, read_only, busy_timeout_ms, _SCHEMA)
         # An event flush waits here while another API worker's flush writes its landing object.
-        views = Path(views_path) if views_path else self.path.with_name(f"{self.path.stem}-log.sqlite")
+        views = self.path.with_name(f"{self.path.stem}-log.sqlite")
         self._views = _Connections(views, False, max(busy_timeout_ms, 30_000), _VIEWS_SCHEMA)
         self._lease_path = self.path.with_name(f"{self.path.name}.publish-lock")
         if not read_only:
