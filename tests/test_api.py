@@ -720,16 +720,18 @@ def test_bodies_over_the_limit_are_a_413_read_no_further_than_the_limit(tmp_path
 @pytest.mark.parametrize(
     "viewed_at",
     [
-        datetime(1, 1, 1, tzinfo=UTC),
-        datetime(1999, 12, 31, tzinfo=UTC),
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:11:49+22:16",  # no UTC equivalent: before year 1
+        "9999-12-31T23:59:59-23:59",  # nor after year 9999
+        "1999-12-31T23:59:59Z",
         timedelta(days=-31),
         timedelta(minutes=6),
     ],
 )
 def test_implausible_view_times_are_a_json_422_and_land_nothing(api, viewed_at):
     if isinstance(viewed_at, timedelta):  # relative to when the test runs
-        viewed_at = datetime.now(UTC) + viewed_at
-    event = {"user_id": "u000001", "article_id": "a001", "viewed_at": viewed_at.isoformat()}
+        viewed_at = (datetime.now(UTC) + viewed_at).isoformat()
+    event = {"user_id": "u000001", "article_id": "a001", "viewed_at": viewed_at}
     error = assert_json_error(api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}), 422)
     assert error["details"][0]["loc"] == ["body", "viewed_at"]
     assert not landed(api.settings, "user_article_views")

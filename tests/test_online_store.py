@@ -675,7 +675,7 @@ def test_redis_unreachable_is_unavailable():
 
 
 @requires_redis
-def test_async_reads_see_what_the_blocking_store_sees_and_survive_a_script_flush():
+def test_async_reads_see_what_the_blocking_store_sees_and_survive_a_flush_and_a_dropped_connection():
     prefix = f"test-{uuid.uuid4().hex}"
     store, articles = RedisListStore(REDIS_URL, prefix=prefix), RedisArticleCache(REDIS_URL, prefix=prefix)
     users = [f"u{i:03d}" for i in range(30)]
@@ -691,6 +691,8 @@ def test_async_reads_see_what_the_blocking_store_sees_and_survive_a_script_flush
             store.client.script_flush()
             assert (await reads.get_recommendations("u001")).article_ids[0] == "u001-0"
             assert await reads.get_articles(["a1", "nope"]) == articles.get_articles(["a1", "nope"])
+            store.client.client_kill_filter(_id=await reads.client.client_id())  # the server drops us
+            assert (await reads.get_recommendations("u002")).article_ids[0] == "u002-0"  # reconnected
         finally:
             await reads.close()
 

@@ -459,20 +459,25 @@ class AsyncRedisReads(_Keys):
     def __init__(self, url: str, *, prefix: str = "newsrec", socket_timeout: float = 2.0) -> None:
         super().__init__(prefix)
         self.client = _client(url, socket_timeout, redis.asyncio)
-        self._read = self.client.register_script(_READ_LUA)
+        self._script = self.client.register_script(_READ_LUA)
+
+    async def _read(self, call: Any) -> Any:
+        """`await call()`, once more if the server had closed the connection (it reconnects)."""
+        for attempt in (1, 2):
+            try:
+                return await call()
+            except redis_errors.ConnectionError as error:
+                if attempt == 2:
+                    raise _redis_error(error) from error
+            except redis_errors.RedisError as error:
+                raise _redis_error(error) from error
 
     async def get_recommendations(self, user_id: str) -> base.UserRecommendations | None:
-        try:
-            blob = await self._read(keys=self.live, args=[user_id, *self.batch])
-        except redis_errors.RedisError as error:
-            raise _redis_error(error) from error
+        blob = await self._read(lambda: self._script(keys=self.live, args=[user_id, *self.batch]))
         return None if blob is None else base.decode_record(user_id, blob)
 
     async def get_articles(self, article_ids: Sequence[str]) -> dict[str, base.ArticleMeta]:
-        try:
-            raws = await self.client.hmget(self.key("articles"), list(article_ids))
-        except redis_errors.RedisError as error:
-            raise _redis_error(error) from error
+        raws = await self._read(lambda: self.client.hmget(self.key("articles"), list(article_ids)))
         return articles_from_json(article_ids, raws)
 
     async def close(self) -> None:

@@ -35,15 +35,17 @@ async def post_view_event(
     The answer comes once the record is written; a 503 means it was not, and may be retried.
     """
     received_at = now_utc()
-    viewed_at = received_at if event.viewed_at is None else to_utc(event.viewed_at)
     earliest = max(
         to_utc(settings.earliest_viewed_at), received_at - timedelta(days=settings.max_event_age_days)
     )
-    if not earliest <= viewed_at <= received_at + timedelta(seconds=settings.max_event_clock_skew_seconds):
-        why = "lies in the future" if viewed_at > received_at else f"is before {earliest.isoformat()}"
-        raise RequestValidationError(
-            [{"type": "value_error", "loc": ("body", "viewed_at"), "msg": f"viewed_at {why}"}]
-        )
+    latest = received_at + timedelta(seconds=settings.max_event_clock_skew_seconds)
+    try:
+        viewed_at = received_at if event.viewed_at is None else to_utc(event.viewed_at)
+    except OverflowError:  # so far out that it has no UTC equivalent
+        viewed_at = None
+    if viewed_at is None or not earliest <= viewed_at <= latest:
+        message = f"viewed_at must lie in {earliest.isoformat()} .. {latest.isoformat()}"
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "viewed_at"), "msg": message}])
     accepted = await events.submit(ViewEvent(event.user_id, event.article_id, viewed_at, event.impression_id))
     metrics.events.inc()
     return accepted
