@@ -1,4 +1,7 @@
-"""Route dependencies (`Annotated[..., Depends(...)]`); the app factory puts the objects on `app.state`."""
+"""Route dependencies (`Annotated[..., Depends(...)]`); the app factory puts the objects on `app.state`.
+
+They are `async` because they only look things up: FastAPI runs a plain `def` dependency in the
+thread pool, a hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -13,27 +16,27 @@ from serving.services.batching import WindowBatcher
 from serving.services.recommender import Recommender
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_stores(request: Request) -> Stores:
+async def get_stores(request: Request) -> Stores:
     return request.app.state.stores
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_recommender(request: Request) -> Recommender:
+async def get_recommender(request: Request) -> Recommender:
     return request.app.state.recommender
 
 
-def get_events(request: Request) -> WindowBatcher:
+async def get_events(request: Request) -> WindowBatcher:
     return request.app.state.events
 
 
-def get_exposures(request: Request) -> WindowBatcher | None:
+async def get_exposures(request: Request) -> WindowBatcher | None:
     return request.app.state.exposures
 
 
