@@ -14,6 +14,8 @@ WAREHOUSE_WRITER_POOL = "duckdb_writer"
 RAW_TABLE_KEYS = {table: dg.AssetKey([RAW_SCHEMA, f"cdc_{table}"]) for table in SOURCE_TABLES}
 QUARANTINE_KEY = dg.AssetKey([RAW_SCHEMA, "cdc_quarantine"])
 NO_NEW_QUARANTINE_CHECK = "no_new_quarantined_lines"
+NO_UNSUPPORTED_FILES_CHECK = "no_unsupported_landing_files"
+UNSUPPORTED_NAMES_SHOWN = 20
 
 _TABLE_DESCRIPTIONS = {
     "articles": "Every CMS change to `articles` (publish, edit, unpublish, delete), one row per change.",
@@ -45,7 +47,15 @@ _TABLE_DESCRIPTIONS = {
             NO_NEW_QUARANTINE_CHECK,
             asset=QUARANTINE_KEY,
             description="Warns when a run quarantined malformed change records.",
-        )
+        ),
+        dg.AssetCheckSpec(
+            NO_UNSUPPORTED_FILES_CHECK,
+            asset=QUARANTINE_KEY,
+            description=(
+                "Warns when the landing zone holds files that are not change-record files "
+                "(.jsonl/.json, optionally .gz): they are listed, never read."
+            ),
+        ),
     ],
     pool=WAREHOUSE_WRITER_POOL,
 )
@@ -55,15 +65,18 @@ def raw_cdc_log(
     """Append every not-yet-ingested landing file to the raw CDC tables.
 
     Idempotent: a change delivered twice (same `uuid`, or a re-read with the same sort keys) is
-    stored once, and a file already ingested is skipped, so re-running adds nothing.
+    stored once, and a file already ingested is skipped, so re-running adds nothing. A bad record
+    is quarantined with its reason and never fails the run; files that are not change-record files
+    are named in the metadata and flagged by a warning check.
     """
     report = warehouse.get().ingest(landing.get())
     context.log.info(
         f"{report.files_ingested} new files ({report.files_already_ingested} already ingested): "
         f"{report.records} records, {report.stored} stored, {report.duplicates} duplicates, "
-        f"{report.quarantined} quarantined"
+        f"{report.quarantined} quarantined, {len(report.unsupported_files)} unsupported files"
     )
     newest = report.newest_source_timestamp.isoformat() if report.newest_source_timestamp else None
+    unsupported_names = dg.MetadataValue.json(report.unsupported_files[:UNSUPPORTED_NAMES_SHOWN])
     for table, key in RAW_TABLE_KEYS.items():
         yield dg.MaterializeResult(
             asset_key=key,
@@ -81,6 +94,8 @@ def raw_cdc_log(
             "stored": report.stored,
             "duplicates": report.duplicates,
             "quarantined": report.quarantined,
+            "unsupported_files": len(report.unsupported_files),
+            "unsupported_file_names": unsupported_names,
         },
     )
     yield dg.AssetCheckResult(
@@ -89,6 +104,16 @@ def raw_cdc_log(
         passed=report.quarantined == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"quarantined_this_run": report.quarantined},
+    )
+    yield dg.AssetCheckResult(
+        check_name=NO_UNSUPPORTED_FILES_CHECK,
+        asset_key=QUARANTINE_KEY,
+        passed=not report.unsupported_files,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "unsupported_files": len(report.unsupported_files),
+            "first_names": unsupported_names,
+        },
     )
 
 
