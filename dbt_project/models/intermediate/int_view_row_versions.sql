@@ -33,14 +33,14 @@ with_life as (
 
     select
         *,
-        1 + coalesce(
+        cast(1 + coalesce(
             sum(case when change_type = 'DELETE' then 1 else 0 end) over (
                 partition by user_id, article_id
                 order by change_seq
                 rows between unbounded preceding and 1 preceding
             ),
             0
-        ) as row_life
+        ) as {{ dbt.type_bigint() }}) as row_life
 
     from changes
 
@@ -116,14 +116,14 @@ life_offsets as (
         user_id,
         article_id,
         row_life,
-        coalesce(
+        cast(coalesce(
             sum(life_views) over (
                 partition by user_id, article_id
                 order by row_life
                 rows between unbounded preceding and 1 preceding
             ),
             0
-        ) as views_before_life
+        ) as {{ dbt.type_bigint() }}) as views_before_life
 
     from lives
 
