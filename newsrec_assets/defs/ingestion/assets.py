@@ -10,6 +10,11 @@ GROUP = "ingestion"
 # DuckDB allows one writing process per file: every asset that writes the warehouse runs in this
 # pool (limit 1, see dagster.yaml) so runs queue for it instead of failing on the file lock.
 WAREHOUSE_WRITER_POOL = "duckdb_writer"
+# For idempotent warehouse steps whose failures can pass: a read of the bucket that broke off, the
+# file lock still held by a writer that outlived its killed run. Bad records never raise.
+TRANSIENT_FAILURE_RETRIES = dg.RetryPolicy(
+    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 
 RAW_TABLE_KEYS = {table: dg.AssetKey([RAW_SCHEMA, f"cdc_{table}"]) for table in SOURCE_TABLES}
 QUARANTINE_KEY = dg.AssetKey([RAW_SCHEMA, "cdc_quarantine"])
@@ -58,6 +63,7 @@ _TABLE_DESCRIPTIONS = {
         ),
     ],
     pool=WAREHOUSE_WRITER_POOL,
+    retry_policy=TRANSIENT_FAILURE_RETRIES,
 )
 def raw_cdc_log(
     context: dg.AssetExecutionContext, landing: LandingZoneResource, warehouse: WarehouseResource
@@ -67,7 +73,8 @@ def raw_cdc_log(
     Idempotent: a change delivered twice (same `uuid`, or a re-read with the same sort keys) is
     stored once, and a file already ingested is skipped, so re-running adds nothing. A bad record
     is quarantined with its reason and never fails the run; files that are not change-record files
-    are named in the metadata and flagged by a warning check.
+    are named in the metadata and flagged by a warning check. Being idempotent, a failed attempt
+    (bucket read, file lock) is retried.
     """
     report = warehouse.get().ingest(landing.get())
     context.log.info(

@@ -1,0 +1,200 @@
+"""kill -9 of a run mid-step, with the shipped instance settings and a running dagster-daemon.
+
+A run of the real ingestion asset, then of the real dbt build, is launched through the instance's
+run launcher (MonitoredRunLauncher) and its worker process is SIGKILLed mid-step. Run monitoring
+must mark the run failed within its poll interval, its `duckdb_writer` slot must be freed, the
+automatic retry must succeed, and the warehouse must then hold every change once and the marts
+the truth of tests/faults/world.py: nothing lost, nothing doubled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from datetime import UTC
+
+import dagster as dg
+import psutil
+import pytest
+
+from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
+from newsrec_assets.resources.landing import LocalLandingZone
+from newsrec_assets.resources.warehouse import DuckDBWarehouse
+from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG
+from newsrec_assets.settings import REPO_ROOT
+from tests.faults.harness import DagsterHarness, wait_until
+from tests.faults.location import PAUSED_MARKER
+from tests.faults.world import ExpectedView, build_world
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+POLL_SECONDS = 1
+# Short intervals for the test; everything else is the instance yaml under test.
+TEST_OVERRIDES = {
+    "run_monitoring": {"poll_interval_seconds": POLL_SECONDS, "free_slots_after_run_end_seconds": 1},
+    # No automation: the only runs are the ones the test launches (and their retries).
+    "auto_materialize": {"enabled": False, "use_sensors": False},
+    "freshness": {"enabled": False},
+}
+INSTANCES = {"local": REPO_ROOT / "dagster.yaml"}
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+@pytest.fixture(scope="module", params=sorted(INSTANCES))
+def harness(request, tmp_path_factory):
+    import subprocess
+    import sys
+
+    home = tmp_path_factory.mktemp(f"crash-{request.param}")
+    world = build_world()
+    world.write(LocalLandingZone(home / "newsrec" / "landing"))
+    world.write(LocalLandingZone(home / "newsrec" / "landing"), late=True)
+    env = {
+        "NEWSREC_HOME": str(home / "newsrec"),
+        "NEWSREC_DUCKDB_PATH": str(home / "newsrec" / "warehouse.duckdb"),
+        "NEWSREC_FAULTS_DIR": str(home),
+        "DO_NOT_TRACK": "1",
+    }
+    # The code location reads the dbt manifest: make it match the models as they are now, parsed
+    # with the runs' profile so that their builds can parse partially.
+    subprocess.run(
+        [str(os.path.join(os.path.dirname(sys.executable), "dbt")), "parse", "--quiet", "--target", "local"],
+        cwd=REPO_ROOT / "dbt_project",
+        env={**os.environ, **env, "DBT_PROFILES_DIR": str(REPO_ROOT / "dbt_project")},
+        check=True,
+    )
+    with DagsterHarness(
+        home / "dagster_home", INSTANCES[request.param], TEST_OVERRIDES, "tests.faults.location", env
+    ) as h:
+        h.world = world
+        h.newsrec_home = home / "newsrec"
+        h.faults_dir = home
+        yield h
+
+
+def failure_message(harness: DagsterHarness, run_id: str) -> str:
+    records = harness.instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    return " ".join(record.event_log_entry.message or "" for record in records)
+
+
+def kill_mid_step(harness: DagsterHarness, run_id: str, mid_step: callable, what: str) -> dict:
+    """SIGKILL the run's worker and the code server that started it once `mid_step()` holds.
+
+    With its code server alive, a dead worker is reported by that server; with both gone (the
+    machine's OOM killer, a crashed `dagster dev`), only run monitoring can fail the run.
+    """
+    launched_at = time.monotonic()
+    wait_until(mid_step, 120, what)
+    run = harness.run(run_id)
+    assert run.status == dg.DagsterRunStatus.STARTED, run.status
+    holds_slot = run_id in harness.pool_holders(WAREHOUSE_WRITER_POOL)
+    worker = psutil.Process(harness.run_worker_pid(run_id))
+    code_server = worker.parent()
+    for process in (worker, code_server):
+        os.kill(process.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    failed = harness.wait_for_status(run_id, FINISHED, timeout=60)
+    failed_after = time.monotonic() - killed_at
+    wait_until(
+        lambda: run_id not in harness.pool_holders(WAREHOUSE_WRITER_POOL), 60, "the pool slot to be freed"
+    )
+    freed_after = time.monotonic() - killed_at
+    retry = wait_until(lambda: harness.retries_of(run_id), 60, "the automatic retry")[0]
+    retried = harness.wait_for_status(retry.run_id, FINISHED, timeout=240)
+    attempts = 1 + len(
+        harness.instance.get_records_for_run(
+            retry.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+        ).records
+    )
+    print(
+        f"{what}: reached after {killed_at - launched_at:.1f} s; failed {failed_after:.1f} s after the kill, "
+        f"slot freed after {freed_after:.1f} s, retry done after {time.monotonic() - killed_at:.1f} s "
+        f"({attempts} step attempts)"
+    )
+    return {
+        "held the duckdb_writer slot when killed": holds_slot,
+        "worker host tagged": run.tags.get(RUN_WORKER_HOST_TAG) is not None,
+        "status after kill": failed.status.value,
+        "failed by run monitoring": "Detected run worker status FAILED" in failure_message(harness, run_id),
+        "failed within poll interval + 5 s": failed_after <= POLL_SECONDS + 5,
+        "failed_after_s": round(failed_after, 1),
+        "slot freed": True,
+        "freed_after_s": round(freed_after, 1),
+        "retry status": retried.status.value,
+    }
+
+
+def test_kill_9_during_ingestion_then_during_dbt(harness, scenarios):
+    world = harness.world
+    warehouse = DuckDBWarehouse(harness.newsrec_home / "warehouse.duckdb", read_only=True)
+
+    # ---- ingestion: stopped before its third file, two files committed
+    ingest = harness.launch("ingest")
+    ingest_outcome = kill_mid_step(
+        harness, ingest, lambda: (harness.faults_dir / PAUSED_MARKER).exists(), "ingestion to reach its stop"
+    )
+    files = warehouse.scalar("select count(*) from raw.landing_files")
+    stored = warehouse.scalar(
+        "select (select count(*) from raw.cdc_articles) + (select count(*) from raw.cdc_user_article_views)"
+    )
+    quarantined = warehouse.scalar("select count(*) from raw.cdc_quarantine")
+
+    # ---- dbt: killed once the build has materialised its first model
+    features = harness.launch("features")
+    dbt_outcome = kill_mid_step(
+        harness,
+        features,
+        lambda: harness.has_event(features, dg.DagsterEventType.ASSET_MATERIALIZATION),
+        "dbt to materialise its first model",
+    )
+    rows = warehouse.query(
+        "select user_id, article_id, view_number, viewed_at, impression_id from main.view_events"
+    ).to_pylist()
+    views = Counter(
+        ExpectedView(
+            r["user_id"],
+            r["article_id"],
+            r["view_number"],
+            r["viewed_at"].replace(tzinfo=UTC),
+            r["impression_id"],
+        )
+        for r in rows
+    )
+    articles = {
+        r["article_id"]: r["title"]
+        for r in warehouse.query("select * from main.current_articles").to_pylist()
+    }
+
+    expected_outcome = {
+        "held the duckdb_writer slot when killed": True,
+        "worker host tagged": True,
+        "status after kill": "FAILURE",
+        "failed by run monitoring": True,
+        "failed within poll interval + 5 s": True,
+        "slot freed": True,
+        "retry status": "SUCCESS",
+    }
+    for step, outcome in [("ingestion", ingest_outcome), ("dbt build", dbt_outcome)]:
+        observed = {key: outcome[key] for key in expected_outcome}
+        failed, freed = outcome["failed_after_s"], outcome["freed_after_s"]
+        scenarios.check(
+            f"kill -9 of worker + code server during {step}: failed {failed} s, slot freed {freed} s after",
+            expected_outcome,
+            observed,
+        )
+    landed = len(world.files) + len(world.late_files)
+    scenarios.check(
+        "after the ingestion retry: files registered, changes stored, lines quarantined (once each)",
+        (landed, world.distinct_changes, len(world.quarantine_reasons)),
+        (files, stored, quarantined),
+    )
+    expected_views = Counter(world.views)
+    scenarios.check(
+        "after the dbt retry: view events (count, missing, invented)",
+        (sum(expected_views.values()), 0, 0),
+        (sum(views.values()), sum((expected_views - views).values()), sum((views - expected_views).values())),
+    )
+    scenarios.check("after the dbt retry: current articles", world.articles, articles)
+    scenarios.verify()
