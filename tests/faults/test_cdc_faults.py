@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import UTC
 
 import dagster as dg
 import pytest
@@ -19,7 +18,8 @@ from newsrec_assets.defs.ingestion.assets import raw_cdc_log
 from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
-from tests.faults.world import AVRO, BAD, ExpectedView, build_world
+from tests.faults.observed import current_titles, stored_changes, tally, view_events
+from tests.faults.world import AVRO, BAD, build_world
 from tests.test_dbt_project import dbt_args, dbt_env, release_duckdb
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -48,31 +48,6 @@ def dbt_build(home, *select: str) -> dict[str, str]:
     return {r.node.unique_id: str(r.status) for r in (result.result.results if result.result else [])}
 
 
-def observed_views(warehouse: DuckDBWarehouse) -> Counter:
-    rows = warehouse.query(
-        "select user_id, article_id, view_number, viewed_at, impression_id from main.view_events"
-    ).to_pylist()
-    return Counter(
-        ExpectedView(
-            r["user_id"],
-            r["article_id"],
-            r["view_number"],
-            r["viewed_at"].replace(tzinfo=UTC),
-            r["impression_id"],
-        )
-        for r in rows
-    )
-
-
-def stored_changes(warehouse: DuckDBWarehouse) -> int:
-    articles = warehouse.scalar("select count(*) from raw.cdc_articles")
-    return articles + warehouse.scalar("select count(*) from raw.cdc_user_article_views")
-
-
-def tally(expected: Counter, observed: Counter) -> tuple[int, int, int]:
-    return sum(observed.values()), sum((expected - observed).values()), sum((observed - expected).values())
-
-
 def views_of(views, user_id: str) -> list[tuple[int, str]]:
     return sorted((v.view_number, v.viewed_at.strftime("%H:%M")) for v in views if v.user_id == user_id)
 
@@ -94,14 +69,14 @@ def test_cdc_faults_reach_the_marts_as_the_truth_says(tmp_path, scenarios):
     first = ingest(home)
     metadata = quarantine_metadata(first)
     statuses = dbt_build(home, "+view_events", "+current_articles", "+int_rejected_view_jumps")
-    views_run_1 = observed_views(warehouse)
+    views_run_1 = view_events(warehouse)
     expected_run_1 = Counter(world.views_before_late_file)
 
     # ---- run 2: the late file lands and is ingested by a later run; then the whole build
     world.write(zone, late=True)
     second = ingest(home)
     full_build = dbt_build(home)
-    views = observed_views(warehouse)
+    views = view_events(warehouse)
     expected = Counter(world.views)
     raw_counts = stored_changes(warehouse)
 
@@ -118,10 +93,7 @@ def test_cdc_faults_reach_the_marts_as_the_truth_says(tmp_path, scenarios):
     def quarantined_for(fragment: str) -> str:
         return "quarantined" if any(fragment in reason for reason in reasons) else "not quarantined"
 
-    articles = {
-        r["article_id"]: r["title"]
-        for r in warehouse.query("select article_id, title from main.current_articles").to_pylist()
-    }
+    articles = current_titles(warehouse)
     rejected = [
         (r["user_id"], r["article_id"], r["view_count"])
         for r in warehouse.query(

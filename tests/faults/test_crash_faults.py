@@ -13,7 +13,6 @@ import os
 import signal
 import time
 from collections import Counter
-from datetime import UTC
 
 import dagster as dg
 import psutil
@@ -26,7 +25,8 @@ from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG
 from newsrec_assets.settings import REPO_ROOT
 from tests.faults.harness import DagsterHarness, wait_until
 from tests.faults.location import PAUSED_MARKER
-from tests.faults.world import ExpectedView, build_world
+from tests.faults.observed import current_titles, stored_changes, tally, view_events
+from tests.faults.world import build_world
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -138,9 +138,7 @@ def test_kill_9_during_ingestion_then_during_dbt(harness, scenarios):
         harness, ingest, lambda: (harness.faults_dir / PAUSED_MARKER).exists(), "ingestion to reach its stop"
     )
     files = warehouse.scalar("select count(*) from raw.landing_files")
-    stored = warehouse.scalar(
-        "select (select count(*) from raw.cdc_articles) + (select count(*) from raw.cdc_user_article_views)"
-    )
+    stored = stored_changes(warehouse)
     quarantined = warehouse.scalar("select count(*) from raw.cdc_quarantine")
 
     # ---- dbt: killed once the build has materialised its first model
@@ -151,23 +149,8 @@ def test_kill_9_during_ingestion_then_during_dbt(harness, scenarios):
         lambda: harness.has_event(features, dg.DagsterEventType.ASSET_MATERIALIZATION),
         "dbt to materialise its first model",
     )
-    rows = warehouse.query(
-        "select user_id, article_id, view_number, viewed_at, impression_id from main.view_events"
-    ).to_pylist()
-    views = Counter(
-        ExpectedView(
-            r["user_id"],
-            r["article_id"],
-            r["view_number"],
-            r["viewed_at"].replace(tzinfo=UTC),
-            r["impression_id"],
-        )
-        for r in rows
-    )
-    articles = {
-        r["article_id"]: r["title"]
-        for r in warehouse.query("select * from main.current_articles").to_pylist()
-    }
+    views = view_events(warehouse)
+    articles = current_titles(warehouse)
 
     expected_outcome = (
         f"held the slot; worker host tagged; FAILURE by run monitoring within {POLL_SECONDS + 5} s; "
@@ -192,7 +175,7 @@ def test_kill_9_during_ingestion_then_during_dbt(harness, scenarios):
     scenarios.check(
         "after the dbt retry: view events (count, missing, invented)",
         (sum(expected_views.values()), 0, 0),
-        (sum(views.values()), sum((expected_views - views).values()), sum((views - expected_views).values())),
+        tally(expected_views, views),
     )
     scenarios.check("after the dbt retry: current articles", world.articles, articles)
     scenarios.verify()
