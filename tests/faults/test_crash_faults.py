@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import psutil
@@ -27,7 +31,7 @@ from newsrec_assets.settings import REPO_ROOT
 from tests.faults.harness import DagsterHarness, wait_until
 from tests.faults.location import PAUSED_MARKER
 from tests.faults.observed import current_titles, stored_changes, tally, view_events
-from tests.faults.world import build_world
+from tests.faults.world import FaultWorld, build_world
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -43,11 +47,16 @@ INSTANCES = {"local": REPO_ROOT / "dagster.yaml"}
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-@pytest.fixture(scope="module", params=sorted(INSTANCES))
-def harness(request, tmp_path_factory):
-    import subprocess
-    import sys
+@dataclass
+class CrashSetup:
+    harness: DagsterHarness
+    world: FaultWorld
+    newsrec_home: Path
+    faults_dir: Path
 
+
+@pytest.fixture(scope="module", params=sorted(INSTANCES))
+def crash(request, tmp_path_factory):
     home = tmp_path_factory.mktemp(f"crash-{request.param}")
     world = build_world()
     world.write(LocalLandingZone(home / "newsrec" / "landing"))
@@ -68,11 +77,8 @@ def harness(request, tmp_path_factory):
     )
     with DagsterHarness(
         home / "dagster_home", INSTANCES[request.param], TEST_OVERRIDES, "tests.faults.location", env
-    ) as h:
-        h.world = world
-        h.newsrec_home = home / "newsrec"
-        h.faults_dir = home
-        yield h
+    ) as harness:
+        yield CrashSetup(harness, world, home / "newsrec", home)
 
 
 def failure_message(harness: DagsterHarness, run_id: str) -> str:
@@ -128,14 +134,14 @@ def kill_mid_step(harness: DagsterHarness, run_id: str, mid_step: callable, what
     }
 
 
-def test_kill_9_during_ingestion_then_during_dbt(harness, scenarios):
-    world = harness.world
-    warehouse = DuckDBWarehouse(harness.newsrec_home / "warehouse.duckdb", read_only=True)
+def test_kill_9_during_ingestion_then_during_dbt(crash, scenarios):
+    harness, world = crash.harness, crash.world
+    warehouse = DuckDBWarehouse(crash.newsrec_home / "warehouse.duckdb", read_only=True)
 
-    # ---- ingestion: stopped before its third file, two files committed
+    # ---- ingestion: stopped before its third file (the two before it committed one by one)
     ingest = harness.launch("ingest")
     ingest_outcome = kill_mid_step(
-        harness, ingest, lambda: (harness.faults_dir / PAUSED_MARKER).exists(), "ingestion to reach its stop"
+        harness, ingest, lambda: (crash.faults_dir / PAUSED_MARKER).exists(), "ingestion to reach its stop"
     )
     files = warehouse.scalar("select count(*) from raw.landing_files")
     stored = stored_changes(warehouse)
