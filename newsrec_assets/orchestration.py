@@ -16,11 +16,16 @@ INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
 
 
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME (default `$NEWSREC_HOME/dagster_home`) with the project's instance settings."""
+    """DAGSTER_HOME (default `$NEWSREC_HOME/dagster_home`) with the project's instance settings.
+
+    The copy follows the template: an instance made before a settings change (run monitoring,
+    retries) gets them too.
+    """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(local_paths().dagster_home)))
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
+    settings = home / "dagster.yaml"
+    if not settings.exists() or settings.read_bytes() != INSTANCE_TEMPLATE.read_bytes():
+        shutil.copy(INSTANCE_TEMPLATE, settings)
     return home
 
 
@@ -30,6 +35,7 @@ def materialize_selection(selection: str = "*"):
 
     ensure_dagster_home()
     from newsrec_assets.definitions import defs
+    from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG, this_host
 
     graph = defs.resolve_asset_graph()
     keys = list(dg.AssetSelection.from_string(selection).resolve(graph))
@@ -41,7 +47,8 @@ def materialize_selection(selection: str = "*"):
             resources=defs.resources,
             instance=instance,
             raise_on_error=False,
-            tags={"newsrec/trigger": "cli"},
+            # This process is the run's worker: run monitoring may check it here.
+            tags={"newsrec/trigger": "cli", RUN_WORKER_HOST_TAG: this_host()},
         )
 
 

@@ -224,3 +224,137 @@ def test_shuffled_duplicated_delivery_reconstructs_every_view_event(tmp_path_fac
     assert sorted(r.change_key for r in stored) == sorted(r.change_key for r in records)
     assert Counter(reconstruct_view_events(stored)) == Counter(truth)
     assert Counter(reconstruct_view_events(delivered)) == Counter(truth)
+
+
+# -- per-record problems never fail a batch; every Datastream file form is read or reported -----------
+
+
+def test_one_bad_record_never_fails_the_batch_and_a_rerun_adds_nothing(tmp_path, make_record):
+    zone = LocalLandingZone(tmp_path / "landing")
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    good = [
+        make_record("user_article_views", "INSERT", view_payload(f"u{n}", "a1", 1, T0), T0) for n in range(4)
+    ]
+    out_of_range = good[1].to_json()
+    out_of_range["source_metadata"]["log_position"] = 2**63  # a valid JSON number, too big for a bigint
+    too_many_views = good[2].to_json()
+    too_many_views["payload"]["view_count"] = 2**64 - 1
+    implausible = good[3].to_json()
+    implausible["payload"]["view_count"] = 10**12
+    unknown_table = good[3].to_json() | {
+        "source_metadata": {**good[3].to_json()["source_metadata"], "table": "x"}
+    }
+    land(zone, "user_article_views/2026-11-20/0800-0.jsonl", [good[0]])
+    land(
+        zone,
+        "user_article_views/2026-11-20/0810-0.jsonl",
+        [json.dumps(d) for d in (out_of_range, too_many_views, implausible, unknown_table)]
+        + [good[1].to_json_line()],
+    )
+
+    report = warehouse.ingest(zone)
+
+    assert (report.files_ingested, report.stored, report.quarantined) == (2, 2, 4)
+    quarantined = warehouse.query(
+        "select landing_line, reason from raw.cdc_quarantine order by landing_line"
+    ).to_pylist()
+    assert [q["landing_line"] for q in quarantined] == [1, 2, 3, 4]
+    assert "log_position = 9223372036854775808" in quarantined[0]["reason"]
+    assert "view_count = 18446744073709551615" in quarantined[1]["reason"]
+    assert "plausible maximum" in quarantined[2]["reason"]
+    assert "unknown source table" in quarantined[3]["reason"]
+
+    again = warehouse.ingest(zone)
+    assert (again.files_ingested, again.files_already_ingested, again.stored, again.quarantined) == (
+        0,
+        2,
+        0,
+        0,
+    )
+    assert warehouse.scalar("select count(*) from raw.cdc_quarantine") == 4
+
+
+def test_compressed_and_datastream_named_files_are_ingested_and_others_reported(tmp_path, make_record):
+    import gzip
+
+    zone = LocalLandingZone(tmp_path / "landing")
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    records = [
+        make_record("user_article_views", "INSERT", view_payload(f"u{n}", "a1", 1, T0), T0) for n in range(4)
+    ]
+    datastream = "newsapp_user_article_views/2026/11/20/08/00/5f1e_mysql-cdc-binlog_1_0"
+    zone.write_file(f"{datastream}.jsonl.gz", gzip.compress((records[0].to_json_line() + "\n").encode()))
+    zone.write_file(f"{datastream}.json", b"\xef\xbb\xbf" + records[1].to_json_line().encode() + b"\r\n")
+    zone.write_file(
+        "user_article_views/2026-11-20/0800-0.json.gz", gzip.compress(records[2].to_json_line().encode())
+    )
+    land(zone, "user_article_views/2026-11-20/0810-0.jsonl", [records[3]])
+    zone.write_file(f"{datastream}.avro", b"Obj\x01")
+    zone.write_file("user_article_views/2026-11-20/.0820-0.jsonl.tmp", b"half a li")
+
+    report = warehouse.ingest(zone)
+
+    assert (report.files_ingested, report.stored, report.quarantined) == (4, 4, 0)
+    assert report.unsupported_files == [f"{datastream}.avro"]
+    stored = warehouse.query("select user_id, last_viewed_at from raw.cdc_user_article_views").to_pylist()
+    assert sorted(row["user_id"] for row in stored) == ["u0", "u1", "u2", "u3"]
+    assert {row["last_viewed_at"] for row in stored} == {T0}
+    assert warehouse.ingest(zone).unsupported_files == [f"{datastream}.avro"]  # reported every time
+    assert {f.path for f in zone.new_files(after=None)} == {
+        f"{datastream}.jsonl.gz",
+        f"{datastream}.json",
+        "user_article_views/2026-11-20/0800-0.json.gz",
+        "user_article_views/2026-11-20/0810-0.jsonl",
+    }
+
+
+def test_a_delete_that_carries_only_the_key_is_stored(tmp_path, make_record):
+    zone = LocalLandingZone(tmp_path / "landing")
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    insert = make_record("articles", "INSERT", article_payload("a1"), T0)
+    delete = make_record("articles", "DELETE", {"article_id": "a1"}, T0 + timedelta(minutes=1))
+    keyless = delete.to_json() | {"payload": {}}
+    land(zone, "articles/2026-11-20/0800-0.jsonl", [insert, delete, json.dumps(keyless)])
+
+    report = warehouse.ingest(zone)
+
+    assert (report.stored, report.quarantined) == (2, 1)
+    rows = warehouse.query(
+        "select change_type, article_id, title from raw.cdc_articles order by 1"
+    ).to_pylist()
+    assert rows == [
+        {"change_type": "DELETE", "article_id": "a1", "title": None},
+        {"change_type": "INSERT", "article_id": "a1", "title": "Storm closes harbour as fishermen wait"},
+    ]
+    assert "DELETE without its primary key" in warehouse.scalar("select reason from raw.cdc_quarantine")
+
+
+def test_the_ingestion_asset_names_unsupported_files_and_warns(tmp_path, make_record):
+    import dagster as dg
+
+    from newsrec_assets.defs.ingestion.assets import NO_UNSUPPORTED_FILES_CHECK, QUARANTINE_KEY, raw_cdc_log
+    from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource
+
+    zone = LocalLandingZone(tmp_path / "landing")
+    land(
+        zone,
+        "articles/2026-11-20/0800-0.jsonl",
+        [make_record("articles", "INSERT", article_payload("a1"), T0)],
+    )
+    zone.write_file("newsapp_articles/2026/11/20/08/00/x.avro", b"Obj\x01")
+
+    result = dg.materialize(
+        [raw_cdc_log],
+        resources={
+            "landing": LandingZoneResource(root=str(tmp_path / "landing")),
+            "warehouse": WarehouseResource(duckdb_path=str(tmp_path / "warehouse.duckdb")),
+        },
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+    metadata = result.asset_materializations_for_node("raw_cdc_log")[-1].metadata
+    assert result.asset_materializations_for_node("raw_cdc_log")[-1].asset_key == QUARANTINE_KEY
+    assert metadata["unsupported_files"].value == 1
+    assert metadata["unsupported_file_names"].value == ["newsapp_articles/2026/11/20/08/00/x.avro"]
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert not checks[NO_UNSUPPORTED_FILES_CHECK].passed

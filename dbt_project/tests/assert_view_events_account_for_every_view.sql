@@ -1,19 +1,35 @@
 {{ config(meta={"dagster": {"ref": {"name": "view_events"}}}) }}
 
--- No view may be lost or invented: for every user x article row, the events are numbered
--- 1..n without gaps, where n is the highest view_count any version of the row recorded.
+-- No view may be lost or invented: for every user x article row, the events are numbered 1..n
+-- without gaps or repeats, where n adds up the highest view_count of each of the row's lives (a
+-- DELETE ends a life; the re-inserted row counts again from its own view_count). A row with a
+-- rejected jump (int_rejected_view_jumps) is only held to no repeats, with n as the upper bound.
 
 with
+
+lives as (
+
+    select
+        user_id,
+        article_id,
+        row_life,
+        max(view_count) as highest_view_count,
+        max(case when version_status = 'rejected_jump' then 1 else 0 end) as has_rejected_jump
+
+    from {{ ref('int_view_row_versions') }}
+    group by user_id, article_id, row_life
+
+),
 
 recorded as (
 
     select
         user_id,
         article_id,
-        max(view_count) as highest_view_count
+        sum(highest_view_count) as expected_views,
+        max(has_rejected_jump) as has_rejected_jump
 
-    from {{ ref('stg_newsapp__user_article_views') }}
-    where change_type in ('INSERT', 'UPDATE-INSERT')
+    from lives
     group by user_id, article_id
 
 ),
@@ -36,7 +52,8 @@ reconstructed as (
 select
     coalesce(recorded.user_id, reconstructed.user_id) as user_id,
     coalesce(recorded.article_id, reconstructed.article_id) as article_id,
-    recorded.highest_view_count,
+    recorded.expected_views,
+    recorded.has_rejected_jump,
     reconstructed.events,
     reconstructed.view_numbers,
     reconstructed.lowest_view_number,
@@ -47,8 +64,13 @@ full outer join reconstructed
     on recorded.user_id = reconstructed.user_id
     and recorded.article_id = reconstructed.article_id
 where recorded.user_id is null
-    or reconstructed.user_id is null
-    or reconstructed.events != recorded.highest_view_count
-    or reconstructed.view_numbers != recorded.highest_view_count
-    or reconstructed.lowest_view_number != 1
-    or reconstructed.highest_view_number != recorded.highest_view_count
+    or reconstructed.events != reconstructed.view_numbers
+    or reconstructed.lowest_view_number < 1
+    or reconstructed.highest_view_number > recorded.expected_views
+    or (
+        recorded.has_rejected_jump = 0
+        and (
+            coalesce(reconstructed.events, 0) != recorded.expected_views
+            or coalesce(reconstructed.highest_view_number, 0) != recorded.expected_views
+        )
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
+from newsrec_assets.domain.cdc import DEFAULT_LIMITS, RecordLimits
 from newsrec_assets.resources.artifacts import ArtifactStore, GCSArtifactStore, LocalArtifactStore
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from newsrec_assets.resources.online_store.base import ArticleCache, ListStore
@@ -36,9 +38,14 @@ class WarehouseResource(dg.ConfigurableResource):
     """The analytical warehouse: the embedded DuckDB file (BigQuery in production runs dbt only)."""
 
     duckdb_path: str = ""
+    max_view_count: int = Field(
+        default=DEFAULT_LIMITS.max_view_count,
+        description="Ingestion quarantines a view_count above this as implausible (a corrupt counter).",
+    )
 
     def get(self, read_only: bool = False) -> Warehouse:
-        return DuckDBWarehouse(self.duckdb_path or local_paths().warehouse, read_only=read_only)
+        limits = RecordLimits(max_view_count=self.max_view_count)
+        return DuckDBWarehouse(self.duckdb_path or local_paths().warehouse, read_only, limits)
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):

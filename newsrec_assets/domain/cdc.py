@@ -8,6 +8,7 @@ position), not its `uuid`, which a re-read assigns afresh.
 from __future__ import annotations
 
 import json
+import re
 import uuid as uuid_lib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,15 @@ ColumnType = Literal["str", "int", "ts"]
 
 DATABASE = "newsapp"
 
+# Every integer column is stored as a signed 64-bit integer; a JSON number outside that range is a
+# bad record, never a reason to fail the file it came in.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# staging orders changes by microseconds since the epoch (dbt macro change_seq), so earlier times
+# cannot be ordered, and no source of this app has them.
+EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+# A PostgreSQL LSN as Datastream writes it: two hexadecimal 32-bit halves, `16/B374D848`.
+_LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
 
 @dataclass(frozen=True)
 class SourceTable:
@@ -30,6 +40,8 @@ class SourceTable:
     primary_keys: tuple[str, ...]
     columns: dict[str, ColumnType]
     nullable: frozenset[str] = frozenset()
+    # Inclusive bounds of integer columns beyond the 64-bit range: what the column can mean.
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def object_name(self) -> str:
@@ -65,6 +77,7 @@ SOURCE_TABLES: dict[str, SourceTable] = {
                 "last_impression_id": "str",
             },
             nullable=frozenset({"last_impression_id"}),
+            int_ranges={"view_count": (0, INT64_MAX)},
         ),
         SourceTable(
             name="impressions",
@@ -76,6 +89,8 @@ SOURCE_TABLES: dict[str, SourceTable] = {
                 "position": "int",
                 "shown_at": "ts",
             },
+            # staging casts position to a 32-bit integer
+            int_ranges={"position": (0, 2**31 - 1)},
         ),
     )
 }
@@ -83,6 +98,20 @@ SOURCE_TABLES: dict[str, SourceTable] = {
 
 class MalformedChangeRecord(ValueError):
     """A landing line that cannot be stored as a change; the message is the quarantine reason."""
+
+
+@dataclass(frozen=True)
+class RecordLimits:
+    """Plausibility bounds a change must meet to be stored; a change beyond them is quarantined.
+
+    `max_view_count`: the highest `view_count` a user x article row can plausibly reach. A value
+    above it (a corrupt counter, e.g. 10^12) would otherwise be taken for that many views.
+    """
+
+    max_view_count: int = 1_000_000
+
+
+DEFAULT_LIMITS = RecordLimits()
 
 
 def format_ts(moment: datetime) -> str:
@@ -99,7 +128,13 @@ def parse_ts(text: Any) -> datetime:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone")
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError as error:  # e.g. 0001-01-01T00:00:00+01:00
+        raise ValueError(f"timestamp {text!r} is out of range") from error
+    if moment < EARLIEST_TIMESTAMP:
+        raise ValueError(f"timestamp {text!r} is before 1970-01-01")
+    return moment
 
 
 @dataclass(frozen=True)
@@ -176,14 +211,51 @@ def change_key(object_name: str, sort_keys: list[Any], change_type: str) -> str:
     return f"{object_name}|{position}|{change_type}"
 
 
+def lsn_number(lsn: str) -> int:
+    """A PostgreSQL LSN (`16/B374D848`) as the 64-bit number it stands for, so LSNs compare
+    numerically: as text, `9/0` would sort after `16/0`."""
+    high, _, low = lsn.partition("/")
+    return int(high, 16) << 32 | int(low, 16)
+
+
+def source_order(record: ChangeRecord) -> tuple:
+    """The order in which the source applied changes; dbt's `change_seq` macro sorts the same way.
+
+    Source timestamp, then the log position (PostgreSQL LSN, numerically; or MySQL binlog file and
+    position), then the row image: an update's UPDATE-DELETE (row before) shares the log position
+    of its UPDATE-INSERT (row after) and comes first.
+    """
+    return (
+        record.source_timestamp,
+        lsn_number(record.lsn) if record.lsn is not None else -1,
+        record.log_file or "",
+        record.log_position or 0,
+        0 if record.change_type == "UPDATE-DELETE" else 1,
+    )
+
+
 def _payload_json_value(value: Any) -> Any:
     return format_ts(value) if isinstance(value, datetime) else value
 
 
-def _typed(table: SourceTable, name: str, value: Any) -> Any:
+def _checked_int(where: str, value: Any, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    # JSON numbers beyond 64 bits may arrive as floats (orjson): they are not integers either.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedChangeRecord(f"{where} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise MalformedChangeRecord(f"{where} = {value} is outside its range [{low}, {high}]")
+    return value
+
+
+def _typed(table: SourceTable, name: str, value: Any, limits: RecordLimits, key_only: bool) -> Any:
     if value is None:
-        if name in table.nullable:
+        if name in table.nullable or (key_only and name not in table.primary_keys):
             return None
+        if key_only:
+            raise MalformedChangeRecord(
+                f"DELETE without its primary key: payload.{name} is missing, so the row it removes "
+                "cannot be identified"
+            )
         raise MalformedChangeRecord(f"payload.{name} is null")
     kind = table.columns[name]
     if kind == "str":
@@ -191,9 +263,13 @@ def _typed(table: SourceTable, name: str, value: Any) -> Any:
             raise MalformedChangeRecord(f"payload.{name} must be a string")
         return value
     if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MalformedChangeRecord(f"payload.{name} must be an integer")
-        return value
+        checked = _checked_int(f"payload.{name}", value, *table.int_ranges.get(name, (INT64_MIN, INT64_MAX)))
+        if name == "view_count" and checked > limits.max_view_count:
+            raise MalformedChangeRecord(
+                f"payload.view_count = {checked} is above the plausible maximum {limits.max_view_count} "
+                "(max_view_count)"
+            )
+        return checked
     try:
         return parse_ts(value)
     except ValueError as error:
@@ -217,17 +293,27 @@ def load_change_document(line: str | bytes) -> dict[str, Any]:
     return document
 
 
-def parse_change_line(line: str | bytes) -> ChangeRecord:
+def parse_change_line(line: str | bytes, limits: RecordLimits = DEFAULT_LIMITS) -> ChangeRecord:
     """Parse and validate one landing line; raises MalformedChangeRecord with the reason."""
-    return parse_change_document(load_change_document(line))
+    return parse_change_document(load_change_document(line), limits)
 
 
-def parse_change_document(document: dict[str, Any]) -> ChangeRecord:
-    """Validate a landing line's JSON object into a change record."""
+def parse_change_document(document: dict[str, Any], limits: RecordLimits = DEFAULT_LIMITS) -> ChangeRecord:
+    """Validate a landing line's JSON object into a change record.
+
+    A DELETE needs only the removed row's primary key in `payload` (Datastream sends the whole row
+    before the delete for MySQL, the replica identity for PostgreSQL): its other columns may be
+    null or absent. Every other change carries the whole row after it.
+    """
     metadata = _require(document, "source_metadata")
-    payload = _require(document, "payload")
-    if not isinstance(metadata, dict) or not isinstance(payload, dict):
-        raise MalformedChangeRecord("source_metadata and payload must be JSON objects")
+    if not isinstance(metadata, dict):
+        raise MalformedChangeRecord("source_metadata must be a JSON object")
+    is_delete = metadata.get("change_type") == "DELETE"
+    payload = document.get("payload") if is_delete else _require(document, "payload")
+    if payload is None and is_delete:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise MalformedChangeRecord("payload must be a JSON object")
 
     table_name = _require(metadata, "table", "source_metadata.")
     table = SOURCE_TABLES.get(table_name)
@@ -253,10 +339,16 @@ def parse_change_document(document: dict[str, Any]) -> ChangeRecord:
     log_position = metadata.get("log_position")
     if lsn is None and (log_file is None or log_position is None):
         raise MalformedChangeRecord("source_metadata needs lsn or log_file and log_position")
-    if log_position is not None and (isinstance(log_position, bool) or not isinstance(log_position, int)):
-        raise MalformedChangeRecord("source_metadata.log_position must be an integer")
+    if log_position is not None:
+        _checked_int("source_metadata.log_position", log_position, 0, INT64_MAX)
+    if log_file is not None and not isinstance(log_file, str):
+        raise MalformedChangeRecord("source_metadata.log_file must be a string")
+    if lsn is not None and not (isinstance(lsn, str) and _LSN.fullmatch(lsn)):
+        raise MalformedChangeRecord(f"source_metadata.lsn {lsn!r} is not a PostgreSQL LSN like '16/B374D848'")
 
-    typed_payload = {name: _typed(table, name, payload.get(name)) for name in table.columns}
+    typed_payload = {
+        name: _typed(table, name, payload.get(name), limits, key_only=is_delete) for name in table.columns
+    }
     return ChangeRecord(
         table=table.name,
         change_type=change_type,
@@ -265,7 +357,7 @@ def parse_change_document(document: dict[str, Any]) -> ChangeRecord:
         read_timestamp=read_timestamp,
         log_file=log_file,
         log_position=log_position,
-        lsn=None if lsn is None else str(lsn),
+        lsn=lsn,
         uuid=record_uuid,
         read_method=str(document.get("read_method", "")),
         stream_name=str(document.get("stream_name", "")),

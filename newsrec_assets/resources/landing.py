@@ -1,7 +1,9 @@
 """Landing zone port: where Datastream change-record files arrive (a bucket prefix; locally a folder).
 
-Files are named `<table>/<YYYY-MM-DD>/<name>.jsonl` relative to the zone's root. Writers make them
-appear atomically (temporary name, then rename), so a listed `.jsonl` file is always complete.
+Files are named `<table>/<YYYY-MM-DD>/<name>.jsonl` by this project's writers and
+`<object>/<yyyy>/<mm>/<dd>/<HH>/<MM>/<name>.jsonl[.gz]` by Datastream, relative to the zone's root.
+Writers make them appear atomically (a hidden temporary name, then rename), so a listed file is
+always complete. Which names hold change records is the domain's call (`landing_format`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from newsrec_assets.domain.landing_format import FileKind, landing_file_kind
 
 
 @dataclass(frozen=True, order=True)
@@ -47,7 +51,11 @@ class LandingZone(ABC):
 
     @abstractmethod
     def list_files(self, prefix: str = "") -> Iterator[LandingFile]:
-        """Every complete `.jsonl` file in the zone (under `prefix`, e.g. `articles/`), unordered."""
+        """Every complete file in the zone (under `prefix`, e.g. `articles/`), unordered.
+
+        Unsupported names are listed too, so that ingestion can report them; writers' hidden
+        temporaries are not.
+        """
 
     @abstractmethod
     def read_bytes(self, path: str) -> bytes:
@@ -58,8 +66,8 @@ class LandingZone(ABC):
         """Land a file atomically (used by the API's event intake and the simulator's tests)."""
 
     def new_files(self, after: tuple[int, str] | None, prefix: str = "") -> list[LandingFile]:
-        """Files that landed after a (landed_at_ns, path) cursor, oldest first."""
-        files = sorted(self.list_files(prefix))
+        """Change-record files that landed after a (landed_at_ns, path) cursor, oldest first."""
+        files = sorted(f for f in self.list_files(prefix) if landing_file_kind(f.path) is FileKind.RECORDS)
         if after is None:
             return files
         return [file for file in files if (file.landed_at_ns, file.path) > after]
@@ -79,7 +87,7 @@ class LocalLandingZone(LandingZone):
             return
         for directory, _, names in os.walk(top):
             for name in names:
-                if not name.endswith(".jsonl"):
+                if landing_file_kind(name) is FileKind.NOT_A_FILE:
                     continue
                 full_path = os.path.join(directory, name)
                 stat = os.stat(full_path)
@@ -124,7 +132,7 @@ class GCSLandingZone(LandingZone):
     def list_files(self, prefix: str = "") -> Iterator[LandingFile]:
         start = len(self.prefix) + 1 if self.prefix else 0
         for blob in self._bucket.client.list_blobs(self._bucket, prefix=self._blob_name(prefix)):
-            if blob.name.endswith(".jsonl"):
+            if landing_file_kind(blob.name) is not FileKind.NOT_A_FILE:
                 yield LandingFile(
                     landed_at_ns=int(blob.updated.timestamp() * 1e9),
                     path=blob.name[start:],

@@ -3,7 +3,11 @@
 Ingestion stores every distinct change once (`change_key` is the primary key), so re-delivered
 records and re-run files add nothing. Each landing file is stored in one transaction together with
 its entry in `raw.landing_files`: a crash mid-file leaves the file unregistered and it is simply
-ingested again next time. Malformed lines go to `raw.cdc_quarantine` with file, line and reason.
+ingested again next time. Files are decoded by the domain's `parse_landing_file`: a line that is
+not a valid change (type, range, encoding, unknown table, implausible value) goes to
+`raw.cdc_quarantine` with file, line and reason, and the rest of the file is stored, so one bad
+line never fails a batch and a re-run finds the file registered. Unsupported file names are
+reported in the `IngestReport`, not read.
 """
 
 from __future__ import annotations
@@ -16,16 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
-from newsrec_assets.domain.cdc import (
-    SOURCE_TABLES,
-    ChangeRecord,
-    MalformedChangeRecord,
-    load_change_document,
-    parse_change_document,
-)
+from newsrec_assets.domain.cdc import DEFAULT_LIMITS, SOURCE_TABLES, ChangeRecord, RecordLimits
+from newsrec_assets.domain.landing_format import FileKind, ParsedFile, landing_file_kind, parse_landing_file
 from newsrec_assets.resources.landing import LandingFile, LandingZone
 
 RAW_SCHEMA = "raw"
@@ -86,6 +84,7 @@ class IngestReport:
     quarantined: int = 0
     stored_by_table: dict[str, int] = field(default_factory=dict)
     newest_source_timestamp: datetime | None = None
+    unsupported_files: list[str] = field(default_factory=list)  # listed, not read: see landing_format
 
     def add_file(self, records: int, stored_by_table: dict[str, int], quarantined: int) -> None:
         stored = sum(stored_by_table.values())
@@ -100,33 +99,11 @@ class IngestReport:
 
 
 @dataclass
-class ParsedFile:
-    records: list[tuple[int, ChangeRecord, str]]  # line number, record, its payload as delivered (JSON)
-    quarantine: list[tuple[int, str, str]]  # line number, reason, the line as delivered
-
-
-@dataclass
 class _PendingFile:
     path: str
     digest: str
     size: int
     parsed: ParsedFile
-
-
-def parse_landing_file(content: bytes) -> ParsedFile:
-    """Split a landing file into valid change records and quarantined lines (nothing is dropped)."""
-    parsed = ParsedFile(records=[], quarantine=[])
-    for line_number, raw_line in enumerate(content.split(b"\n"), start=1):
-        if not raw_line.strip():
-            continue
-        try:
-            document = load_change_document(raw_line)
-            record = parse_change_document(document)
-        except MalformedChangeRecord as error:
-            parsed.quarantine.append((line_number, str(error), raw_line.decode("utf-8", "replace")))
-            continue
-        parsed.records.append((line_number, record, orjson.dumps(document["payload"]).decode()))
-    return parsed
 
 
 def _arrow_batch(table: str, rows: Sequence[tuple[tuple[int, ChangeRecord, str], str]], now: datetime):
@@ -186,9 +163,10 @@ class Warehouse(ABC):
 class DuckDBWarehouse(Warehouse):
     """The embedded warehouse: one DuckDB file, one writing process at a time."""
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, limits: RecordLimits = DEFAULT_LIMITS):
         self.path = Path(path)
         self.read_only = read_only
+        self.limits = limits
 
     def connect(self):
         import duckdb
@@ -223,16 +201,21 @@ class DuckDBWarehouse(Warehouse):
             for landing_file in tqdm(
                 candidates, desc="ingesting landing files", unit="file", disable=not progress
             ):
+                kind = landing_file_kind(landing_file.path)
+                if kind is FileKind.NOT_A_FILE:
+                    continue
                 report.files_seen += 1
+                if kind is FileKind.UNSUPPORTED:
+                    report.unsupported_files.append(landing_file.path)
+                    continue
                 content = landing.read_bytes(landing_file.path)
                 digest = hashlib.sha256(content).hexdigest()
                 if (landing_file.path, digest) in registered:
                     report.files_already_ingested += 1
                     continue
                 registered.add((landing_file.path, digest))
-                pending.append(
-                    _PendingFile(landing_file.path, digest, len(content), parse_landing_file(content))
-                )
+                parsed = parse_landing_file(content, landing_file.path, self.limits)
+                pending.append(_PendingFile(landing_file.path, digest, len(content), parsed))
                 if sum(len(p.parsed.records) for p in pending) >= records_per_transaction:
                     self._store(connection, pending, report)
                     pending = []

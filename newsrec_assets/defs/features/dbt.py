@@ -13,7 +13,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_dbt.dbt_project import using_dagster_dev
 
 from newsrec_assets.defs.automation import batch_automation_condition
-from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
+from newsrec_assets.defs.ingestion.assets import TRANSIENT_FAILURE_RETRIES, WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
 from newsrec_assets.settings import DBT_PROJECT_DIR, get_environment, local_paths
 
@@ -22,6 +22,8 @@ GROUP = "features"
 
 # The dbt next to this interpreter: a venv's bin/ is not always on PATH (e.g. under a daemon).
 DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
+# dbt's exit code when it ran and some model or test failed (2: it could not run at all).
+DBT_EXIT_NODE_FAILURE = 1
 
 
 @cache
@@ -62,7 +64,19 @@ class NewsrecDbtTranslator(DagsterDbtTranslator):
     project=dbt_project(),
     dagster_dbt_translator=NewsrecDbtTranslator(),
     pool=WAREHOUSE_WRITER_POOL,
+    retry_policy=TRANSIENT_FAILURE_RETRIES,
 )
 def newsrec_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Staging, intermediate and mart models built by `dbt build` (models, then their tests)."""
-    yield from dbt.cli(["build"], context=context).stream()
+    """Staging, intermediate and mart models built by `dbt build` (models, then their tests).
+
+    The build is idempotent, so a failure dbt could not handle (exit code 2: the warehouse's file
+    lock held, a lost connection) is retried; a model or test that failed (exit code 1) fails the
+    step for good, since the same data would fail the same way.
+    """
+    invocation = dbt.cli(["build"], context=context, raise_on_error=False)
+    yield from invocation.stream()
+    if not invocation.is_successful():
+        raise dg.Failure(
+            description=str(invocation.get_error()),
+            allow_retries=invocation.process.returncode != DBT_EXIT_NODE_FAILURE,
+        )

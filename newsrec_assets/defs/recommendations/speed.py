@@ -183,7 +183,7 @@ def _files_since_cursor(context: dg.SensorEvaluationContext, zone, prefix: str):
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def speed_layer_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
-    from newsrec_assets.domain.cdc import MalformedChangeRecord, parse_change_line
+    from newsrec_assets.domain.landing_format import parse_landing_file
 
     zone = landing.get()
     files = _files_since_cursor(context, zone, VIEWS_PREFIX)
@@ -191,13 +191,8 @@ def speed_layer_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
         return files
     events = []
     for file in files:
-        for line in zone.read_bytes(file.path).splitlines():
-            if not line.strip():
-                continue
-            try:
-                record = parse_change_line(line)
-            except MalformedChangeRecord:
-                continue  # ingestion quarantines it with the reason; the speed layer just skips it
+        # Malformed lines are skipped here; ingestion quarantines them with the reason.
+        for _, record, _ in parse_landing_file(zone.read_bytes(file.path), file.path).records:
             if record.table == "user_article_views" and record.change_type in ("INSERT", "UPDATE-INSERT"):
                 viewed_at: datetime = record.payload["last_viewed_at"]
                 events.append(
@@ -252,7 +247,8 @@ def fresh_article_vectors(
     import numpy as np
 
     from newsrec_assets.domain.catalogue import encode
-    from newsrec_assets.domain.cdc import MalformedChangeRecord, parse_change_line
+    from newsrec_assets.domain.cdc import source_order
+    from newsrec_assets.domain.landing_format import parse_landing_file
     from newsrec_assets.domain.naml import encode_news_numpy
     from newsrec_assets.domain.popularity import augment_news_vectors, load_prior_params
     from newsrec_assets.domain.recommend import candidate_priors
@@ -265,12 +261,8 @@ def fresh_article_vectors(
     latest: dict[str, object] = {}
     records = []
     for path in config.landing_files:
-        for line in zone.read_bytes(path).splitlines():
-            try:
-                records.append(parse_change_line(line))
-            except MalformedChangeRecord:
-                continue
-    for record in sorted(records, key=lambda r: (r.source_timestamp, r.log_position or 0)):
+        records.extend(parsed.record for parsed in parse_landing_file(zone.read_bytes(path), path).records)
+    for record in sorted(records, key=source_order):
         if record.table == "articles" and record.change_type != "UPDATE-DELETE":
             latest[record.payload["article_id"]] = record
     live = [r for r in latest.values() if not r.is_deleted and r.payload["status"] == "published"]

@@ -1,0 +1,111 @@
+"""MonitoredRunLauncher tells run monitoring whether a run's worker process is still alive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import dagster as dg
+import psutil
+import pytest
+
+from newsrec_assets.run_launcher import (
+    RUN_WORKER_HOST_TAG,
+    MonitoredRunLauncher,
+    _process_status,
+    this_host,
+    worker_host_from_grpc_info,
+)
+from newsrec_assets.settings import REPO_ROOT
+from tests.faults.harness import wait_until
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    import dagster as dg
+
+    home, marker, host = sys.argv[1:]
+
+    @dg.asset
+    def blocks() -> None:
+        open(marker, "w").close()
+        time.sleep(300)
+
+    with dg.DagsterInstance.from_config(home) as instance:
+        dg.materialize([blocks], instance=instance, tags={"newsrec/run_worker_host": host})
+    """
+)
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        yield instance
+
+
+def start_worker(instance, tmp_path, host: str) -> tuple[subprocess.Popen, dg.DagsterRun]:
+    marker = tmp_path / f"started-{host}"
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, instance.root_directory, str(marker), host])
+    wait_until(lambda: marker.exists() or worker.poll() is not None, 120, "the worker to start its step")
+    assert worker.poll() is None, "the worker exited before its step started"
+    [run] = [r for r in instance.get_runs() if r.tags.get(RUN_WORKER_HOST_TAG) == host]
+    return worker, run
+
+
+@pytest.mark.slow
+def test_a_killed_run_worker_is_reported_failed_and_a_live_one_running(instance, tmp_path):
+    launcher = instance.run_launcher
+    assert isinstance(launcher, MonitoredRunLauncher) and launcher.supports_check_run_worker_health
+    worker, run = start_worker(instance, tmp_path, this_host())
+    assert run.status == dg.DagsterRunStatus.STARTED
+
+    alive = launcher.check_run_worker_health(run)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    dead = launcher.check_run_worker_health(run)
+
+    assert (alive.status.value, alive.run_worker_id) == ("RUNNING", str(worker.pid))
+    assert dead.status.value == "FAILED" and f"process {worker.pid} is gone" in dead.msg
+
+
+@pytest.mark.slow
+def test_a_worker_on_another_host_is_not_judged_from_here(instance, tmp_path):
+    worker, run = start_worker(instance, tmp_path, "another-host")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    health = instance.run_launcher.check_run_worker_health(run)
+    assert health.status.value == "RUNNING" and "another-host: not checked" in health.msg
+
+
+def test_a_reused_pid_is_not_taken_for_the_worker():
+    me = psutil.Process()
+    assert _process_status(me.pid, started_at=me.create_time() + 5) == (
+        True,
+        f"run worker process {me.pid} is running",
+    )
+    alive, message = _process_status(me.pid, started_at=me.create_time() - 60)
+    assert not alive and "belongs to a newer process" in message
+
+
+def test_the_worker_host_follows_the_code_server():
+    assert worker_host_from_grpc_info({"host": "localhost", "port": 4000}) == this_host()
+    assert worker_host_from_grpc_info({"socket": "/tmp/grpc.sock"}) == this_host()
+    assert (
+        worker_host_from_grpc_info({"host": "code-server.internal", "port": 4000}) == "code-server.internal"
+    )
+
+
+def test_the_instance_in_dagster_home_follows_the_shipped_settings(tmp_path, monkeypatch):
+    from newsrec_assets.orchestration import INSTANCE_TEMPLATE, ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # made before monitoring
+    ensure_dagster_home()
+    assert (tmp_path / "dagster.yaml").read_text() == INSTANCE_TEMPLATE.read_text()
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled and instance.run_retries_enabled
+        assert isinstance(instance.run_launcher, MonitoredRunLauncher)
