@@ -122,4 +122,3 @@ def raw_cdc_log(
             "first_names": unsupported_names,
         },
     )
-
