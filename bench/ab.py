@@ -48,6 +48,11 @@ from bench.common import REPO_ROOT, Context
 from bench.report import markdown_table
 
 BACKENDS = ("sqlite", "redis", "bare", *feast_peer.BACKENDS)
+# A capacity probe's p99 rests on at least this many requests (it runs longer at low rates), and
+# no probe goes below the floor: on a shared machine one descheduling stall is a p99 of a few
+# hundred requests, and the search would chase it down to a rate that means nothing.
+CAPACITY_MIN_REQUESTS = 1000
+CAPACITY_FLOOR_RPS = 100.0
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,16 @@ def summary_rows(results: dict[str, list[Measured]]) -> list[list[object]]:
 
 
 def highest_rate_within(
-    passes: Callable[[float], bool], start: float, resolution: float = 0.1, ceiling: float = 200_000.0
+    passes: Callable[[float], bool],
+    start: float,
+    resolution: float = 0.1,
+    ceiling: float = 200_000.0,
+    floor: float = 1.0,
 ) -> float:
     """The highest offered rate (req/s) at which `passes` holds, within `resolution` (relative).
 
     Doubles from `start` while it passes (halves while it fails), then bisects geometrically
-    between the highest pass and the lowest fail; 0 if nothing from 1 req/s up passes.
+    between the highest pass and the lowest fail; 0 if no rate from `floor` up passes.
     """
     rate = round(start)
     if passes(rate):
@@ -133,7 +142,7 @@ def highest_rate_within(
     else:
         passed, failed = None, rate
         while passed is None:
-            if failed < 2:
+            if failed / 2 < floor:
                 return 0.0
             rate = round(failed / 2)
             passed, failed = (rate, failed) if passes(rate) else (None, rate)
@@ -152,12 +161,13 @@ def search_capacity(
     with nothing failed, searched from the highest fixed rate."""
 
     def within(rate: float) -> bool:
-        run = endpoint.drive(loadgen, server, args.users, rate, args.warmup, args.duration, seed)
+        duration = max(args.duration, CAPACITY_MIN_REQUESTS / rate)
+        run = endpoint.drive(loadgen, server, args.users, rate, args.warmup, duration, seed)
         p99_ms, failed = run["latency_us"]["p99"] / 1000, endpoint.failed_requests(run)
         ctx.log(f"ab: {name} at {rate:,.0f} req/s: p99 {p99_ms:.2f} ms, {failed} failed")
         return p99_ms <= args.capacity_p99_ms and failed == 0
 
-    capacity = highest_rate_within(within, max(args.rate))
+    capacity = highest_rate_within(within, max(args.rate), floor=CAPACITY_FLOOR_RPS)
     ctx.log(f"ab: {name}: capacity {capacity:,.0f} req/s")
     return capacity
 
@@ -276,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.capacity:
         print(
             f"\nCapacity: the highest offered rate served at p99 <= {args.capacity_p99_ms:g} ms with nothing "
-            f"failed (searched from {max(args.rate):,.0f} req/s, to within 10 %); median over rounds\n"
+            f"failed (searched from {max(args.rate):,.0f} req/s, to within 10 %; 0: not even "
+            f"{CAPACITY_FLOOR_RPS:,.0f} req/s); median over rounds\n"
         )
         rows = [[name, statistics.median(found), " / ".join(f"{c:,.0f}" for c in found)]
                 for name, found in capacities.items()]  # fmt: skip

@@ -446,6 +446,8 @@ def test_capacity_search_finds_the_highest_rate_within_the_limit():
     found = highest_rate_within(up_to(700), start=2000)  # failing from the start: halves, then bisects
     assert 700 / 1.1 <= found <= 700
     assert highest_rate_within(up_to(0), start=1000) == 0.0
+    assert highest_rate_within(up_to(90), start=1000, floor=100) == 0.0  # never probes below the floor
+    assert min(tried[-4:]) >= 100
     assert highest_rate_within(up_to(1e9), start=1000, ceiling=50_000) == 50_000
 
 
