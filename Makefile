@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch==2.13.0+cpu comes from a local wheel folder where the machine has one (PIP_FIND_LINKS).
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-fast lint bench lock clean
+.PHONY: setup demo test test-fast lint bench bench-feast-setup lock clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,14 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The Feast peer of `python -m bench.ab` (bench/feast_peer.py): Feast in a venv of its own, from its
+# own lock (its dependencies clash with ours), then a smoke run: load 1,000 lists, serve, look one up.
+FEAST_VENV := bench/feast/.venv
+bench-feast-setup: setup
+	test -x $(FEAST_VENV)/bin/python || uv venv --quiet --python $(PYTHON) $(FEAST_VENV)
+	VIRTUAL_ENV=$(FEAST_VENV) uv pip sync --quiet bench/feast/requirements.lock
+	$(BIN)/python -m bench.feast_peer feast-sqlite --users 1000
 
 # Re-pin after editing requirements.in (uv resolves in seconds; pip's resolver takes many minutes).
 lock:

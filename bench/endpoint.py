@@ -350,6 +350,8 @@ class Server:
     """uvicorn serving an ASGI app in a subprocess (its own process group), from `cwd`: this
     checkout, or another one to compare with (`bench.ab`)."""
 
+    HEALTH_PATH = "/healthz"
+
     def __init__(
         self, app: str, workers: int, env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT
     ) -> None:
@@ -386,7 +388,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}, see {self.log.name}")
             try:
-                with urllib.request.urlopen(self.url("/healthz"), timeout=2) as response:
+                with urllib.request.urlopen(self.url(self.HEALTH_PATH), timeout=2) as response:
                     if response.status == 200:
                         if self.workers > 1:
                             time.sleep(2.0)  # let every worker finish starting
@@ -402,6 +404,10 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return process_tree_cpu_seconds(self.process.pid)
+
+    def request_args(self) -> list[str]:
+        """The load generator's options for this server's request (a GET of a user's list)."""
+        return ["-p", PATH_FMT]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -426,7 +432,7 @@ def drive(loadgen: Path, server: Server, users: int, rate: float, warmup: float,
     """Run the load generator against a server; its JSON summary plus CPU seconds spent."""
     command = [
         str(loadgen), "-r", str(rate), "-d", str(duration), "-w", str(warmup), "-c", "32",
-        "-n", str(users), "-p", PATH_FMT, "-P", str(server.port), "-s", str(seed), "-t", "5",
+        "-n", str(users), *server.request_args(), "-P", str(server.port), "-s", str(seed), "-t", "5",
     ]  # fmt: skip
     server_cpu0 = server.cpu_seconds()
     own0 = os.times()

@@ -16,6 +16,9 @@
  *     actual send) is reported too.
  *   - Requests scheduled during the warm-up are sent but not recorded.
  *   - Paths are printf(-p FORMAT, id) with id uniform in [0, -n) from a seeded xorshift.
+ *   - -m POST -b FORMAT sends POST requests whose JSON body is printf(FORMAT, id) with the same
+ *     id (a feature server's lookup, e.g. Feast's /get-online-features); GET (the default) has no
+ *     body. Each format holds at most one conversion, a long integer (%ld, %07ld, ...; %% for %).
  *   - Responses must carry Content-Length (FastAPI and uvicorn send it); non-2xx statuses and
  *     connection errors are counted; requests unanswered -t seconds after the run are timeouts.
  *
@@ -118,15 +121,55 @@ static double *lat, *svc;
 static long n_lat = 0, cap_lat = 0;
 static long n_users = 1000000;
 static const char *path_fmt = "/v1/users/u%07ld/recommendations";
+static const char *method = "GET";
+static const char *body_fmt = NULL; /* POST only */
 
-static int send_request(conn_t *c, double scheduled, int record) {
-    char path[512], req[1024];
-    long id = (long)(xorshift() % (uint64_t)n_users);
-    snprintf(path, sizeof path, path_fmt, id);
-    int n = snprintf(req, sizeof req,
+#define PATH_MAX_LEN 512
+#define BODY_MAX_LEN 8192
+#define REQ_MAX_LEN (PATH_MAX_LEN + BODY_MAX_LEN + 512)
+
+/* the request for user `id` into req (REQ_MAX_LEN bytes); its length, or -1 if it does not fit */
+static int format_request(char *req, long id) {
+    char path[PATH_MAX_LEN], body[BODY_MAX_LEN];
+    if (snprintf(path, sizeof path, path_fmt, id) >= (int)sizeof path) return -1;
+    int n;
+    if (body_fmt == NULL) {
+        n = snprintf(req, REQ_MAX_LEN,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: newsrec-loadgen\r\n"
                      "Accept: application/json\r\n\r\n",
                      path, host, port);
+    } else {
+        int body_len = snprintf(body, sizeof body, body_fmt, id);
+        if (body_len >= (int)sizeof body) return -1;
+        n = snprintf(req, REQ_MAX_LEN,
+                     "%s %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: newsrec-loadgen\r\n"
+                     "Accept: application/json\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %d\r\n\r\n%s",
+                     method, path, host, port, body_len, body);
+    }
+    return n < REQ_MAX_LEN ? n : -1;
+}
+
+/* whether fmt holds at most one conversion, and that one a long integer: %[flags][width]ld */
+static int id_format_ok(const char *fmt) {
+    int conversions = 0;
+    for (const char *p = fmt; *p; p++) {
+        if (*p != '%') continue;
+        p++;
+        if (*p == '%') continue;
+        while (*p && strchr("0-+ #", *p)) p++;
+        while (*p >= '0' && *p <= '9') p++;
+        if (p[0] != 'l' || p[1] != 'd') return 0;
+        p++;
+        conversions++;
+    }
+    return conversions <= 1;
+}
+
+static int send_request(conn_t *c, double scheduled, int record) {
+    char req[REQ_MAX_LEN];
+    long id = (long)(xorshift() % (uint64_t)n_users);
+    int n = format_request(req, id); /* checked to fit for every id before the run */
     ssize_t off = 0;
     while (off < n) {
         ssize_t w = write(c->fd, req + off, n - off);
@@ -168,7 +211,9 @@ static int parse_headers(conn_t *c) {
 static void usage(void) {
     fprintf(stderr,
             "usage: loadgen -r RATE -d SECONDS [-w WARMUP] [-c CONNS] [-n USERS] [-p PATH_FMT]\n"
-            "               [-H HOST] [-P PORT] [-s SEED] [-t DRAIN_TIMEOUT] [-o LATENCY_FILE]\n");
+            "               [-m GET|POST] [-b BODY_FMT] [-H HOST] [-P PORT] [-s SEED]\n"
+            "               [-t DRAIN_TIMEOUT] [-o LATENCY_FILE]\n"
+            "PATH_FMT and BODY_FMT (POST only, required there) hold at most one %%ld: the user number.\n");
     exit(2);
 }
 
@@ -188,7 +233,7 @@ int main(int argc, char **argv) {
     double rate = 1000, duration = 10, warmup = 0, drain_timeout = 5;
     const char *out = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "r:d:w:c:n:p:H:P:s:t:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "r:d:w:c:n:p:m:b:H:P:s:t:o:")) != -1) {
         switch (opt) {
             case 'r': rate = atof(optarg); break;
             case 'd': duration = atof(optarg); break;
@@ -196,6 +241,8 @@ int main(int argc, char **argv) {
             case 'c': n_conns = atoi(optarg); break;
             case 'n': n_users = atol(optarg); break;
             case 'p': path_fmt = optarg; break;
+            case 'm': method = optarg; break;
+            case 'b': body_fmt = optarg; break;
             case 'H': host = optarg; break;
             case 'P': port = atoi(optarg); break;
             case 's': rng_state = 0x9E3779B97F4A7C15ULL ^ (uint64_t)atoll(optarg); if (!rng_state) rng_state = 1; break;
@@ -205,6 +252,17 @@ int main(int argc, char **argv) {
         }
     }
     if (rate <= 0 || duration <= 0 || n_conns < 1 || n_conns > MAX_CONNS || n_users < 1) usage();
+    int post = strcmp(method, "POST") == 0;
+    if (!post && strcmp(method, "GET") != 0) usage();
+    if (post != (body_fmt != NULL)) usage(); /* a body with POST, none with GET */
+    if (!id_format_ok(path_fmt) || (body_fmt && !id_format_ok(body_fmt))) usage();
+    {
+        char probe[REQ_MAX_LEN]; /* the longest id formats longest */
+        if (format_request(probe, n_users - 1) < 0) {
+            fprintf(stderr, "request longer than %d bytes\n", REQ_MAX_LEN);
+            return 2;
+        }
+    }
 
     memset(&addr, 0, sizeof addr);
     addr.sin_family = AF_INET;

@@ -6,8 +6,11 @@ No load generation and no model training here: those run in `python -m bench --q
 
 from __future__ import annotations
 
+import http.server
 import json
 import math
+import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -322,3 +325,172 @@ def test_the_cpu_matched_bare_app_spends_the_sqlite_apis_extra_cpu_and_is_report
     tables = dict(outcome.tables)
     assert "bare + 200 µs CPU" in tables["Every run"]
     assert "'bare + N µs CPU': the bare app spending" in tables["Set-up"]
+
+
+class _RecordingHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a small JSON body and records what it was sent."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the load generator expects
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    seen: list[tuple[str, str, str | None, bytes]] = []
+
+    def _answer(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append((self.command, self.path, self.headers.get("Content-Type"), body))
+        reply = b'{"ok":true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def recording_server():
+    _RecordingHandler.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RecordingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], _RecordingHandler.seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory):
+    from bench.endpoint import build_loadgen
+
+    folder = tmp_path_factory.mktemp("loadgen")
+    return build_loadgen(Context(cache_dir=folder, work_dir=folder, verbose=False))
+
+
+def _run_loadgen(loadgen, port: int, *request: str) -> subprocess.CompletedProcess:
+    command = [str(loadgen), "-r", "200", "-d", "0.5", "-c", "2", "-n", "7", "-P", str(port), *request]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_loadgen_post_mode_sends_each_drawn_user_in_the_body(loadgen, recording_server):
+    port, seen = recording_server
+    done = _run_loadgen(
+        loadgen, port, "-m", "POST", "-p", "/get-online-features", "-b", '{"user":["u%07ld"]}'
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["completed"] == summary["scheduled"] == len(seen) == 100
+    assert summary["non2xx"] == summary["errors_io"] == summary["timeouts"] == 0
+    assert {(method, path, content_type) for method, path, content_type, _ in seen} == {
+        ("POST", "/get-online-features", "application/json")
+    }
+    users = [json.loads(body)["user"][0] for *_, body in seen]  # the whole body arrived: Content-Length
+    assert set(users) <= {f"u{i:07d}" for i in range(7)} and len(set(users)) > 1
+
+
+def test_loadgen_get_mode_is_unchanged(loadgen, recording_server):
+    port, seen = recording_server
+    done = _run_loadgen(loadgen, port, "-p", "/v1/users/u%07ld/recommendations")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["completed"] == len(seen) == 100
+    assert {(method, content_type, body) for method, _, content_type, body in seen} == {("GET", None, b"")}
+    assert {path for _, path, *_ in seen} <= {f"/v1/users/u{i:07d}/recommendations" for i in range(7)}
+
+
+@pytest.mark.parametrize(
+    "request_args",
+    [
+        ["-m", "POST", "-p", "/lookup"],  # POST without a body
+        ["-b", '{"user":"%ld"}'],  # a body on a GET
+        ["-m", "PUT", "-b", "{}"],
+        ["-p", "/users/%s"],  # not a long integer: printf would read a string from a long
+        ["-m", "POST", "-p", "/lookup", "-b", '{"user":"%ld","again":"%ld"}'],  # two conversions
+    ],
+)
+def test_loadgen_refuses_requests_it_cannot_format(loadgen, request_args):
+    done = _run_loadgen(loadgen, 9, *request_args)  # refused before connecting anywhere
+    assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_capacity_search_finds_the_highest_rate_within_the_limit():
+    from bench.ab import highest_rate_within
+
+    tried: list[float] = []
+
+    def up_to(limit: float):
+        def passes(rate: float) -> bool:
+            tried.append(rate)
+            return rate <= limit
+
+        return passes
+
+    found = highest_rate_within(up_to(5300), start=2000)
+    assert 5300 / 1.1 <= found <= 5300
+    assert tried[:3] == [2000, 4000, 8000]  # doubling, then bisecting between 4,000 and 8,000
+    found = highest_rate_within(up_to(700), start=2000)  # failing from the start: halves, then bisects
+    assert 700 / 1.1 <= found <= 700
+    assert highest_rate_within(up_to(0), start=1000) == 0.0
+    assert highest_rate_within(up_to(90), start=1000, floor=100) == 0.0  # never probes below the floor
+    assert min(tried[-4:]) >= 100
+    assert highest_rate_within(up_to(1e9), start=1000, ceiling=50_000) == 50_000
+
+
+def test_ab_takes_feast_peers_as_variants():
+    from bench.ab import Variant
+
+    assert Variant.parse("feast=feast-redis").backend == "feast-redis"
+    assert Variant.parse("api50=sqlite,NEWSREC_DEFAULT_K=50").env == {"NEWSREC_DEFAULT_K": "50"}
+    with pytest.raises(ValueError, match="not served from a checkout"):
+        Variant.parse("feast=feast-sqlite@/tmp")
+
+
+def test_feast_peer_repo_config_and_lookup():
+    import yaml
+
+    from bench.feast_peer import LOOKUP, feature_store_yaml, lists_served, redis_connection_string
+
+    redis = yaml.safe_load(
+        feature_store_yaml("feast-redis", "newsrec_bench_1", "redis://:s3cret@10.0.0.5:6380/3")
+    )
+    assert redis["project"] == "newsrec_bench_1"
+    assert redis["online_store"] == {
+        "type": "redis",
+        "connection_string": "10.0.0.5:6380,db=3,password=s3cret",
+        "skip_dedup": True,
+    }
+    sqlite = yaml.safe_load(feature_store_yaml("feast-sqlite", "p"))
+    assert sqlite["online_store"] == {"type": "sqlite", "path": "online.db"}
+    assert redis_connection_string("redis://127.0.0.1") == "127.0.0.1:6379,db=0"
+    for bad in ["rediss://h:6379/0", "unix:///tmp/redis.sock", "redis://h/x"]:
+        with pytest.raises(ValueError):
+            redis_connection_string(bad)
+    with pytest.raises(ValueError):
+        feature_store_yaml("feast-dynamo", "p")
+
+    assert json.loads(LOOKUP.body(42))["entities"] == {"user_id": ["u0000042"]}  # the endpoint's user ids
+    assert LOOKUP.loadgen_args()[:4] == ["-m", "POST", "-p", "/get-online-features"]
+
+    def response(ids: list[str], status: str = "PRESENT") -> dict:
+        return {
+            "metadata": {"feature_names": ["user_id", "scores", "article_ids"]},
+            "results": [
+                {"values": ["u0000042"], "statuses": ["PRESENT"]},
+                {"values": [[1.0] * len(ids)], "statuses": [status]},
+                {"values": [ids], "statuses": [status]},
+            ],
+        }
+
+    assert lists_served(response(["a000001", "a000002"]), 2)
+    assert not lists_served(response(["a000001"]), 2)
+    assert not lists_served(response([], "NOT_FOUND"), 0)
+
+
+def test_feast_peer_without_its_venv_says_how_to_set_it_up(tmp_path):
+    from bench.feast_peer import FeastPeer
+
+    with pytest.raises(FileNotFoundError, match="make bench-feast-setup"):
+        FeastPeer("feast-sqlite", 10, tmp_path, venv=tmp_path / "no-venv")
