@@ -45,22 +45,16 @@ def materialize_selection(selection: str = "*"):
         )
 
 
-def warehouse_summary(warehouse_path: Path) -> dict[str, int]:
-    """Counts that show the spine worked: landed, stored, duplicates, quarantined, view events."""
-    from newsrec_assets.resources.warehouse import DuckDBWarehouse
+def warehouse_summary() -> dict[str, int]:
+    """Counts that show the spine worked (landed, stored, duplicates, quarantined, view events),
+    from the warehouse of this environment's definitions."""
+    import dagster as dg
 
-    db = DuckDBWarehouse(warehouse_path, read_only=True)
-    return {
-        "landing_files": db.scalar("select count(*) from raw.landing_files"),
-        "records_landed": db.scalar("select sum(records) + sum(quarantined) from raw.landing_files"),
-        "records_stored": db.scalar("select sum(stored) from raw.landing_files"),
-        "duplicates_skipped": db.scalar("select sum(duplicates) from raw.landing_files"),
-        "records_quarantined": db.scalar("select count(*) from raw.cdc_quarantine"),
-        "view_events_reconstructed": db.scalar("select count(*) from main.view_events"),
-        "current_articles": db.scalar("select count(*) from main.current_articles"),
-        "users_with_history": db.scalar("select count(distinct user_id) from main.user_click_histories"),
-        "training_impressions": db.scalar("select count(*) from main.training_impressions"),
-    }
+    from newsrec_assets.definitions import defs
+
+    # build_resources resolves the resource's EnvVars, as a run would.
+    with dg.build_resources({"warehouse": defs.resources["warehouse"]}) as resources:
+        return resources.warehouse.get(read_only=True).summary()
 
 
 def service_commands(ui_port: int, api_port: int) -> dict[str, list[str]]:
