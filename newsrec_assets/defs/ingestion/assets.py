@@ -5,6 +5,7 @@ import dagster as dg
 from newsrec_assets.defs.resources import LandingZoneResource, OnlineStoreResource, WarehouseResource
 from newsrec_assets.domain.cdc import SOURCE_TABLES
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
+from newsrec_assets.settings import online_store_kind, warehouse_kind
 
 GROUP = "ingestion"
 # DuckDB allows one writing process per file: every asset that writes the warehouse runs in this
@@ -28,7 +29,9 @@ _TABLE_DESCRIPTIONS = {
 @dg.multi_asset(
     specs=[
         *(
-            dg.AssetSpec(key, description=_TABLE_DESCRIPTIONS[table], kinds={"duckdb"}, group_name=GROUP)
+            dg.AssetSpec(
+                key, description=_TABLE_DESCRIPTIONS[table], kinds={warehouse_kind()}, group_name=GROUP
+            )
             for table, key in RAW_TABLE_KEYS.items()
         ),
         dg.AssetSpec(
@@ -36,7 +39,7 @@ _TABLE_DESCRIPTIONS = {
             description=(
                 "Landing lines that could not be stored, with file, line and reason. Nothing is dropped."
             ),
-            kinds={"duckdb"},
+            kinds={warehouse_kind()},
             group_name=GROUP,
         ),
     ],
@@ -96,7 +99,7 @@ EXPOSURE_LOG_FILE = "api-exposures"
 POSITIONS_PER_EXPOSURE = 1000  # log position = the exposure's position * 1000 + list position
 
 
-@dg.asset(group_name=GROUP, kinds={"sqlite"})
+@dg.asset(group_name=GROUP, kinds={online_store_kind()})
 def api_exposures(
     context: dg.AssetExecutionContext, landing: LandingZoneResource, online_store: OnlineStoreResource
 ) -> dg.MaterializeResult:

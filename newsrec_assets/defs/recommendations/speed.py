@@ -24,6 +24,7 @@ from newsrec_assets.defs.resources import (
     SpeedStateResource,
 )
 from newsrec_assets.resources.landing import START_OF_TIME_CURSOR, parse_cursor
+from newsrec_assets.settings import online_store_kind
 
 GROUP = "recommendations"
 SNAPSHOT_KIND = "serving_snapshot"
@@ -47,7 +48,7 @@ class SpeedRecommendationsConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     deps=[dg.AssetKey("batch_recommendations")],
-    kinds={"numpy", "sqlite"},
+    kinds={"numpy", online_store_kind()},
 )
 def speed_recommendations(
     context: dg.AssetExecutionContext,
@@ -239,7 +240,7 @@ class FreshArticlesConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     deps=[dg.AssetKey("published_model"), dg.AssetKey("text_encoder")],
-    kinds={"pytorch", "sqlite"},
+    kinds={"pytorch", online_store_kind()},
 )
 def fresh_article_vectors(
     context: dg.AssetExecutionContext,
