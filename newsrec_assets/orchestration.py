@@ -10,17 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-from newsrec_assets.settings import REPO_ROOT, local_paths
-
-INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT, get_environment, local_paths
 
 
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME (default `$NEWSREC_HOME/dagster_home`) with the project's instance settings."""
+    """DAGSTER_HOME (default `$NEWSREC_HOME/dagster_home`) with this environment's instance settings
+    (`dagster.yaml`, or `deploy/dagster.yaml` in production) unless it has its own."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(local_paths().dagster_home)))
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        shutil.copy(INSTANCE_TEMPLATE, home / "dagster.yaml")
+        shutil.copy(DAGSTER_INSTANCE_TEMPLATES[get_environment()], home / "dagster.yaml")
     return home
 
 

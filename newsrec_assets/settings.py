@@ -15,6 +15,11 @@ Environment = Literal["local", "prod"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+# The Dagster instance settings each environment starts from (copied into DAGSTER_HOME).
+DAGSTER_INSTANCE_TEMPLATES = {
+    "local": REPO_ROOT / "dagster.yaml",
+    "prod": REPO_ROOT / "deploy" / "dagster.yaml",
+}
 
 
 def get_environment() -> Environment:
