@@ -11,6 +11,7 @@
     )
 }}
 
+-- depends_on: {{ ref('stg_newsapp__user_article_views') }}
 -- Every article-view event, reconstructed from the in-place-updated behaviour table.
 -- Incremental: a build rebuilds the events of the (user, article) rows that have a view-recording
 -- change not yet behind any stored event (a view's number depends on every earlier version of

@@ -67,10 +67,14 @@ def dbt_project() -> DbtProject:
 
 def dbt_resource() -> DbtCliResource:
     """The dbt CLI; the `local` profile reads the DuckDB file from NEWSREC_DUCKDB_PATH."""
+    project = dbt_project()
     if get_environment() == "local":
         # dbt runs as a subprocess that inherits the environment; this is how its profile learns the path.
         os.environ.setdefault("NEWSREC_DUCKDB_PATH", str(local_paths().warehouse))
-    return DbtCliResource(project_dir=dbt_project(), dbt_executable=DBT_EXECUTABLE)
+    # dagster-dbt puts each run's folder under DBT_TARGET_PATH and starts it from the partial parse
+    # found there: this target's, never another's.
+    os.environ["DBT_TARGET_PATH"] = str(project.project_dir / project.target_path)
+    return DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
 
 
 class NewsrecDbtTranslator(DagsterDbtTranslator):
