@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsrec_assets.resources.online_store import DEFAULT_CAPACITY
-from newsrec_assets.settings import local_paths
+from newsrec_assets.settings import get_environment, local_paths
 
 API_V1_PREFIX = "/v1"
 
@@ -24,13 +24,18 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="NEWSREC_", extra="ignore")
 
-    store_backend: Literal["sqlite", "redis"] = "sqlite"
+    # Defaults follow NEWSREC_ENV, like the Dagster resources: Redis and GCS in production.
+    store_backend: Literal["sqlite", "redis"] = Field(
+        default_factory=lambda: "redis" if get_environment() == "prod" else "sqlite"
+    )
     sqlite_path: Path = Field(default_factory=lambda: local_paths().online_store)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "newsrec"
     # The landing zone for POST /v1/events: a local folder, or (production) the GCS prefix that
     # Datastream writes to; the variable names match the Dagster resources'.
-    landing_kind: Literal["local", "gcs"] = "local"
+    landing_kind: Literal["local", "gcs"] = Field(
+        default_factory=lambda: "gcs" if get_environment() == "prod" else "local"
+    )
     landing_dir: Path = Field(default_factory=lambda: local_paths().landing)
     landing_bucket: str = ""
     landing_prefix: str = "datastream"
