@@ -124,7 +124,12 @@ class GCSArtifactStore(ArtifactStore):
             destination.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(destination))
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process fetched it first: versions are immutable, keep theirs
+            if not target.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def exists(self, kind: str, version: str) -> bool:
