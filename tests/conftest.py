@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,3 +40,27 @@ def make_record() -> Callable[..., ChangeRecord]:
         )
 
     return build
+
+
+@pytest.fixture(scope="session")
+def storage_emulator(tmp_path_factory) -> Iterator[str]:
+    """A Cloud Storage emulator for this session; its `STORAGE_EMULATOR_HOST` value."""
+    from tests.emulators import EmulatorUnavailable, running_emulator
+
+    try:
+        with running_emulator("storage.py", tmp_path_factory.mktemp("gcs_emulator")) as emulator:
+            yield emulator.endpoint["host"]
+    except EmulatorUnavailable as error:
+        pytest.skip(f"the GCS emulator cannot start: {error}")
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory) -> Iterator[str]:
+    """A BigQuery emulator for this session; its REST endpoint (`BIGQUERY_EMULATOR_HOST`)."""
+    from tests.emulators import EmulatorUnavailable, running_emulator
+
+    try:
+        with running_emulator("bigquery.py", tmp_path_factory.mktemp("bq_emulator")) as emulator:
+            yield emulator.endpoint["rest"]
+    except EmulatorUnavailable as error:
+        pytest.skip(f"the BigQuery emulator cannot start: {error}")

@@ -138,3 +138,15 @@ class EmulatorBigQueryResource(BigQueryResource):
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=self.api_endpoint),
         )
+
+
+def upload_folder(folder: Path, bucket: str, prefix: str, project: str) -> int:
+    """Upload every `.jsonl` file under `folder` to `gs://bucket/prefix/<relative path>`; returns
+    how many (the GCS client follows STORAGE_EMULATOR_HOST)."""
+    from google.cloud import storage
+
+    target = storage.Client(project=project).bucket(bucket)
+    paths = sorted(folder.rglob("*.jsonl"))
+    for path in paths:
+        target.blob(f"{prefix}/{path.relative_to(folder).as_posix()}").upload_from_filename(str(path))
+    return len(paths)

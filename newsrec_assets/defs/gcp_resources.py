@@ -80,17 +80,17 @@ def prod_setting(name: str) -> str | dg.EnvVar:
     return dg.EnvVar(setting.env_var)
 
 
-def build_gcp_resources() -> dict[str, dg.ConfigurableResource]:
-    """The production profile's resources (`NEWSREC_ENV=prod`)."""
+def build_gcp_resources(bigquery: BigQueryResource | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The production profile's resources (`NEWSREC_ENV=prod`); `bigquery` replaces the BigQuery
+    client's resource (the tests point it at an emulator)."""
     gcs = GCSResource(project=prod_setting("gcp_project"))
     return {
         "landing": GCSLandingZoneResource(
             gcs=gcs, bucket=prod_setting("landing_bucket"), prefix=prod_setting("landing_prefix")
         ),
         "warehouse": BigQueryWarehouseResource(
-            bigquery=BigQueryResource(
-                project=prod_setting("gcp_project"), location=prod_setting("bq_location")
-            ),
+            bigquery=bigquery
+            or BigQueryResource(project=prod_setting("gcp_project"), location=prod_setting("bq_location")),
             marts_dataset=prod_setting("bq_dataset"),
             raw_dataset=prod_setting("raw_dataset"),
             embeddings_dataset=prod_setting("embeddings_dataset"),
