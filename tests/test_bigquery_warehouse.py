@@ -6,7 +6,6 @@ Each test writes its own datasets, so tests share one emulator.
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,7 @@ from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
 from tests.conftest import T0
 from tests.emulators import EmulatorBigQueryResource
-from tests.test_ingestion import article_payload, land, view_payload
+from tests.test_ingestion import land, land_redeliveries_and_a_broken_line, view_payload
 
 pytestmark = pytest.mark.prod
 
@@ -39,15 +38,7 @@ def rows(warehouse: BigQueryWarehouse, table: str, columns: str, order: str) -> 
 
 def test_ingestion_stores_what_duckdb_stores_and_a_rerun_adds_nothing(bigquery, tmp_path, make_record):
     zone = LocalLandingZone(tmp_path / "landing")
-    insert = make_record("articles", "INSERT", article_payload("a1"), T0)
-    edit = make_record(
-        "articles", "UPDATE-INSERT", article_payload("a1", title="Edited"), T0 + timedelta(minutes=1)
-    )
-    first_view = make_record("user_article_views", "INSERT", view_payload("u1", "a1", 1, T0), T0)
-    re_read = replace(first_view, uuid="another-uuid-same-change")
-    land(zone, "articles/2026-11-20/0800-0.jsonl", [insert, edit])
-    land(zone, "user_article_views/2026-11-20/0800-0.jsonl", [first_view, "{broken", first_view])
-    land(zone, "user_article_views/2026-11-20/0810-0.jsonl", [re_read, ""])
+    first_view = land_redeliveries_and_a_broken_line(zone, make_record)
     duckdb = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
 
     report = bigquery.ingest(zone)

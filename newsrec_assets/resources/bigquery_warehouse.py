@@ -61,37 +61,39 @@ def raw_table_schema(table: str) -> list:
     return schema
 
 
+def _required(*columns: tuple[str, str]) -> list:
+    return [_field(name, field_type, required=True) for name, field_type in columns]
+
+
 def quarantine_schema() -> list:
-    return [
-        _field("landing_file", "STRING", required=True),
-        _field("landing_line", "INT64", required=True),
-        _field("reason", "STRING", required=True),
-        _field("raw_line", "STRING", required=True),
-        _field("quarantined_at", "TIMESTAMP", required=True),
-    ]
+    return _required(
+        ("landing_file", "STRING"),
+        ("landing_line", "INT64"),
+        ("reason", "STRING"),
+        ("raw_line", "STRING"),
+        ("quarantined_at", "TIMESTAMP"),
+    )
 
 
 def registry_schema() -> list:
-    return [
-        _field("landing_file", "STRING", required=True),
-        _field("sha256", "STRING", required=True),
-        _field("size_bytes", "INT64", required=True),
-        _field("records", "INT64", required=True),
-        _field("stored", "INT64", required=True),
-        _field("duplicates", "INT64", required=True),
-        _field("quarantined", "INT64", required=True),
-        _field("ingested_at", "TIMESTAMP", required=True),
-    ]
+    return _required(
+        ("landing_file", "STRING"),
+        ("sha256", "STRING"),
+        ("size_bytes", "INT64"),
+        ("records", "INT64"),
+        ("stored", "INT64"),
+        ("duplicates", "INT64"),
+        ("quarantined", "INT64"),
+        ("ingested_at", "TIMESTAMP"),
+    )
 
 
 def article_vectors_schema() -> list:
     return [
-        _field("article_id", "STRING", required=True),
-        _field("content_hash", "STRING", required=True),
-        _field("encoder_version", "STRING", required=True),
+        *_required(("article_id", "STRING"), ("content_hash", "STRING"), ("encoder_version", "STRING")),
         _field("title_vector", "FLOAT64", repeated=True),
         _field("body_vector", "FLOAT64", repeated=True),
-        _field("embedded_at", "TIMESTAMP", required=True),
+        *_required(("embedded_at", "TIMESTAMP")),
     ]
 
 
