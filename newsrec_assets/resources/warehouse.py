@@ -1,5 +1,9 @@
 """Warehouse port and its embedded DuckDB adapter: the append-only raw CDC log and mart reads.
 
+The port (`Warehouse`) is what assets use: ingestion plus named reads and writes, whose SQL both
+DuckDB and BigQuery run (`SQLWarehouse`); `bigquery_warehouse` holds the production adapter.
+Both parse landing files with the one `parse_landing_file`.
+
 Ingestion stores every distinct change once (`change_key` is the primary key), so re-delivered
 records and re-run files add nothing. Each landing file is stored in one transaction together with
 its entry in `raw.landing_files`: a crash mid-file leaves the file unregistered and it is simply
