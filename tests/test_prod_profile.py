@@ -319,6 +319,13 @@ def test_the_prod_instance_is_postgres_with_run_monitoring_retries_and_gcs_compu
         assert instance.run_monitoring_enabled
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert isinstance(instance.compute_log_manager, GCSComputeLogManager)
+        # The single-host launcher with a worker health check (run monitoring needs one); its
+        # module comes with the reliability work, and nothing here launches a run through it.
+        launcher = instance.get_ref().run_launcher_data
+        assert (launcher.module_name, launcher.class_name) == (
+            "newsrec_assets.run_launcher",
+            "MonitoredRunLauncher",
+        )
         assert instance.get_run_by_id(prod_run["run_id"]).is_success
     logs = [blob.name for blob in storage.Client(project=PROJECT).list_blobs(LOG_BUCKET)]
     assert any(prod_run["run_id"] in name for name in logs), logs[:5]
