@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 # torch==2.13.0+cpu comes from a local wheel folder where the machine has one (PIP_FIND_LINKS).
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-fast lint bench bench-feast-setup lock clean
+# The prod tests' local BigQuery and GCS emulators, in a venv of their own (their pins clash with
+# the project's: bqemulator pins duckdb 2.0).
+EMULATORS_VENV := tools/emulators/.venv
+
+.PHONY: setup emulators demo test test-fast lint bench bench-feast-setup lock clean
 
 setup: $(VENV)/.installed
 
@@ -15,10 +19,17 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	touch $@
 
+emulators: $(EMULATORS_VENV)/.installed
+
+$(EMULATORS_VENV)/.installed: tools/emulators/requirements.lock
+	test -x $(EMULATORS_VENV)/bin/python || $(PYTHON) -m venv $(EMULATORS_VENV)
+	$(EMULATORS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/emulators/requirements.lock
+	touch $@
+
 demo: setup
 	$(BIN)/newsrec demo
 
-test: setup
+test: setup emulators
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -42,6 +53,7 @@ bench-feast-setup: setup
 # Re-pin after editing requirements.in (uv resolves in seconds; pip's resolver takes many minutes).
 lock:
 	uv pip compile requirements.in --python-version 3.11 --find-links /opt/wheels -o requirements.lock
+	uv pip compile tools/emulators/requirements.in --python-version 3.11 -o tools/emulators/requirements.lock
 
 clean:
 	rm -rf var dbt_project/target dbt_project/logs .pytest_cache

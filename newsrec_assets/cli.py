@@ -265,7 +265,7 @@ def demo(
         click.secho(f"1/3 reusing the simulated history in {paths.landing}", bold=True)
     click.secho("2/3 materialising the whole asset graph once", bold=True)
     result = materialize_selection("*")
-    click.echo(json.dumps(warehouse_summary(paths.warehouse), indent=2))
+    click.echo(json.dumps(warehouse_summary(), indent=2))
     click.echo(f"materialised in {time.perf_counter() - started:.0f} s; success: {result.success}")
     if not result.success:
         raise SystemExit(1)

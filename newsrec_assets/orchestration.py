@@ -10,22 +10,22 @@ import sys
 import time
 from pathlib import Path
 
-from newsrec_assets.settings import REPO_ROOT, local_paths
-
-INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT, get_environment, local_paths
 
 
 def ensure_dagster_home() -> Path:
-    """DAGSTER_HOME (default `$NEWSREC_HOME/dagster_home`) with the project's instance settings.
+    """DAGSTER_HOME (default `$NEWSREC_HOME/dagster_home`) with this environment's instance settings
+    (`dagster.yaml`, or `deploy/dagster.yaml` in production).
 
     The copy follows the template: an instance made before a settings change (run monitoring,
     retries) gets them too.
     """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(local_paths().dagster_home)))
     home.mkdir(parents=True, exist_ok=True)
+    template = DAGSTER_INSTANCE_TEMPLATES[get_environment()]
     settings = home / "dagster.yaml"
-    if not settings.exists() or settings.read_bytes() != INSTANCE_TEMPLATE.read_bytes():
-        shutil.copy(INSTANCE_TEMPLATE, settings)
+    if not settings.exists() or settings.read_bytes() != template.read_bytes():
+        shutil.copy(template, settings)
     return home
 
 
@@ -52,22 +52,16 @@ def materialize_selection(selection: str = "*"):
         )
 
 
-def warehouse_summary(warehouse_path: Path) -> dict[str, int]:
-    """Counts that show the spine worked: landed, stored, duplicates, quarantined, view events."""
-    from newsrec_assets.resources.warehouse import DuckDBWarehouse
+def warehouse_summary() -> dict[str, int]:
+    """Counts that show the spine worked (landed, stored, duplicates, quarantined, view events),
+    from the warehouse of this environment's definitions."""
+    import dagster as dg
 
-    db = DuckDBWarehouse(warehouse_path, read_only=True)
-    return {
-        "landing_files": db.scalar("select count(*) from raw.landing_files"),
-        "records_landed": db.scalar("select sum(records) + sum(quarantined) from raw.landing_files"),
-        "records_stored": db.scalar("select sum(stored) from raw.landing_files"),
-        "duplicates_skipped": db.scalar("select sum(duplicates) from raw.landing_files"),
-        "records_quarantined": db.scalar("select count(*) from raw.cdc_quarantine"),
-        "view_events_reconstructed": db.scalar("select count(*) from main.view_events"),
-        "current_articles": db.scalar("select count(*) from main.current_articles"),
-        "users_with_history": db.scalar("select count(distinct user_id) from main.user_click_histories"),
-        "training_impressions": db.scalar("select count(*) from main.training_impressions"),
-    }
+    from newsrec_assets.definitions import defs
+
+    # build_resources resolves the resource's EnvVars, as a run would.
+    with dg.build_resources({"warehouse": defs.resources["warehouse"]}) as resources:
+        return resources.warehouse.get(read_only=True).summary()
 
 
 def service_commands(ui_port: int, api_port: int) -> dict[str, list[str]]:

@@ -15,6 +15,11 @@ Environment = Literal["local", "prod"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
+# The Dagster instance settings each environment starts from (copied into DAGSTER_HOME).
+DAGSTER_INSTANCE_TEMPLATES = {
+    "local": REPO_ROOT / "dagster.yaml",
+    "prod": REPO_ROOT / "deploy" / "dagster.yaml",
+}
 
 
 def get_environment() -> Environment:
@@ -23,6 +28,16 @@ def get_environment() -> Environment:
     if environment not in ("local", "prod"):
         raise ValueError(f"NEWSREC_ENV must be 'local' or 'prod', not {environment!r}")
     return environment  # type: ignore[return-value]
+
+
+def warehouse_kind() -> Literal["duckdb", "bigquery"]:
+    """What the warehouse is in this environment (the kind its assets show in the UI)."""
+    return "bigquery" if get_environment() == "prod" else "duckdb"
+
+
+def online_store_kind() -> Literal["sqlite", "redis"]:
+    """What the online store is in this environment (the kind its assets show in the UI)."""
+    return "redis" if get_environment() == "prod" else "sqlite"
 
 
 @dataclass(frozen=True)
@@ -79,3 +94,35 @@ def serving_profile() -> ServingProfile:
 
 
 # ---- end of serving ---------------------------------------------------------------------------
+# ---- Production (GCP) settings ------------------------------------------------------------------
+# Read by the Dagster resources (as `dg.EnvVar`s naming these variables, resolved in each run's
+# process, so no value appears in any config the UI shows) and by the API. Defaults serve the
+# optional ones; the required ones have none.
+
+
+@dataclass(frozen=True)
+class ProdSetting:
+    """One production setting: its environment variable and, if optional, its default."""
+
+    env_var: str
+    default: str | None = None
+
+
+PROD_SETTINGS: dict[str, ProdSetting] = {
+    "gcp_project": ProdSetting("NEWSREC_GCP_PROJECT"),
+    "bq_location": ProdSetting("NEWSREC_BQ_LOCATION", "US"),
+    "bq_dataset": ProdSetting("NEWSREC_BQ_DATASET", "newsrec"),  # dbt's marts
+    "raw_dataset": ProdSetting("NEWSREC_RAW_SCHEMA", "raw"),  # ingestion's raw CDC log (dbt's source)
+    "embeddings_dataset": ProdSetting("NEWSREC_EMBEDDINGS_DATASET", "embeddings"),
+    "landing_bucket": ProdSetting("NEWSREC_LANDING_BUCKET"),
+    "landing_prefix": ProdSetting("NEWSREC_LANDING_PREFIX", "datastream"),
+    "artifact_bucket": ProdSetting("NEWSREC_ARTIFACT_BUCKET"),
+    "artifact_prefix": ProdSetting("NEWSREC_ARTIFACT_PREFIX", "artifacts"),
+    "redis_url": ProdSetting("NEWSREC_REDIS_URL"),  # may carry a password
+    "redis_prefix": ProdSetting("NEWSREC_REDIS_PREFIX", "newsrec"),
+}
+
+
+def missing_prod_settings() -> list[str]:
+    """The required production variables that are not set (what `NEWSREC_ENV=prod` needs first)."""
+    return [s.env_var for s in PROD_SETTINGS.values() if s.default is None and not os.getenv(s.env_var)]

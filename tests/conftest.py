@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +20,28 @@ def service_reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def post_view_of_top_article(client, user_id: str, api_key: str) -> tuple[str, datetime]:
+    """POST /v1/events: `user_id` viewed the top article of their served list a second from now.
+    Returns the article and the view's time."""
+    before = client.get(f"/v1/users/{user_id}/recommendations", params={"k": 50}).json()
+    clicked = before["items"][0]["article_id"]
+    viewed_at = datetime.now(UTC) + timedelta(seconds=1)
+    posted = client.post(
+        "/v1/events",
+        headers={"X-API-Key": api_key},
+        json={"user_id": user_id, "article_id": clicked, "viewed_at": viewed_at.isoformat()},
+    )
+    assert posted.status_code == 202, posted.text
+    return clicked, viewed_at
+
+
+def assert_speed_list_after_view(served: dict, clicked: str, viewed_at: datetime) -> None:
+    """The served list is the speed layer's, reflects the view, and leaves the read article out."""
+    assert served["provenance"]["layer"] == "speed"
+    assert datetime.fromisoformat(served["provenance"]["watermark"]) >= viewed_at - timedelta(milliseconds=1)
+    assert clicked not in [item["article_id"] for item in served["items"]]  # already read: left out
 
 
 @pytest.fixture
@@ -40,3 +62,25 @@ def make_record() -> Callable[..., ChangeRecord]:
         )
 
     return build
+
+
+def running_emulator_endpoint(launcher: str, key: str, tmp_path_factory) -> Iterator[str]:
+    from tests.emulators import EmulatorUnavailable, running_emulator
+
+    try:
+        with running_emulator(launcher, tmp_path_factory.mktemp(launcher.removesuffix(".py"))) as emulator:
+            yield emulator.endpoint[key]
+    except EmulatorUnavailable as error:
+        pytest.skip(f"the emulator {launcher} cannot start: {error}")
+
+
+@pytest.fixture(scope="session")
+def storage_emulator(tmp_path_factory) -> Iterator[str]:
+    """A Cloud Storage emulator for this session; its `STORAGE_EMULATOR_HOST` value."""
+    yield from running_emulator_endpoint("storage.py", "host", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory) -> Iterator[str]:
+    """A BigQuery emulator for this session; its REST endpoint (`BIGQUERY_EMULATOR_HOST`)."""
+    yield from running_emulator_endpoint("bigquery.py", "rest", tmp_path_factory)

@@ -96,9 +96,9 @@ def test_malformed_lines_are_rejected_with_a_reason(make_record, mutate, reason)
         parse_change_line(mutate(document))
 
 
-def test_ingestion_is_idempotent_and_quarantines_without_dropping(tmp_path, make_record):
-    zone = LocalLandingZone(tmp_path / "landing")
-    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+def land_redeliveries_and_a_broken_line(zone: LocalLandingZone, make_record) -> ChangeRecord:
+    """An article inserted and edited; a view delivered twice in one file (next to a broken line)
+    and re-read into another; returns the view's first delivery."""
     insert = make_record("articles", "INSERT", article_payload("a1"), T0)
     edit = make_record(
         "articles", "UPDATE-INSERT", article_payload("a1", title="Edited"), T0 + timedelta(minutes=1)
@@ -108,6 +108,13 @@ def test_ingestion_is_idempotent_and_quarantines_without_dropping(tmp_path, make
     land(zone, "articles/2026-11-20/0800-0.jsonl", [insert, edit])
     land(zone, "user_article_views/2026-11-20/0800-0.jsonl", [first_view, "{broken", first_view])
     land(zone, "user_article_views/2026-11-20/0810-0.jsonl", [re_read, ""])
+    return first_view
+
+
+def test_ingestion_is_idempotent_and_quarantines_without_dropping(tmp_path, make_record):
+    zone = LocalLandingZone(tmp_path / "landing")
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    land_redeliveries_and_a_broken_line(zone, make_record)
 
     report = warehouse.ingest(zone)
 

@@ -18,6 +18,7 @@ from newsrec_assets.defs.resources import (
     OnlineStoreResource,
     WarehouseResource,
 )
+from tests.conftest import assert_speed_list_after_view, post_view_of_top_article
 
 pytestmark = pytest.mark.slow
 API_KEY = "test-key"
@@ -113,16 +114,7 @@ def test_a_posted_view_reaches_the_served_list_through_the_speed_sensor(pipeline
     context = dg.build_sensor_context(instance=instance, resources=resources, cursor=_newest_cursor(home))
 
     with TestClient(create_app(settings)) as client:
-        before = client.get(f"/v1/users/{user}/recommendations", params={"k": 50}).json()
-        clicked = before["items"][0]["article_id"]
-        viewed_at = datetime.now(UTC) + timedelta(seconds=1)
-        posted = client.post(
-            "/v1/events",
-            headers={"X-API-Key": API_KEY},
-            json={"user_id": user, "article_id": clicked, "viewed_at": viewed_at.isoformat()},
-        )
-        assert posted.status_code == 202, posted.text
-
+        clicked, viewed_at = post_view_of_top_article(client, user, API_KEY)
         request = speed_layer_sensor(context)
         assert isinstance(request, dg.RunRequest), request
         result = dg.materialize(
@@ -134,9 +126,7 @@ def test_a_posted_view_reaches_the_served_list_through_the_speed_sensor(pipeline
         assert result.success
         after = client.get(f"/v1/users/{user}/recommendations", params={"k": 50}).json()
 
-    assert after["provenance"]["layer"] == "speed"
-    assert datetime.fromisoformat(after["provenance"]["watermark"]) >= viewed_at - timedelta(milliseconds=1)
-    assert clicked not in [item["article_id"] for item in after["items"]]  # already read: left out
+    assert_speed_list_after_view(after, clicked, viewed_at)
 
 
 def _newest_cursor(home) -> str:

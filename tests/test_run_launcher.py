@@ -100,12 +100,13 @@ def test_the_worker_host_follows_the_code_server():
 
 
 def test_the_instance_in_dagster_home_follows_the_shipped_settings(tmp_path, monkeypatch):
-    from newsrec_assets.orchestration import INSTANCE_TEMPLATE, ensure_dagster_home
+    from newsrec_assets.orchestration import ensure_dagster_home
+    from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # made before monitoring
     ensure_dagster_home()
-    assert (tmp_path / "dagster.yaml").read_text() == INSTANCE_TEMPLATE.read_text()
+    assert (tmp_path / "dagster.yaml").read_text() == DAGSTER_INSTANCE_TEMPLATES["local"].read_text()
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert isinstance(instance.run_launcher, MonitoredRunLauncher)

@@ -2,6 +2,8 @@
 
 `build_resources()` is the one place that picks them for the environment; the assets only see the
 ports (LandingZone, Warehouse, ...), so swapping the embedded default for GCP is configuration.
+Each port has one resource class the assets name (the embedded default here) and a production
+subclass built on dagster-gcp (`gcp_resources`).
 """
 
 from __future__ import annotations
@@ -12,30 +14,25 @@ import dagster as dg
 from pydantic import Field
 
 from newsrec_assets.domain.cdc import DEFAULT_LIMITS, RecordLimits
-from newsrec_assets.resources.artifacts import ArtifactStore, GCSArtifactStore, LocalArtifactStore
-from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
+from newsrec_assets.resources.artifacts import ArtifactStore, LocalArtifactStore
+from newsrec_assets.resources.landing import DEFAULT_LATE_FILE_DAYS, LandingZone, LocalLandingZone
 from newsrec_assets.resources.online_store.base import ArticleCache, ListStore
 from newsrec_assets.resources.warehouse import DuckDBWarehouse, Warehouse
 from newsrec_assets.settings import Environment, local_paths
 
 
 class LandingZoneResource(dg.ConfigurableResource):
-    """Where CDC change-record files land: a local folder, or a GCS bucket prefix."""
+    """Where CDC change-record files land: a local folder (the embedded default)."""
 
-    kind: Literal["local", "gcs"] = "local"
     root: str = ""
-    bucket: str = ""
-    prefix: str = "datastream"
-    gcp_project: str | None = None
+    late_file_days: int = DEFAULT_LATE_FILE_DAYS
 
     def get(self) -> LandingZone:
-        if self.kind == "gcs":
-            return GCSLandingZone(bucket=self.bucket, prefix=self.prefix, project=self.gcp_project)
-        return LocalLandingZone(self.root or local_paths().landing)
+        return LocalLandingZone(self.root or local_paths().landing, late_file_days=self.late_file_days)
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The analytical warehouse: the embedded DuckDB file (BigQuery in production runs dbt only)."""
+    """The analytical warehouse: the embedded DuckDB file (one writing process at a time)."""
 
     duckdb_path: str = ""
     max_view_count: int = Field(
@@ -49,17 +46,11 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
-    """Versioned model artifacts: a local folder, or a GCS bucket prefix."""
+    """Versioned model artifacts: a local folder (the embedded default)."""
 
-    kind: Literal["local", "gcs"] = "local"
     root: str = ""
-    bucket: str = ""
-    prefix: str = "artifacts"
-    gcp_project: str | None = None
 
     def get(self) -> ArtifactStore:
-        if self.kind == "gcs":
-            return GCSArtifactStore(bucket=self.bucket, prefix=self.prefix, project=self.gcp_project)
         return LocalArtifactStore(self.root or local_paths().artifacts)
 
 
@@ -105,28 +96,14 @@ def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResour
     the light speed-layer location never imports dbt.
     """
     if environment == "prod":
-        return {
-            "landing": LandingZoneResource(
-                kind="gcs",
-                bucket=dg.EnvVar("NEWSREC_LANDING_BUCKET").get_value() or "",
-                prefix=dg.EnvVar("NEWSREC_LANDING_PREFIX").get_value() or "datastream",
-                gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
-            ),
-            "warehouse": WarehouseResource(),
-            "online_store": OnlineStoreResource(
-                kind="redis",
-                redis_url=dg.EnvVar("NEWSREC_REDIS_URL").get_value() or "redis://127.0.0.1:6379/0",
-            ),
-            "artifacts": ArtifactStoreResource(
-                kind="gcs",
-                bucket=dg.EnvVar("NEWSREC_ARTIFACT_BUCKET").get_value() or "",
-                gcp_project=dg.EnvVar("NEWSREC_GCP_PROJECT").get_value(),
-            ),
-        }
+        # dagster-gcp imports google-cloud-bigquery and pandas (seconds): only production pays.
+        from newsrec_assets.defs.gcp_resources import build_gcp_resources
+
+        return build_gcp_resources()
     paths = local_paths()
     return {
-        "landing": LandingZoneResource(kind="local", root=str(paths.landing)),
+        "landing": LandingZoneResource(root=str(paths.landing)),
         "warehouse": WarehouseResource(duckdb_path=str(paths.warehouse)),
-        "artifacts": ArtifactStoreResource(kind="local", root=str(paths.artifacts)),
+        "artifacts": ArtifactStoreResource(root=str(paths.artifacts)),
         "online_store": OnlineStoreResource(kind="sqlite", sqlite_path=str(paths.online_store)),
     }

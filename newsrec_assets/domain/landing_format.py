@@ -36,6 +36,8 @@ from newsrec_assets.domain.cdc import (
 
 RECORD_SUFFIXES = (".jsonl", ".json")
 COMPRESSED_SUFFIX = ".gz"
+# The same names as a Cloud Storage `match_glob`, so a bucket listing returns record files only.
+RECORD_NAME_GLOB = "**{" + ",".join(s + z for s in RECORD_SUFFIXES for z in ("", COMPRESSED_SUFFIX)) + "}"
 UTF8_BOM = b"\xef\xbb\xbf"
 _OTHER_BOMS = {b"\xff\xfe": "UTF-16 (little-endian)", b"\xfe\xff": "UTF-16 (big-endian)"}
 _GZIP_CHUNK = 1 << 16

@@ -12,6 +12,10 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from google.cloud import storage
 
 
 class ArtifactStore(ABC):
@@ -72,12 +76,26 @@ class LocalArtifactStore(ArtifactStore):
 
 
 class GCSArtifactStore(ArtifactStore):
-    """Artifacts under a Cloud Storage prefix, cached locally on fetch."""
+    """Artifacts under a Cloud Storage prefix, cached locally on fetch.
 
-    def __init__(self, bucket: str, prefix: str = "artifacts", cache_dir: str | None = None, project=None):
-        from google.cloud import storage  # only the production profile needs it
+    `client` is a `google.cloud.storage.Client` (the Dagster resource builds it with dagster-gcp's
+    `GCSResource`; without one, the default client of `project` is used). `LATEST` is written after
+    every file of the version, so a reader never follows it to a half-uploaded folder.
+    """
 
-        self._bucket = storage.Client(project=project).bucket(bucket)
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "artifacts",
+        cache_dir: str | None = None,
+        project: str | None = None,
+        client: storage.Client | None = None,
+    ):
+        if client is None:
+            from google.cloud import storage  # only the production profile needs it
+
+            client = storage.Client(project=project)
+        self._bucket = client.bucket(bucket)
         self.prefix = prefix.strip("/")
         self.cache = Path(cache_dir or tempfile.gettempdir()) / "newsrec-artifacts"
 
@@ -106,7 +124,12 @@ class GCSArtifactStore(ArtifactStore):
             destination.parent.mkdir(parents=True, exist_ok=True)
             blob.download_to_filename(str(destination))
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process fetched it first: versions are immutable, keep theirs
+            if not target.is_dir():
+                raise
+            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def exists(self, kind: str, version: str) -> bool:

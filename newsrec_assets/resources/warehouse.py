@@ -1,5 +1,9 @@
 """Warehouse port and its embedded DuckDB adapter: the append-only raw CDC log and mart reads.
 
+The port (`Warehouse`) is what assets use: ingestion plus named reads and writes, whose SQL both
+DuckDB and BigQuery run (`SQLWarehouse`); `bigquery_warehouse` holds the production adapter.
+Both parse landing files with the one `parse_landing_file`.
+
 Ingestion stores every distinct change once (`change_key` is the primary key), so re-delivered
 records and re-run files add nothing. Each landing file is stored in one transaction together with
 its entry in `raw.landing_files`: a crash mid-file leaves the file unregistered and it is simply
@@ -14,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -27,6 +32,8 @@ from newsrec_assets.domain.landing_format import FileKind, ParsedFile, landing_f
 from newsrec_assets.resources.landing import LandingFile, LandingZone
 
 RAW_SCHEMA = "raw"
+# Where the embedded warehouse keeps each layer: dbt builds its models in DuckDB's `main` schema.
+_DUCKDB_SCHEMAS = {"raw": RAW_SCHEMA, "marts": "main", "embeddings": "embeddings"}
 
 _ARROW_TYPES = {"str": pa.string(), "int": pa.int64(), "ts": pa.timestamp("us", tz="UTC")}
 _SQL_TYPES = {"str": "varchar", "int": "bigint", "ts": "timestamptz"}
@@ -106,6 +113,52 @@ class _PendingFile:
     parsed: ParsedFile
 
 
+def new_file_batches(
+    landing: LandingZone,
+    candidates: Iterable[LandingFile],
+    registered: set[tuple[str, str]],
+    report: IngestReport,
+    limits: RecordLimits,
+    records_per_batch: int,
+    progress: bool = False,
+    files_per_batch: int | None = None,
+) -> Iterator[list[_PendingFile]]:
+    """The candidates not registered yet (by path and content digest), read and parsed, in batches
+    of about `records_per_batch` records (and at most `files_per_batch` files), in path order.
+
+    Counts every candidate into `report` (seen, already ingested, unsupported); each adapter stores a
+    batch and registers its files in one transaction.
+    """
+    from tqdm.auto import tqdm
+
+    pending: list[_PendingFile] = []
+    ordered = sorted(candidates, key=lambda f: f.path)
+    for landing_file in tqdm(ordered, desc="ingesting landing files", unit="file", disable=not progress):
+        kind = landing_file_kind(landing_file.path)
+        if kind is FileKind.NOT_A_FILE:
+            continue
+        report.files_seen += 1
+        if kind is FileKind.UNSUPPORTED:
+            report.unsupported_files.append(landing_file.path)
+            continue
+        content = landing.read_bytes(landing_file.path)
+        digest = hashlib.sha256(content).hexdigest()
+        if (landing_file.path, digest) in registered:
+            report.files_already_ingested += 1
+            continue
+        registered.add((landing_file.path, digest))
+        parsed = parse_landing_file(content, landing_file.path, limits)
+        pending.append(_PendingFile(landing_file.path, digest, len(content), parsed))
+        if (
+            sum(len(p.parsed.records) for p in pending) >= records_per_batch
+            or len(pending) == files_per_batch
+        ):
+            yield pending
+            pending = []
+    if pending:
+        yield pending
+
+
 def _arrow_batch(table: str, rows: Sequence[tuple[tuple[int, ChangeRecord, str], str]], now: datetime):
     source = SOURCE_TABLES[table]
     columns: dict[str, list[Any]] = {name: [] for name in _METADATA_COLUMNS}
@@ -134,33 +187,193 @@ def _arrow_batch(table: str, rows: Sequence[tuple[tuple[int, ChangeRecord, str],
 
 
 class Warehouse(ABC):
-    """Port: the analytical warehouse holding the raw CDC log and the dbt marts."""
+    """Port: the analytical warehouse holding the raw CDC log, the dbt marts and the article vectors.
+
+    Assets read and write through these named methods only, so the same asset code runs on the
+    embedded DuckDB file and on BigQuery. Tables come back as Arrow with the same column types on
+    both: timestamps are naive UTC (`timestamp[us]`), vectors lists of floats.
+    """
 
     @abstractmethod
     def ingest(self, landing: LandingZone, files: Iterable[LandingFile] | None = None) -> IngestReport:
         """Store every not-yet-ingested landing file (all of them when `files` is None)."""
 
     @abstractmethod
-    def read_table(self, relation: str, columns: str = "*", where: str | None = None) -> pa.Table:
-        """Read a relation (e.g. a dbt mart) as an Arrow table."""
+    def embedded_articles(self, live_only: bool = False) -> pa.Table:
+        """Current articles that have vectors for their current text, by article id.
 
-    @abstractmethod
-    def scalar(self, sql: str) -> Any:
-        """One value from a query (counts and checks)."""
-
-    @abstractmethod
-    def query(self, sql: str) -> pa.Table:
-        """The result of a read-only query as an Arrow table."""
-
-    @abstractmethod
-    def replace_rows(self, relation: str, rows: pa.Table, delete_where: str | None = None) -> None:
-        """In one transaction: delete rows matching `delete_where` (if given), then append `rows`.
-
-        Creates the relation from `rows`' schema when it does not exist yet.
+        Columns: article_id, published_at, category, subcategory, title_vector, body_vector.
         """
 
+    @abstractmethod
+    def view_events(self) -> pa.Table:
+        """Every reconstructed view event, oldest first: user_id, article_id, viewed_at."""
 
-class DuckDBWarehouse(Warehouse):
+    @abstractmethod
+    def training_impressions(self) -> pa.Table:
+        """Labelled impressions by (shown_at, impression_id, position): impression_id, user_id,
+        shown_at, article_id, position, clicked, first_clicked_at, split."""
+
+    @abstractmethod
+    def article_texts(self, limit: int) -> pa.Table:
+        """The newest `limit` current articles' title, body and subcategory (encoder training)."""
+
+    @abstractmethod
+    def articles_to_embed(self, encoder_version: str) -> pa.Table:
+        """Current articles without vectors of `encoder_version` for their current text:
+        article_id, content_hash, title, body."""
+
+    @abstractmethod
+    def store_article_vectors(self, rows: pa.Table, encoder_version: str) -> None:
+        """In one transaction: replace the vectors of `rows`' articles and drop every vector of
+        another encoder version. `rows` has `ARTICLE_VECTOR_COLUMNS`."""
+
+    @abstractmethod
+    def count_article_vectors(self) -> int:
+        """How many article vectors are stored (0 before the first are written)."""
+
+    @abstractmethod
+    def features_as_of(self) -> datetime | None:
+        """The event time the article features reflect (aware UTC), None before the first build."""
+
+    @abstractmethod
+    def live_articles(self) -> pa.Table:
+        """Live articles with their features: article_id, title, category, subcategory,
+        published_at, popularity, age_hours, clicks, impressions."""
+
+    @abstractmethod
+    def user_click_histories(self) -> pa.Table:
+        """user_id, click_rank (1 = newest), article_id for every user's recent distinct clicks."""
+
+    @abstractmethod
+    def summary(self) -> dict[str, int]:
+        """Counts that show the spine worked: landed, stored, duplicates, quarantined, view events."""
+
+
+# Names of the relations the reads below use, by layer: raw (ingestion), marts (dbt) and the
+# embeddings the `article_embeddings` asset writes. Each adapter maps them onto its namespaces.
+RelationLayer = Literal["raw", "marts", "embeddings"]
+ARTICLE_VECTOR_COLUMNS = (
+    "article_id",
+    "content_hash",
+    "encoder_version",
+    "title_vector",
+    "body_vector",
+    "embedded_at",
+)
+
+
+class SQLWarehouse(Warehouse):
+    """The named reads, in SQL that DuckDB and BigQuery both run; adapters supply the plumbing."""
+
+    @abstractmethod
+    def relation(self, layer: RelationLayer, name: str) -> str:
+        """The qualified name of a relation of `layer` (e.g. `main.view_events`)."""
+
+    @abstractmethod
+    def parameter(self, name: str) -> str:
+        """How a named query parameter is written in this dialect."""
+
+    @abstractmethod
+    def run_query(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """A read-only query's result, timestamps as naive UTC."""
+
+    @abstractmethod
+    def has_relation(self, layer: RelationLayer, name: str) -> bool: ...
+
+    def _scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        table = self.run_query(sql, parameters)
+        return table.column(0)[0].as_py() if table.num_rows else None
+
+    def embedded_articles(self, live_only: bool = False) -> pa.Table:
+        return self.run_query(
+            f"""select a.article_id, a.published_at, a.category, a.subcategory, v.title_vector, v.body_vector
+            from {self.relation("marts", "current_articles")} a
+            join {self.relation("embeddings", "article_vectors")} v
+              on v.article_id = a.article_id and v.content_hash = a.content_hash
+            {"where a.is_live" if live_only else ""}
+            order by a.article_id"""
+        )
+
+    def view_events(self) -> pa.Table:
+        # event_id breaks ties: the views of one coalesced change share their viewed_at.
+        return self.run_query(
+            f"select user_id, article_id, viewed_at from {self.relation('marts', 'view_events')} "
+            "order by viewed_at, event_id"
+        )
+
+    def training_impressions(self) -> pa.Table:
+        return self.run_query(
+            "select impression_id, user_id, shown_at, article_id, position, clicked, first_clicked_at, split "
+            f"from {self.relation('marts', 'training_impressions')} "
+            "order by shown_at, impression_id, position"
+        )
+
+    def article_texts(self, limit: int) -> pa.Table:
+        return self.run_query(
+            f"select title, body, subcategory from {self.relation('marts', 'current_articles')} "
+            f"order by published_at desc, article_id limit {int(limit)}"
+        )
+
+    def articles_to_embed(self, encoder_version: str) -> pa.Table:
+        articles = self.relation("marts", "current_articles")
+        columns = "a.article_id, a.content_hash, a.title, a.body"
+        if not self.has_relation("embeddings", "article_vectors"):
+            return self.run_query(f"select {columns} from {articles} a order by a.article_id")
+        return self.run_query(
+            f"""select {columns} from {articles} a
+            where not exists (
+                select 1 from {self.relation("embeddings", "article_vectors")} v
+                where v.article_id = a.article_id and v.content_hash = a.content_hash
+                  and v.encoder_version = {self.parameter("encoder_version")})
+            order by a.article_id""",
+            {"encoder_version": encoder_version},
+        )
+
+    def count_article_vectors(self) -> int:
+        if not self.has_relation("embeddings", "article_vectors"):
+            return 0
+        return int(self._scalar(f"select count(*) from {self.relation('embeddings', 'article_vectors')}"))
+
+    def features_as_of(self) -> datetime | None:
+        as_of = self._scalar(f"select max(as_of) from {self.relation('marts', 'article_features')}")
+        return None if as_of is None else as_of.replace(tzinfo=UTC)
+
+    def live_articles(self) -> pa.Table:
+        return self.run_query(
+            "select a.article_id, a.title, a.category, a.subcategory, a.published_at, f.popularity, "
+            "coalesce(f.age_hours, 0) as age_hours, coalesce(f.clicks_total, 0) as clicks, "
+            "coalesce(f.impressions_total, 0) as impressions "
+            f"from {self.relation('marts', 'current_articles')} a "
+            f"left join {self.relation('marts', 'article_features')} f on f.article_id = a.article_id "
+            "where a.is_live order by a.article_id"
+        )
+
+    def user_click_histories(self) -> pa.Table:
+        return self.run_query(
+            f"select user_id, click_rank, article_id from {self.relation('marts', 'user_click_histories')} "
+            "order by user_id, click_rank"
+        )
+
+    def summary(self) -> dict[str, int]:
+        files, quarantine = self.relation("raw", "landing_files"), self.relation("raw", "cdc_quarantine")
+        marts = partial(self.relation, "marts")
+        counts = {
+            "landing_files": f"select count(*) from {files}",
+            "records_landed": f"select coalesce(sum(records) + sum(quarantined), 0) from {files}",
+            "records_stored": f"select coalesce(sum(stored), 0) from {files}",
+            "duplicates_skipped": f"select coalesce(sum(duplicates), 0) from {files}",
+            "records_quarantined": f"select count(*) from {quarantine}",
+            "view_events_reconstructed": f"select count(*) from {marts('view_events')}",
+            "current_articles": f"select count(*) from {marts('current_articles')}",
+            "users_with_history": f"select count(distinct user_id) from {marts('user_click_histories')}",
+            "training_impressions": f"select count(*) from {marts('training_impressions')}",
+        }
+        row = self.run_query("select " + ", ".join(f"({sql}) as {name}" for name, sql in counts.items()))
+        return {name: int(value) for name, value in row.to_pylist()[0].items()}
+
+
+class DuckDBWarehouse(SQLWarehouse):
     """The embedded warehouse: one DuckDB file, one writing process at a time."""
 
     def __init__(self, path: str | Path, read_only: bool = False, limits: RecordLimits = DEFAULT_LIMITS):
@@ -188,39 +401,17 @@ class DuckDBWarehouse(Warehouse):
         records_per_transaction: int = 50_000,
         progress: bool = False,
     ) -> IngestReport:
-        from tqdm.auto import tqdm
-
         report = IngestReport()
-        candidates = sorted(files if files is not None else landing.list_files(), key=lambda f: f.path)
+        candidates = files if files is not None else landing.list_files()
         with self.connect() as connection:
             self.ensure_raw_tables(connection)
             registered = set(
                 connection.execute(f"select landing_file, sha256 from {RAW_SCHEMA}.landing_files").fetchall()
             )
-            pending: list[_PendingFile] = []
-            for landing_file in tqdm(
-                candidates, desc="ingesting landing files", unit="file", disable=not progress
+            for batch in new_file_batches(
+                landing, candidates, registered, report, self.limits, records_per_transaction, progress
             ):
-                kind = landing_file_kind(landing_file.path)
-                if kind is FileKind.NOT_A_FILE:
-                    continue
-                report.files_seen += 1
-                if kind is FileKind.UNSUPPORTED:
-                    report.unsupported_files.append(landing_file.path)
-                    continue
-                content = landing.read_bytes(landing_file.path)
-                digest = hashlib.sha256(content).hexdigest()
-                if (landing_file.path, digest) in registered:
-                    report.files_already_ingested += 1
-                    continue
-                registered.add((landing_file.path, digest))
-                parsed = parse_landing_file(content, landing_file.path, self.limits)
-                pending.append(_PendingFile(landing_file.path, digest, len(content), parsed))
-                if sum(len(p.parsed.records) for p in pending) >= records_per_transaction:
-                    self._store(connection, pending, report)
-                    pending = []
-            if pending:
-                self._store(connection, pending, report)
+                self._store(connection, batch, report)
             newest = connection.execute(
                 " union all ".join(
                     f"select max(source_timestamp) as t from {raw_table_name(t)}" for t in SOURCE_TABLES
@@ -294,30 +485,52 @@ class DuckDBWarehouse(Warehouse):
                 len(file.parsed.quarantine),
             )
 
-    def read_table(self, relation: str, columns: str = "*", where: str | None = None) -> pa.Table:
-        return self.query(f"select {columns} from {relation}" + (f" where {where}" if where else ""))
+    # -- the port's reads and the article vectors ------------------------------------------------
 
-    def query(self, sql: str) -> pa.Table:
-        with self.connect() as connection:
-            return connection.sql(sql).to_arrow_table()
+    def relation(self, layer: RelationLayer, name: str) -> str:
+        return f"{_DUCKDB_SCHEMAS[layer]}.{name}"
 
-    def replace_rows(self, relation: str, rows: pa.Table, delete_where: str | None = None) -> None:
-        schema = relation.split(".")[0] if "." in relation else None
+    def parameter(self, name: str) -> str:
+        return f"${name}"
+
+    def run_query(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         with self.connect() as connection:
-            if schema:
-                connection.execute(f"create schema if not exists {schema}")
+            return connection.sql(sql, params=parameters).to_arrow_table()
+
+    def has_relation(self, layer: RelationLayer, name: str) -> bool:
+        return bool(
+            self._scalar(
+                "select count(*) from information_schema.tables where table_schema = $schema "
+                "and table_name = $name",
+                {"schema": _DUCKDB_SCHEMAS[layer], "name": name},
+            )
+        )
+
+    def store_article_vectors(self, rows: pa.Table, encoder_version: str) -> None:
+        relation = self.relation("embeddings", "article_vectors")
+        with self.connect() as connection:
+            connection.execute(f"create schema if not exists {_DUCKDB_SCHEMAS['embeddings']}")
             connection.execute(f"create table if not exists {relation} as select * from rows limit 0")
             connection.execute("begin transaction")
             try:
-                if delete_where:
-                    connection.execute(f"delete from {relation} where {delete_where}")
+                connection.execute(
+                    f"delete from {relation} where article_id in (select article_id from rows) "
+                    "or encoder_version <> $encoder_version",
+                    {"encoder_version": encoder_version},
+                )
                 connection.execute(f"insert into {relation} by name select * from rows")
                 connection.execute("commit")
             except BaseException:
                 connection.execute("rollback")
                 raise
 
+    # -- direct SQL, for this adapter's own tests and tools (never for assets) ----------------------
+
+    def query(self, sql: str) -> pa.Table:
+        return self.run_query(sql)
+
+    def read_table(self, relation: str, columns: str = "*", where: str | None = None) -> pa.Table:
+        return self.query(f"select {columns} from {relation}" + (f" where {where}" if where else ""))
+
     def scalar(self, sql: str) -> Any:
-        with self.connect() as connection:
-            row = connection.execute(sql).fetchone()
-            return None if row is None else row[0]
+        return self._scalar(sql)

@@ -1,3 +1,13 @@
+{{
+    config(
+        partition_by=(
+            {'field': 'shown_at', 'data_type': 'timestamp', 'granularity': 'day'}
+            if target.type == 'bigquery' else none
+        ),
+        cluster_by=(['impression_id'] if target.type == 'bigquery' else none),
+    )
+}}
+
 -- Real impressions for training: one row per article shown in a served list, labelled with
 -- whether the user clicked it, split by time: the last `validation_hours` (default 24) before
 -- as_of are `validation`, everything before is `train`.

@@ -1,3 +1,5 @@
+{{ config(cluster_by=(['user_id'] if target.type == 'bigquery' else none)) }}
+
 -- The user's click history as the NAML user encoder reads it: the latest
 -- `click_history_size` (default 50) distinct articles the user viewed, newest first.
 -- Only articles that still exist (current_articles) are kept, since the encoder needs their text.

@@ -13,11 +13,10 @@ from newsrec_assets.defs.automation import batch_automation_condition
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.defs.plots import line_plot
 from newsrec_assets.defs.resources import ArtifactStoreResource, WarehouseResource
+from newsrec_assets.settings import warehouse_kind
 
 GROUP = "embeddings"
 TEXT_ENCODER_KIND = "text_encoder"
-ARTICLE_VECTORS = "embeddings.article_vectors"
-CURRENT_ARTICLES = "main.current_articles"
 
 
 class TextEncoderConfig(dg.Config):
@@ -65,10 +64,7 @@ def text_encoder(
         save_encoder,
     )
 
-    articles = warehouse.get(read_only=True).query(
-        f"select title, body, subcategory from {CURRENT_ARTICLES} order by published_at desc "
-        f"limit {config.max_training_texts}"
-    )
+    articles = warehouse.get(read_only=True).article_texts(limit=config.max_training_texts)
     texts = [
         compose_article_text(t, b)
         for t, b in zip(articles["title"].to_pylist(), articles["body"].to_pylist(), strict=True)
@@ -147,7 +143,7 @@ def fixed_size_vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
 @dg.asset(
     group_name=GROUP,
     deps=[text_encoder, dg.AssetKey("current_articles")],
-    kinds={"pytorch", "duckdb"},
+    kinds={"pytorch", warehouse_kind()},
     pool=WAREHOUSE_WRITER_POOL,
     automation_condition=batch_automation_condition(slower_deps=["text_encoder"]),
 )
@@ -171,19 +167,7 @@ def article_embeddings(
     if encoder_version is None:
         raise dg.Failure("No text encoder has been published yet: materialise `text_encoder` first.")
     db = warehouse.get()
-    existing_table = db.scalar(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'embeddings' and table_name = 'article_vectors'"
-    )
-    already = (
-        f"and not exists (select 1 from {ARTICLE_VECTORS} v where v.article_id = a.article_id "
-        f"and v.content_hash = a.content_hash and v.encoder_version = '{encoder_version}')"
-        if existing_table
-        else ""
-    )
-    todo = db.query(
-        f"select article_id, content_hash, title, body from {CURRENT_ARTICLES} a where true {already}"
-    )
+    todo = db.articles_to_embed(encoder_version)
     started = time.perf_counter()
     if todo.num_rows:
         model, tokenizer = load_encoder(store.fetch(TEXT_ENCODER_KIND, encoder_version))
@@ -214,15 +198,10 @@ def article_embeddings(
             },
             schema=vectors_schema(titles.shape[1]),
         )
-        ids = ", ".join(f"'{a}'" for a in todo["article_id"].to_pylist())
         # Old vectors of re-embedded articles, and every vector of an older encoder, are replaced.
-        db.replace_rows(
-            ARTICLE_VECTORS,
-            rows,
-            delete_where=f"article_id in ({ids}) or encoder_version <> '{encoder_version}'",
-        )
+        db.store_article_vectors(rows, encoder_version)
     seconds = time.perf_counter() - started
-    total = db.scalar(f"select count(*) from {ARTICLE_VECTORS}") if todo.num_rows or existing_table else 0
+    total = db.count_article_vectors()
     context.log.info(f"embedded {todo.num_rows} articles in {seconds:.1f} s ({total} stored)")
     return dg.MaterializeResult(
         metadata={

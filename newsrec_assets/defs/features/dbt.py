@@ -1,21 +1,27 @@
-"""dbt feature transforms as Dagster assets; dbt tests appear as asset checks."""
+"""dbt feature transforms as Dagster assets; dbt tests appear as asset checks.
+
+One `DbtProject` per target, each with its own `target_path` (`target/local`, `target/prod`), so
+each environment loads the manifest parsed for its own adapter and never another's: the assets'
+kinds (duckdb, bigquery) come from it. Deployments prepare both with
+`dagster-dbt project prepare-and-package --file newsrec_assets/defs/features/dbt.py`; `dagster dev`
+re-parses the current target on start (`prepare_if_dev`), and a missing manifest is parsed on load.
+"""
 
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from dagster_dbt.dbt_project import using_dagster_dev
 
 from newsrec_assets.defs.automation import batch_automation_condition
 from newsrec_assets.defs.ingestion.assets import TRANSIENT_FAILURE_RETRIES, WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
-from newsrec_assets.settings import DBT_PROJECT_DIR, get_environment, local_paths
+from newsrec_assets.settings import DBT_PROJECT_DIR, Environment, get_environment, local_paths
 
 GROUP = "features"
 
@@ -26,26 +32,51 @@ DBT_EXECUTABLE = str(Path(sys.executable).parent / "dbt")
 DBT_EXIT_NODE_FAILURE = 1
 
 
+@contextmanager
+def venv_dbt_on_path():
+    """dagster-dbt's preparer runs `dbt` from PATH: put this interpreter's bin/ first meanwhile."""
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{Path(DBT_EXECUTABLE).parent}{os.pathsep}{path}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
+
+
+def target_project(target: Environment) -> DbtProject:
+    return DbtProject(
+        project_dir=DBT_PROJECT_DIR,
+        target=target,
+        target_path=Path("target") / target,
+    )
+
+
+# Module-level, so that `dagster-dbt project prepare-and-package --file <this file>` finds both.
+local_dbt_project = target_project("local")
+prod_dbt_project = target_project("prod")
+
+
 @cache
 def dbt_project() -> DbtProject:
-    """The dbt project for this environment; parsed under `dagster dev` or when never parsed."""
-    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=get_environment())
-    if using_dagster_dev() or not project.manifest_path.exists():
-        subprocess.run(
-            [DBT_EXECUTABLE, "parse", "--quiet", "--target", project.target or "local"],
-            cwd=project.project_dir,
-            check=True,
-            env={**os.environ, "DBT_PROFILES_DIR": str(project.profiles_dir)},
-        )
+    """The dbt project of this environment, its manifest parsed if missing."""
+    project = prod_dbt_project if get_environment() == "prod" else local_dbt_project
+    with venv_dbt_on_path():
+        project.prepare_if_dev()
+        if not project.manifest_path.exists():
+            project.preparer.prepare(project)
     return project
 
 
 def dbt_resource() -> DbtCliResource:
     """The dbt CLI; the `local` profile reads the DuckDB file from NEWSREC_DUCKDB_PATH."""
+    project = dbt_project()
     if get_environment() == "local":
         # dbt runs as a subprocess that inherits the environment; this is how its profile learns the path.
         os.environ.setdefault("NEWSREC_DUCKDB_PATH", str(local_paths().warehouse))
-    return DbtCliResource(project_dir=dbt_project(), dbt_executable=DBT_EXECUTABLE)
+    # dagster-dbt puts each run's folder under DBT_TARGET_PATH and starts it from the partial parse
+    # found there: this target's, never another's.
+    os.environ["DBT_TARGET_PATH"] = str(project.project_dir / project.target_path)
+    return DbtCliResource(project_dir=project, dbt_executable=DBT_EXECUTABLE)
 
 
 class NewsrecDbtTranslator(DagsterDbtTranslator):

@@ -5,6 +5,7 @@ import dagster as dg
 from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource
 from newsrec_assets.domain.cdc import SOURCE_TABLES
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
+from newsrec_assets.settings import warehouse_kind
 
 GROUP = "ingestion"
 # DuckDB allows one writing process per file: every asset that writes the warehouse runs in this
@@ -35,7 +36,9 @@ _TABLE_DESCRIPTIONS = {
 @dg.multi_asset(
     specs=[
         *(
-            dg.AssetSpec(key, description=_TABLE_DESCRIPTIONS[table], kinds={"duckdb"}, group_name=GROUP)
+            dg.AssetSpec(
+                key, description=_TABLE_DESCRIPTIONS[table], kinds={warehouse_kind()}, group_name=GROUP
+            )
             for table, key in RAW_TABLE_KEYS.items()
         ),
         dg.AssetSpec(
@@ -43,7 +46,7 @@ _TABLE_DESCRIPTIONS = {
             description=(
                 "Landing lines that could not be stored, with file, line and reason. Nothing is dropped."
             ),
-            kinds={"duckdb"},
+            kinds={warehouse_kind()},
             group_name=GROUP,
         ),
     ],

@@ -12,11 +12,9 @@ from newsrec_assets.domain.popularity import context_features
 from newsrec_assets.domain.training import ImpressionLog
 from newsrec_assets.resources.warehouse import Warehouse
 
-ARTICLE_VECTORS = "embeddings.article_vectors"
-
 
 def vectors(column: pa.ChunkedArray) -> np.ndarray:
-    """A fixed-size-list column of float vectors as a [rows, dim] float32 matrix."""
+    """A list column of equally long float vectors as a [rows, dim] float32 matrix."""
     if column.num_chunks == 0 or len(column) == 0:
         return np.zeros((0, 0), dtype=np.float32)
     combined = column.combine_chunks()
@@ -30,13 +28,7 @@ def load_catalogue(
     subcategory_vocabulary: list[str] | None = None,
 ) -> Catalogue:
     """Current articles that have vectors from the current encoder, as a catalogue."""
-    table = warehouse.query(
-        f"""select a.article_id, a.published_at, a.category, a.subcategory, v.title_vector, v.body_vector
-        from main.current_articles a join {ARTICLE_VECTORS} v
-          on v.article_id = a.article_id and v.content_hash = a.content_hash
-        {"where a.is_live" if live_only else ""}
-        order by a.article_id"""
-    )
+    table = warehouse.embedded_articles(live_only=live_only)
     return Catalogue.build(
         article_ids=table["article_id"].to_pylist(),
         published_at=table["published_at"].to_numpy(),
@@ -64,7 +56,7 @@ class ClickLog:
 
 
 def load_clicks(warehouse: Warehouse, catalogue: Catalogue) -> ClickLog:
-    table = warehouse.query("select user_id, article_id, viewed_at from main.view_events order by viewed_at")
+    table = warehouse.view_events()
     article_ids = np.asarray(table["article_id"].to_pylist(), dtype=object)
     return ClickLog(
         user_ids=np.asarray(table["user_id"].to_pylist(), dtype=object),
@@ -85,10 +77,7 @@ class Impressions:
 
 def load_impressions(warehouse: Warehouse, catalogue: Catalogue) -> Impressions:
     """Training impressions whose article is in the catalogue (deleted articles have no vectors)."""
-    table = warehouse.query(
-        "select impression_id, user_id, shown_at, article_id, position, clicked, first_clicked_at, split "
-        "from main.training_impressions order by shown_at, impression_id, position"
-    )
+    table = warehouse.training_impressions()
     article_ids = np.asarray(table["article_id"].to_pylist(), dtype=object)
     rows = catalogue.rows(article_ids.tolist())
     keep = rows >= 0

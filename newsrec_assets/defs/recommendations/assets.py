@@ -12,6 +12,7 @@ from newsrec_assets.defs.automation import BATCH_FRESHNESS_POLICY, batch_automat
 from newsrec_assets.defs.embeddings.assets import article_embeddings
 from newsrec_assets.defs.model.assets import NAML_KIND, factorize, published_model
 from newsrec_assets.defs.resources import ArtifactStoreResource, OnlineStoreResource, WarehouseResource
+from newsrec_assets.settings import online_store_kind
 
 GROUP = "recommendations"
 SNAPSHOT_KIND = "serving_snapshot"
@@ -33,7 +34,7 @@ class BatchRecommendationsConfig(dg.Config):
         dg.AssetKey("article_features"),
         dg.AssetKey("current_articles"),
     ],
-    kinds={"numpy", "sqlite"},
+    kinds={"numpy", online_store_kind()},
     freshness_policy=BATCH_FRESHNESS_POLICY,
     automation_condition=batch_automation_condition(slower_deps=["published_model"]),
 )
@@ -82,15 +83,9 @@ def batch_recommendations(
     catalogue = load_catalogue(
         db, category_vocabulary=extra["categories"], subcategory_vocabulary=extra["subcategories"]
     )
-    as_of = db.scalar("select max(as_of) from main.article_features") or datetime.now(UTC)
-    as_of = as_of.replace(tzinfo=UTC) if as_of.tzinfo is None else as_of
-    live = db.query(
-        "select a.article_id, a.title, a.category, a.subcategory, a.published_at, f.popularity, "
-        "coalesce(f.age_hours, 0) as age_hours, coalesce(f.clicks_total, 0) as clicks, "
-        "coalesce(f.impressions_total, 0) as impressions "
-        "from main.current_articles a left join main.article_features f using (article_id) where a.is_live"
-    )
-    histories = db.query("select user_id, click_rank, article_id from main.user_click_histories")
+    as_of = db.features_as_of() or datetime.now(UTC)
+    live = db.live_articles()
+    histories = db.user_click_histories()
     timings["read"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

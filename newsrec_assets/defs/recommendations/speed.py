@@ -19,6 +19,7 @@ import dagster as dg
 
 from newsrec_assets.defs.resources import ArtifactStoreResource, LandingZoneResource, OnlineStoreResource
 from newsrec_assets.resources.landing import START_OF_TIME_CURSOR, parse_cursor
+from newsrec_assets.settings import online_store_kind
 
 GROUP = "recommendations"
 SNAPSHOT_KIND = "serving_snapshot"
@@ -42,7 +43,7 @@ class SpeedRecommendationsConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     deps=[dg.AssetKey("batch_recommendations")],
-    kinds={"numpy", "sqlite"},
+    kinds={"numpy", online_store_kind()},
 )
 def speed_recommendations(
     context: dg.AssetExecutionContext,
@@ -227,7 +228,7 @@ class FreshArticlesConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     deps=[dg.AssetKey("published_model"), dg.AssetKey("text_encoder")],
-    kinds={"pytorch", "sqlite"},
+    kinds={"pytorch", online_store_kind()},
 )
 def fresh_article_vectors(
     context: dg.AssetExecutionContext,
