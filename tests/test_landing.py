@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from newsrec_assets.domain.landing_format import RECORD_NAME_GLOB
 from newsrec_assets.resources.landing import GCSLandingZone, LocalLandingZone, first_partition_after
 
 NOW = datetime.now(UTC)
@@ -108,7 +109,7 @@ def test_gcs_new_files_lists_from_the_cursors_partition_with_a_glob(storage_emul
         f"datastream/articles/{first}",
         f"datastream/user_article_views/{first}",
     }
-    assert all(call["match_glob"] == "**.jsonl" for call in object_listings)
+    assert all(call["match_glob"] == RECORD_NAME_GLOB for call in object_listings)
     assert [call for call in recording.listings if call.get("delimiter")] == [
         {"prefix": "datastream/", "delimiter": "/"}
     ]

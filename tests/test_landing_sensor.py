@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import (
@@ -15,6 +17,9 @@ from dagster._core.storage.tags import (
 from newsrec_assets.defs.ingestion.sensors import LANDING_SENSOR, LandingCursor, landing_files_sensor
 from newsrec_assets.defs.resources import LandingZoneResource
 from newsrec_assets.resources.landing import LocalLandingZone
+
+# Files land in the partition of their first change; the sensor lists recent partitions only.
+TODAY = f"{datetime.now(UTC):%Y-%m-%d}"
 
 
 @pytest.fixture
@@ -44,7 +49,7 @@ def tick(instance, landing, cursor):
 
 def test_the_cursor_moves_past_files_only_after_their_run_succeeded(tmp_path, instance):
     zone = LocalLandingZone(tmp_path)
-    zone.write_file("articles/2026-11-20/0800-0.jsonl", b"{}\n")
+    zone.write_file(f"articles/{TODAY}/0800-0.jsonl", b"{}\n")
 
     first, cursor = tick(instance, tmp_path, None)
     [request] = first.run_requests
@@ -55,7 +60,7 @@ def test_the_cursor_moves_past_files_only_after_their_run_succeeded(tmp_path, in
     assert [r.run_key for r in again.run_requests] == [request.run_key]
 
     running = record_run(instance, request.run_key, dg.DagsterRunStatus.STARTED)
-    zone.write_file("articles/2026-11-20/0810-0.jsonl", b"{}\n")
+    zone.write_file(f"articles/{TODAY}/0810-0.jsonl", b"{}\n")
     waiting, cursor = tick(instance, tmp_path, cursor)
     assert isinstance(waiting, dg.SkipReason) and running.run_id in waiting.skip_message
 
@@ -78,7 +83,7 @@ def test_the_cursor_moves_past_files_only_after_their_run_succeeded(tmp_path, in
 
 def test_a_failed_run_that_dagster_will_retry_is_waited_for(tmp_path, instance):
     zone = LocalLandingZone(tmp_path)
-    zone.write_file("articles/2026-11-20/0800-0.jsonl", b"{}\n")
+    zone.write_file(f"articles/{TODAY}/0800-0.jsonl", b"{}\n")
     first, cursor = tick(instance, tmp_path, None)
     key = first.run_requests[0].run_key
     failed = record_run(instance, key, dg.DagsterRunStatus.FAILURE, **{WILL_RETRY_TAG: "true"})
@@ -101,7 +106,7 @@ def test_a_failed_run_that_dagster_will_retry_is_waited_for(tmp_path, instance):
 
 def test_a_cursor_from_before_run_tracking_is_read_as_the_landed_position(tmp_path, instance):
     zone = LocalLandingZone(tmp_path)
-    zone.write_file("articles/2026-11-20/0800-0.jsonl", b"{}\n")
+    zone.write_file(f"articles/{TODAY}/0800-0.jsonl", b"{}\n")
     [old] = zone.new_files(after=None)
     result, _ = tick(instance, tmp_path, old.cursor)
     assert isinstance(result, dg.SkipReason) and "No new files" in result.skip_message

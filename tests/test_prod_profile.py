@@ -148,9 +148,9 @@ def prod_env(storage_emulator, bigquery_emulator, postgres_database, simulated_a
         for bucket in (LANDING_BUCKET, ARTIFACT_BUCKET, LOG_BUCKET):
             client.create_bucket(bucket)
         yield env
-    from newsrec_assets.resources.online_store import RedisOnlineStore
+    from newsrec_assets.resources.online_store.redis import RedisListStore
 
-    RedisOnlineStore(REDIS_URL, prefix=env["NEWSREC_REDIS_PREFIX"]).clear()
+    RedisListStore(REDIS_URL, prefix=env["NEWSREC_REDIS_PREFIX"]).clear()
 
 
 def run_prod_pipeline(out: Path, selection: str | None = None) -> dict:

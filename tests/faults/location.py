@@ -39,6 +39,12 @@ class StoppingLandingZone(LandingZone):
     def write_file(self, path: str, content: bytes) -> None:
         self.zone.write_file(path, content)
 
+    def tables(self, prefix: str = "") -> list[str]:
+        return self.zone.tables(prefix)
+
+    def list_partitions_from(self, table_prefix: str, first_partition: str) -> Iterator[LandingFile]:
+        return self.zone.list_partitions_from(table_prefix, first_partition)
+
     def read_bytes(self, path: str) -> bytes:
         self.reads += 1
         marker = self.faults_dir / PAUSED_MARKER
