@@ -102,13 +102,18 @@ def kill_mid_step(harness: DagsterHarness, run_id: str, mid_step: callable, what
     for process in (worker, code_server):
         os.kill(process.pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    failed = harness.wait_for_status(run_id, FINISHED, timeout=60)
+    # Deadlines, not expectations: on a loaded 2-core machine the daemon's loops run late.
+    failed = harness.wait_for_status(run_id, FINISHED, timeout=180)
     failed_after = time.monotonic() - killed_at
     wait_until(
-        lambda: run_id not in harness.pool_holders(WAREHOUSE_WRITER_POOL), 60, "the pool slot to be freed"
+        lambda: run_id not in harness.pool_holders(WAREHOUSE_WRITER_POOL), 180, "the pool slot to be freed"
     )
     freed_after = time.monotonic() - killed_at
-    retry = wait_until(lambda: harness.retries_of(run_id), 60, "the automatic retry")[0]
+    retry = wait_until(
+        lambda: harness.retries_of(run_id),
+        180,
+        f"the automatic retry; daemon log:\n{harness.daemon_log()[-3000:]}",
+    )[0]
     retried = harness.wait_for_status(retry.run_id, FINISHED, timeout=240)
     attempts = 1 + len(
         harness.instance.get_records_for_run(
