@@ -109,11 +109,10 @@ def kill_mid_step(harness: DagsterHarness, run_id: str, mid_step: callable, what
         lambda: run_id not in harness.pool_holders(WAREHOUSE_WRITER_POOL), 180, "the pool slot to be freed"
     )
     freed_after = time.monotonic() - killed_at
-    retry = wait_until(
-        lambda: harness.retries_of(run_id),
-        180,
-        f"the automatic retry; daemon log:\n{harness.daemon_log()[-3000:]}",
-    )[0]
+    try:
+        retry = wait_until(lambda: harness.retries_of(run_id), 180, "the automatic retry")[0]
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; daemon log:\n{harness.daemon_log()[-3000:]}") from None
     retried = harness.wait_for_status(retry.run_id, FINISHED, timeout=240)
     attempts = 1 + len(
         harness.instance.get_records_for_run(
