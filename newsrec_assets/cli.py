@@ -37,6 +37,12 @@ def main() -> None:
 @click.option("--articles", type=click.IntRange(min=10), default=3000, show_default=True)
 @click.option("--days", type=click.FloatRange(min=0.01), default=7.0, show_default=True)
 @click.option(
+    "--sessions-per-day",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="Mean app sessions per user per day, heavy-tailed across users (default: 5.2, the simulator's).",
+)
+@click.option(
     "--end", help="End of the history (ISO 8601, UTC if no zone). Default: now, rounded down to 10 min."
 )
 @click.option(
@@ -92,6 +98,7 @@ def simulate(
     users: int,
     articles: int,
     days: float,
+    sessions_per_day: float,
     end: str | None,
     window_minutes: int,
     landing: Path,
@@ -125,6 +132,7 @@ def simulate(
         articles=articles,
         days=days,
         window_minutes=window_minutes,
+        **({} if sessions_per_day is None else {"mean_sessions_per_day": sessions_per_day}),
     )
     started = time.perf_counter()
     history = simulate_history(config, progress=True)
