@@ -202,6 +202,10 @@ class DuckDBWarehouse(Warehouse):
             connection.execute(statement)
         for table in SOURCE_TABLES:
             connection.execute(_raw_table_ddl(table))
+            for name, kind in SOURCE_TABLES[table].columns.items():  # a column added to the source later
+                connection.execute(
+                    f"alter table {raw_table_name(table)} add column if not exists {name} {_SQL_TYPES[kind]}"
+                )
 
     def ingest(
         self,
