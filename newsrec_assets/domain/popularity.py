@@ -61,6 +61,7 @@ __all__ = [
     "augment_user_vectors",
     "context_features",
     "events_before",
+    "head_scores",
     "load_prior_params",
     "model_features",
     "prior_scores",
@@ -148,6 +149,16 @@ def model_features(raw: np.ndarray, ctr_mean: float, ctr_strength: float) -> np.
     return np.stack([np.log1p(age), np.log(ctr) - np.log1p(-ctr), np.log1p(impressions)], axis=-1)
 
 
+def head_scores(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """A context head's score in numpy (``naml.ContextHead``): standardise, ``Linear -> ReLU -> Linear``.
+
+    ``features`` [..., f] are model features; returns float32 [...].
+    """
+    z = (features - params["feature_mean"]) / params["feature_std"]  # ..., f
+    hidden = np.maximum(z @ params["hidden_weight"].T + params["hidden_bias"], 0.0)  # ..., hidden
+    return (hidden @ params["out_weight"] + params["out_bias"]).astype(np.float32)  # ...
+
+
 def prior_scores(params: dict[str, np.ndarray], raw_features: np.ndarray) -> np.ndarray:
     """The prior's additive click score per row, equal to ``naml.PopularityPrior`` in eval mode.
 
@@ -159,9 +170,7 @@ def prior_scores(params: dict[str, np.ndarray], raw_features: np.ndarray) -> np.
         float32 [...].
     """
     x = model_features(raw_features, float(params["ctr_mean"]), float(params["ctr_strength"]))
-    z = (x - params["feature_mean"]) / params["feature_std"]  # ..., 3
-    hidden = np.maximum(z @ params["hidden_weight"].T + params["hidden_bias"], 0.0)  # ..., hidden
-    return (hidden @ params["out_weight"] + params["out_bias"]).astype(np.float32)  # ...
+    return head_scores(params, x)
 
 
 def augment_user_vectors(user_vecs: np.ndarray) -> np.ndarray:
