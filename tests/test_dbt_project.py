@@ -436,9 +436,7 @@ def test_training_impressions_label_clicks_and_split_into_three_windows(built: B
     assert actual == expected
     labels = Counter((clicked, split) for *_, clicked, split in actual.values())
     assert all(
-        labels[(clicked, split)] > 0
-        for clicked in (True, False)
-        for split in ("train", "validation", "test")
+        labels[(clicked, split)] > 0 for clicked in (True, False) for split in ("train", "validation", "test")
     ), labels
 
 
