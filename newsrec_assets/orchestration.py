@@ -24,7 +24,7 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def materialize_selection(selection: str = "*"):
+def materialize_selection(selection: str = "*", run_config=None):
     """Materialise the selected assets in this process, recorded in the instance the UI shows."""
     import dagster as dg
 
@@ -42,6 +42,7 @@ def materialize_selection(selection: str = "*"):
             instance=instance,
             raise_on_error=False,
             tags={"newsrec/trigger": "cli"},
+            run_config=run_config,
         )
 
 
