@@ -143,7 +143,7 @@ def mind_fixture(seed: int = 3, users: int = 40, rows: int = 320, days: int = 4)
         f"U{u}": rng.sample(known, rng.randint(0, 12)) + ([rng.choice(unknown)] if rng.random() < 0.3 else [])
         for u in range(1, users + 1)
     }
-    for user, history in histories.items():
+    for history in histories.values():  # the unknown id anywhere in the history
         rng.shuffle(history)
     moments = sorted(START + timedelta(seconds=rng.uniform(0, days * 86400)) for _ in range(rows))
     for number, moment in enumerate(moments, start=1):

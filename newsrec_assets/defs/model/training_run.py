@@ -94,7 +94,14 @@ def train_and_evaluate(
         impression_log.clicked,
         impression_log.split,
     )
-    log(f"time windows: {windows}")
+    log(
+        "time windows: "
+        + "; ".join(
+            f"{name} {w['first_shown_at']} to {w['last_shown_at']}, {w['impressions']:,} impressions "
+            f"({w['scorable_impressions']:,} scorable)"
+            for name, w in windows.items()
+        )
+    )
     known_clicks = clicks.article_rows >= 0
     histories = build_click_histories(
         impression_log.impression_ids,
