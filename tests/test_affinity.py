@@ -55,20 +55,18 @@ def random_events(seed: int, n: int = 400):
     return users, subcategories, times, clicked, click_times
 
 
-def test_context_features_count_strictly_earlier_events_per_user_topic_and_overall():
-    users, subs, times, clicked, click_times = random_events(0)
-    got = context_features(
-        users,
-        subs,
-        times,
-        users,
-        subs,
-        times,
-        users[clicked],
-        subs[clicked],
-        click_times[clicked],
-        CATEGORIES,
+def features_of(rows: tuple[np.ndarray, np.ndarray, np.ndarray], events) -> np.ndarray:
+    """`context_features` of (user, subcategory, time) rows after the impressions and clicks of `events`."""
+    users, subs, times, clicked, click_times = events
+    return context_features(
+        *rows, users, subs, times, users[clicked], subs[clicked], click_times[clicked], CATEGORIES
     )
+
+
+def test_context_features_count_strictly_earlier_events_per_user_topic_and_overall():
+    events = random_events(0)
+    users, subs, times, clicked, click_times = events
+    got = features_of((users, subs, times), events)
     for i in range(len(users)):
         same_user = users == users[i]
         levels = (subs == subs[i], CATEGORIES[subs] == CATEGORIES[subs[i]], np.ones(len(subs), dtype=bool))
@@ -80,26 +78,15 @@ def test_context_features_count_strictly_earlier_events_per_user_topic_and_overa
 
 
 def test_user_counts_equal_the_features_after_every_event():
-    users, subs, times, clicked, click_times = random_events(1)
+    events = random_events(1)
+    users, subs, _, clicked, _ = events
     codes = {"u1": 0, "u2": 1, "u3": 2}
     raw = user_counts(
         [codes[u] for u in users], subs, np.ones(len(users)), clicked.astype(float), 3, CATEGORIES
     )  # users, subcategories, 6
     grid_users = np.repeat(["u1", "u2", "u3"], 7)
     grid_subs = np.tile(np.arange(7), 3)
-    later = np.full(len(grid_users), 1e9)
-    expected = context_features(
-        grid_users,
-        grid_subs,
-        later,
-        users,
-        subs,
-        times,
-        users[clicked],
-        subs[clicked],
-        click_times[clicked],
-        CATEGORIES,
-    )
+    expected = features_of((grid_users, grid_subs, np.full(len(grid_users), 1e9)), events)
     np.testing.assert_array_equal(raw.reshape(-1, 6), expected)
 
 

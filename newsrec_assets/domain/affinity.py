@@ -29,7 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from newsrec_assets.domain.popularity import events_before, head_scores
+from newsrec_assets.domain.popularity import (
+    HEAD_PARAM_NAMES,
+    events_before,
+    head_scores,
+    load_params,
+    save_params,
+)
 
 AFFINITY_FILE = "affinity.npz"
 RAW_FEATURES = (
@@ -50,12 +56,7 @@ MODEL_FEATURES = (
 PARAM_NAMES = (
     "ctr_mean",  # scalar: mean CTR of the training impressions
     "strength",  # scalar: pseudo-impressions of each shrinkage
-    "feature_mean",  # [5] standardisation of the model features
-    "feature_std",  # [5]
-    "hidden_weight",  # [hidden, 5]
-    "hidden_bias",  # [hidden]
-    "out_weight",  # [hidden]
-    "out_bias",  # scalar
+    *HEAD_PARAM_NAMES,
 )
 _CTR_EPS = 1e-6
 
@@ -259,18 +260,9 @@ def subcategory_one_hot(subcategory_ids: np.ndarray, n_subcategories: int) -> np
 
 def save_affinity_params(params: dict[str, np.ndarray], folder: str | Path) -> Path:
     """Write the affinity term's arrays to ``<folder>/affinity.npz``; returns the file path."""
-    path = Path(folder) / AFFINITY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{name: np.asarray(params[name], dtype=np.float32) for name in PARAM_NAMES})
-    return path
+    return save_params(params, Path(folder) / AFFINITY_FILE, PARAM_NAMES)
 
 
 def load_affinity_params(folder_or_file: str | Path) -> dict[str, np.ndarray] | None:
     """The arrays written by ``save_affinity_params``; ``None`` for a model folder without the term."""
-    path = Path(folder_or_file)
-    if path.is_dir():
-        path = path / AFFINITY_FILE
-        if not path.exists():
-            return None
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name].astype(np.float32) for name in PARAM_NAMES}
+    return load_params(folder_or_file, AFFINITY_FILE, PARAM_NAMES)
