@@ -166,7 +166,6 @@ def run(ctx: Context) -> Outcome:
             None,
             [compose_article_text(titles[i], bodies[i]) for i in train_idx],
             subcategory_labels=[subcategories[i] for i in train_idx],
-            eval_texts=[titles[i] for i in train_idx],
             holdout_texts=[titles[i] for i in held_idx],
             holdout_labels=[subcategories[i] for i in held_idx],
             config=SimCSEConfig(
@@ -396,8 +395,6 @@ def run(ctx: Context) -> Outcome:
                     "total s",
                     f"held-out title p@{k}: stock",
                     "fine-tuned",
-                    f"training titles p@{k}: before",
-                    "after",
                     "torch threads",
                 ],
                 [
@@ -408,8 +405,6 @@ def run(ctx: Context) -> Outcome:
                         ft_s,
                         held_stock,
                         held_tuned,
-                        report["retrieval_acc_before"],
-                        report["retrieval_acc_after"],
                         torch_threads,
                     ]
                 ],

@@ -240,7 +240,8 @@ def fine_tune_simcse(
             e.g. titles alone, which separate topics less easily than title plus body.
         holdout_texts, holdout_labels: texts kept out of training (e.g. the titles of articles
             held out) and their labels: retrieval accuracy among them, before and after, says
-            whether what was learnt carries over to articles the encoder has not seen.
+            whether what was learnt carries over to articles the encoder has not seen. With
+            them, the training texts are not evaluated (their accuracies are NaN).
 
     Returns:
         ``(model, tokenizer, report)``; the model is in eval mode. The report holds ``steps``,
@@ -258,9 +259,10 @@ def fine_tune_simcse(
         model, tokenizer = load_encoder(model_path)
 
         eval_idx = np.zeros(0, dtype=np.int64)
-        if codes is not None:
-            labelled = np.flatnonzero(codes >= 0)
-            eval_idx = np.sort(rng.permutation(labelled)[: config.eval_max_items])
+        labelled = np.flatnonzero(codes >= 0) if codes is not None else eval_idx
+        eval_idx = np.sort(rng.permutation(labelled)[: config.eval_max_items])
+        if holdout_texts:  # measured on held-out texts instead: the budget goes to training steps
+            eval_idx = eval_idx[:0]
 
         def evaluate() -> float:
             if len(eval_idx) <= config.eval_k:

@@ -82,7 +82,6 @@ def text_encoder(
         config.base_model_path or None,
         [texts[i] for i in trained],
         subcategory_labels=[subcategories[i] for i in trained],
-        eval_texts=[titles[i] for i in trained],
         holdout_texts=[titles[i] for i in np.flatnonzero(held)],
         holdout_labels=[subcategories[i] for i in np.flatnonzero(held)],
         config=SimCSEConfig(
@@ -120,9 +119,6 @@ def text_encoder(
             ),
             f"held_out_title_subcategory_precision_at_{config.retrieval_k}_after": round(
                 float(report["holdout_retrieval_after"]), 4
-            ),
-            f"training_title_subcategory_precision_at_{config.retrieval_k}_after": round(
-                float(report["retrieval_acc_after"]), 4
             ),
             "loss_curve": line_plot(
                 {"InfoNCE loss": report["loss_curve"]}, "step", "loss", "SimCSE fine-tuning"

@@ -44,6 +44,7 @@ class TrainingSettings(Protocol):
     learning_rate: float
     max_epochs: int
     patience: int
+    min_improvement: float
     time_budget_seconds: float
     seed: int
     use_prior: bool
@@ -131,6 +132,7 @@ def train_and_evaluate(
             lr=settings.learning_rate,
             max_epochs=settings.max_epochs,
             patience=settings.patience,
+            min_delta=settings.min_improvement,
             time_budget_s=settings.time_budget_seconds,
             seed=settings.seed,
             num_threads=settings.num_threads,
