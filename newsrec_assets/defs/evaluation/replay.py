@@ -133,8 +133,11 @@ def replay_figure(result: ReplayResult):
     start = datetime.fromtimestamp(result.measure_start_ms / 1000, tz=UTC)
     for name, outcome in result.policies.items():
         hours = np.arange(len(outcome.hourly_ctr))
-        window = 3  # a rolling mean over 3 hours: one hour of one policy holds ~500 sessions
-        smooth = np.convolve(outcome.hourly_ctr, np.ones(window) / window, mode="same")
+        # a centred 3-hour mean (fewer hours at the ends): an hour of one policy holds ~700 sessions
+        kernel = np.ones(3)
+        smooth = np.convolve(outcome.hourly_ctr, kernel, mode="same") / np.convolve(
+            np.ones(len(hours)), kernel, mode="same"
+        )
         timeline.plot(hours, smooth, label=name)
     timeline.set(
         xlabel=f"hours since {start:%Y-%m-%d %H:%M} UTC",
@@ -152,9 +155,12 @@ def replay_figure(result: ReplayResult):
             for m in metrics
         ]
         bars.bar(np.arange(len(metrics)) + i * width, values, width=width, label=name)
-    bars.set_xticks(
-        np.arange(len(metrics)) + 0.4 - width / 2, [METRIC_LABELS[m] for m in metrics], fontsize=7
-    )
+    short = {
+        "ctr": "CTR",
+        "clicks_on_same_day_articles": "clicks on the day's news",
+        "catalogue_coverage": "coverage",
+    }
+    bars.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, [short[m] for m in metrics], fontsize=8)
     bars.set(title="relative to the best policy", ylim=(0, 1.05))
     bars.grid(axis="y", alpha=0.3)
     figure.tight_layout()
