@@ -59,10 +59,11 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark(
         "model",
         "bench.model",
-        "Model: encoder fine-tuning, embedding, NAML training, user encoding",
+        "Model: encoder fine-tuning and its effect, NAML against the data's ceiling, user encoding",
         (
             planned("text encoder fine-tuning (SimCSE) wall time", "s", 180.0, "at_most"),
             planned("NAML training to early stop", "s", 300.0, "at_most"),
+            planned("NAML lift / position-blind ceiling lift (the restated goal)", "×", 0.95, "at_least"),
         ),
     ),
     Benchmark(
@@ -71,11 +72,11 @@ REGISTRY: tuple[Benchmark, ...] = (
         "Model ceiling: how much of the oracle's AUC lift the data lets any ranker reach",
         (
             planned(
-                "2.6 sessions/user/day (default demo): lift of the best position-blind estimate "
-                "(all terms estimated)",
+                "5.2 sessions/user/day (default demo): lift of the position-blind ceiling "
+                "(every term estimated)",
                 "×",
-                0.9,
-                "at_least",
+                None,
+                None,
             ),
         ),
     ),

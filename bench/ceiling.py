@@ -5,24 +5,28 @@ click probabilities). The oracle knows three things no recommender does: each us
 mixture, each article's latent quality, and the position the article was shown at (examination
 bias). This benchmark measures how much of the oracle's AUC lift over random,
 `(AUC - 0.5) / (AUC_oracle - 0.5)`, is reachable from the data at all, by replacing the oracle's
-terms one at a time with the best estimates we know how to make from what was observed before the
-holdout, *given the true form and weights of the click model* (so a learned model, which must
-also learn those, should land below these figures):
+terms one at a time with the best estimates we know how to make from what was observed,
+*given the true form and weights of the click model* (a learned model must also learn those):
 
 - **interest**: an empirical-Bayes posterior per (user, subcategory) over the interest logit,
-  from the user's training-period impressions, clicked *and* not clicked (a grid posterior with a
-  per-subcategory prior fitted by EM); versus click shares alone, which is what an encoder of
-  click histories (NAML's user encoder) sees;
+  from the user's impressions, clicked *and* not clicked (a grid posterior with a per-subcategory
+  prior fitted by EM on the impressions before the holdout), either from those alone or updated
+  with the holdout's own impressions shown before each row (what a system whose features follow
+  the impressions knows: the recommender's affinity term does); versus click shares alone, which
+  is what an encoder of click histories (NAML's user encoder) sees;
 - **quality**: a grid posterior per article from its earlier impressions, debiased by the
   estimated interest, freshness and position;
 - **position**: a recommender scores an article before it has a position, so the fair ceiling for
   a ranker leaves it out ("position-blind").
 
-Holdout, AUC and lift are the model evaluation's: impressions of the last 24 hours, articles deleted
-by the end dropped, `metrics.evaluate_impressions` and `metrics.auc_lift`. It runs on the default
-demo data and on a denser variant (more sessions per user per day), numpy only, one thread.
+Holdout, AUC and lift are the model evaluation's: the test window (the last 24 hours), articles
+deleted by the end dropped, `metrics.evaluate_impressions` and `metrics.auc_lift`. The headline,
+`POSITION_BLIND_CEILING`, estimates every term from the impressions before each row and leaves
+the position out: the model benchmark (`bench/model.py`) holds NAML to 0.95 of its lift on the
+same history in the same run. This benchmark runs it on the default demo data (5.2 sessions per
+user per day) and on the sparser users the demo had before (2.6), numpy only, one thread.
 
-Standalone: `python -m bench.ceiling [--sessions 2.6] [--users 3000] [--articles 3000] [--seed 7]`.
+Standalone: `python -m bench.ceiling [--sessions 5.2] [--users 3000] [--articles 3000] [--seed 7]`.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from typing import Any
 import numpy as np
 
 MS_PER_HOUR = 3_600_000
+# the headline: every term estimated from the impressions shown before each row, position left out
+POSITION_BLIND_CEILING = "all estimated from every earlier impression, position-blind"
 HOLDOUT_HOURS = 24
-REQUIRED_LIFT = 0.9  # the model issue's figure: NAML's lift ≥ 0.9 × the oracle's
 INTEREST_GRID = np.linspace(0.0, 4.6, 24)  # interest logit w_int·r + w_cat·r_cat lies in [0, 4.6]
 QUALITY_GRID = np.linspace(-2.0, 2.0, 21)  # article quality (true sd 0.5)
 SHARE_SMOOTHING = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -68,15 +73,22 @@ class Rows:
     stats: dict[str, Any]
 
 
-def simulate_rows(users: int, articles: int, days: float, sessions: float, seed: int) -> Rows:
+def simulate(users: int, articles: int, days: float, sessions: float, seed: int):
     from bench.model import END
     from newsrec_assets.domain.simulator import SimulationConfig, simulate_history
-    from newsrec_assets.domain.simulator.click_model import freshness, position_bias
 
     config = SimulationConfig(
         end=END, seed=seed, users=users, articles=articles, days=days, mean_sessions_per_day=sessions
     )
-    history = simulate_history(config)
+    return simulate_history(config)
+
+
+def history_rows(history) -> Rows:
+    """The impression rows of a simulated history with the click model's terms per row."""
+    from newsrec_assets.domain.simulator.click_model import freshness, position_bias
+
+    config = history.config
+    users, articles, days = config.users, history.articles.count, config.days
     impressions, views, oracle, params = history.impressions, history.views, history.oracle, history.params
     from_list = views.impression_number >= 0
     clicked_keys = views.impression_number[from_list] * articles + views.article[from_list]
@@ -109,8 +121,8 @@ def simulate_rows(users: int, articles: int, days: float, sessions: float, seed:
         "users": users,
         "articles": articles,
         "days": days,
-        "sessions_per_day": sessions,
-        "seed": seed,
+        "sessions_per_day": config.mean_sessions_per_day,
+        "seed": config.seed,
         "view_events": int(len(views)),
         "impression_rows": int(len(impressions)),
         "median_clicks_per_user": float(np.median(clicks_per_user)),
@@ -146,26 +158,27 @@ def _prefix_sums_before(key: np.ndarray, time_ms: np.ndarray, values: np.ndarray
 
 
 def interest_posterior(
-    rows: Rows, offset: np.ndarray, em_iterations: int = 150
+    rows: Rows, offset: np.ndarray, em_iterations: int = 150, online: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Empirical-Bayes posterior over the interest logit of each (user, subcategory).
 
-    Likelihood: the user's training impressions of the subcategory, clicked or not, with the
-    other logit terms (`offset`) known. Prior: one distribution per subcategory on the grid,
-    fitted by EM over users (nonparametric maximum likelihood).
+    Likelihood: the user's impressions of the subcategory, clicked or not, with the other logit
+    terms (`offset`) known: those before the holdout, and with `online` also the holdout's own
+    impressions shown before the row (what a system updating its features as impressions come in
+    knows; the recommender's affinity term does). Prior: one distribution per subcategory on the
+    grid, fitted by EM over users on the training impressions (nonparametric maximum likelihood).
 
-    Returns the posterior weights per holdout row (rows x grid) and the posterior mean per row.
+    Returns the posterior weights per holdout row (rows x grid) and the posterior mean per row
+    (before the holdout).
     """
     n_users, n_sub = int(rows.user.max()) + 1, int(rows.subcategory.max()) + 1
     grid_size = len(INTEREST_GRID)
     train = np.flatnonzero(~rows.holdout)
     pair = rows.user * n_sub + rows.subcategory
-    logits = INTEREST_GRID[None, :] + offset[train][:, None]
-    row_loglik = np.where(rows.clicked[train][:, None], _log_sigmoid(logits), _log_sigmoid(-logits))
     loglik = np.stack(
         [
-            np.bincount(pair[train], weights=row_loglik[:, g], minlength=n_users * n_sub)
-            for g in range(grid_size)
+            np.bincount(pair[train], weights=column, minlength=n_users * n_sub)
+            for column in _row_loglik(rows, train, offset).T
         ],
         axis=1,
     ).reshape(n_users, n_sub, grid_size)
@@ -174,8 +187,21 @@ def interest_posterior(
         posterior = _normalised(loglik + log_prior[None])
         prior = posterior.mean(axis=0) + 1e-12
         log_prior = np.log(prior / prior.sum(axis=1, keepdims=True))
-    posterior = _normalised(loglik + log_prior[None]).reshape(n_users * n_sub, grid_size)
-    return posterior[pair[rows.holdout]], (posterior @ INTEREST_GRID)[pair]
+    log_posterior = (loglik + log_prior[None]).reshape(n_users * n_sub, grid_size)
+    mean = (_normalised(log_posterior) @ INTEREST_GRID)[pair]
+    held = np.flatnonzero(rows.holdout)
+    at_holdout = log_posterior[pair[held]]
+    if online:  # add the holdout impressions of the same pair shown before the row
+        at_holdout = at_holdout + _prefix_sums_before(
+            pair[held], rows.shown_ms[held], _row_loglik(rows, held, offset)
+        )
+    return _normalised(at_holdout), mean
+
+
+def _row_loglik(rows: Rows, index: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Log-likelihood of each indexed row's outcome for every interest grid value (rows x grid)."""
+    logits = INTEREST_GRID[None, :] + offset[index][:, None]
+    return np.where(rows.clicked[index][:, None], _log_sigmoid(logits), _log_sigmoid(-logits))
 
 
 def _normalised(log_weights: np.ndarray) -> np.ndarray:
@@ -218,10 +244,15 @@ def click_share_interest(
 
 def measure(users: int, articles: int, days: float, sessions: float, seed: int, log=print) -> dict[str, Any]:
     """AUC and lift of the oracle, its ablations and the estimators on one simulated history."""
+    log(f"ceiling: {users:,} users, {articles:,} articles, {days:g} days, {sessions:g} sessions/user/day")
+    return measure_history(simulate(users, articles, days, sessions, seed), log)
+
+
+def measure_history(history, log=print) -> dict[str, Any]:
+    """`measure` on a history simulated elsewhere (the model benchmark's, in the same run)."""
     from newsrec_assets.domain.metrics import auc_lift, evaluate_impressions
 
-    log(f"ceiling: {users:,} users, {articles:,} articles, {days:g} days, {sessions:g} sessions/user/day")
-    rows = simulate_rows(users, articles, days, sessions, seed)
+    rows = history_rows(history)
     params = rows.params
     held = rows.holdout
     t = rows.terms
@@ -260,12 +291,14 @@ def measure(users: int, articles: int, days: float, sessions: float, seed: int, 
     log("ceiling: everything estimated")
     weights, mean_interest = interest_posterior(rows, observable)
     quality_weights = quality_posterior(rows, observable + mean_interest)
-    for name, offset in (
-        ("all estimated, with position", observable[held]),
-        ("all estimated, position-blind", (observable - t["position"])[held]),
+    online_weights, _ = interest_posterior(rows, observable, online=True)
+    for name, interest, offset in (
+        ("all estimated, with position", weights, observable[held]),
+        ("all estimated, position-blind", weights, (observable - t["position"])[held]),
+        (POSITION_BLIND_CEILING, online_weights, (observable - t["position"])[held]),
     ):
         grid = INTEREST_GRID[None, :, None] + QUALITY_GRID[None, None, :] + offset[:, None, None]
-        auc(name, np.einsum("ig,iq,igq->i", weights, quality_weights, _sigmoid(grid)))
+        auc(name, np.einsum("ig,iq,igq->i", interest, quality_weights, _sigmoid(grid)))
 
     oracle = results["oracle"]
     return {
@@ -282,29 +315,21 @@ def run(ctx):
     users = ctx.size(3000, 1000, "ceiling.users")
     articles = ctx.size(3000, 1000, "ceiling.articles")
     days = ctx.size(7.0, 3.0, "ceiling.days")
-    variants = [float(s) for s in str(ctx.option("ceiling.sessions", "2.6,5.2")).split(",") if s]
+    variants = [float(s) for s in str(ctx.option("ceiling.sessions", "5.2,2.6")).split(",") if s]
     measured = [(s, measure(users, articles, days, s, seed, ctx.log)) for s in variants]
 
     figures = []
     for sessions, result in measured:
-        label = f"{sessions:g} sessions/user/day" + (" (default demo)" if sessions == 2.6 else "")
+        label = f"{sessions:g} sessions/user/day" + (" (default demo)" if sessions == 5.2 else "")
         lift = result["lift"]
         figures += [
-            Figure(f"{label}: oracle AUC", result["auc"]["oracle"], "", None, None),
+            Figure(f"{label}: oracle AUC", result["auc"]["oracle"], ""),
+            Figure(f"{label}: lift of the oracle without position", lift["oracle without position"], "×"),
             Figure(
-                f"{label}: lift of the oracle without position",
-                lift["oracle without position"],
+                f"{label}: lift of the position-blind ceiling (every term estimated)",
+                lift[POSITION_BLIND_CEILING],
                 "×",
-                None,
-                None,
-            ),
-            Figure(
-                f"{label}: lift of the best position-blind estimate (all terms estimated)",
-                lift["all estimated, position-blind"],
-                "×",
-                REQUIRED_LIFT,
-                "at_least",
-                note="the ceiling a recommender's lift can be expected to reach; the model issue asks ≥ 0.9",
+                note="NAML is held to 0.95 of it by the model benchmark, on its own data in its run",
             ),
         ]
     names = list(measured[0][1]["auc"])
@@ -339,7 +364,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--articles", type=int, default=3000)
     parser.add_argument("--days", type=float, default=7.0)
-    parser.add_argument("--sessions", type=float, default=2.6)
+    parser.add_argument("--sessions", type=float, default=5.2)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     result = measure(

@@ -29,7 +29,7 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def materialize_selection(selection: str = "*"):
+def materialize_selection(selection: str = "*", run_config=None):
     """Materialise the selected assets in this process, recorded in the instance the UI shows."""
     import dagster as dg
 
@@ -49,6 +49,7 @@ def materialize_selection(selection: str = "*"):
             raise_on_error=False,
             # This process is the run's worker: run monitoring may check it here.
             tags={"newsrec/trigger": "cli", RUN_WORKER_HOST_TAG: this_host()},
+            run_config=run_config,
         )
 
 

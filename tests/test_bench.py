@@ -207,9 +207,9 @@ def test_grouped_top_k_matches_the_previous_implementation(
 def test_ceiling_benchmark_at_tiny_size():
     from bench import ceiling
 
-    result = ceiling.measure(users=300, articles=300, days=3.0, sessions=2.6, seed=1, log=lambda _: None)
+    result = ceiling.measure(users=300, articles=300, days=3.0, sessions=5.2, seed=1, log=lambda _: None)
 
-    # simulate_rows checked that the click model's terms add up to the oracle's probabilities.
+    # history_rows checked that the click model's terms add up to the oracle's probabilities.
     auc, lift = result["auc"], result["lift"]
     assert set(auc) == {
         "oracle",
@@ -219,6 +219,7 @@ def test_ceiling_benchmark_at_tiny_size():
         "interest posterior + true rest",
         "all estimated, with position",
         "all estimated, position-blind",
+        ceiling.POSITION_BLIND_CEILING,
     }
     assert lift["oracle"] == pytest.approx(1.0) and auc["oracle"] > 0.7
     assert all(0.5 < value < auc["oracle"] + 0.02 for value in auc.values())  # nothing beats the truth

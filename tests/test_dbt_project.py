@@ -33,6 +33,7 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[1] / "dbt_project"
 START = datetime(2026, 11, 17, 6, 0, tzinfo=UTC)
 HISTORY_SIZE = 50
 VALIDATION_HOURS = 24
+TEST_HOURS = 24
 CATEGORIES = {"news": ["politics", "world"], "sport": ["football", "tennis"], "culture": ["film", "music"]}
 
 
@@ -406,14 +407,21 @@ def expected_as_of(app: SimulatedApp) -> datetime:
 
 
 @pytest.mark.slow
-def test_training_impressions_label_clicks_and_split_by_time(built: BuiltWarehouse) -> None:
+def test_training_impressions_label_clicks_and_split_into_three_windows(built: BuiltWarehouse) -> None:
     rows = built.query(
         "select impression_id, position, user_id, article_id, shown_at, clicked, split, as_of "
         "from training_impressions"
     )
     as_of = expected_as_of(built.app)
-    validation_start = as_of - timedelta(hours=VALIDATION_HOURS)
+    test_start = as_of - timedelta(hours=TEST_HOURS)
+    validation_start = test_start - timedelta(hours=VALIDATION_HOURS)
     assert {utc(row[7]) for row in rows} == {as_of}
+
+    def window(shown_at: datetime) -> str:
+        if shown_at >= test_start:
+            return "test"
+        return "validation" if shown_at >= validation_start else "train"
+
     actual = {(row[0], row[1]): (row[2], row[3], utc(row[4]), row[5], row[6]) for row in rows}
     expected = {
         (shown["impression_id"], shown["position"]): (
@@ -421,14 +429,14 @@ def test_training_impressions_label_clicks_and_split_by_time(built: BuiltWarehou
             shown["article_id"],
             shown["shown_at"],
             (shown["impression_id"], shown["article_id"]) in built.app.clicked,
-            "validation" if shown["shown_at"] >= validation_start else "train",
+            window(shown["shown_at"]),
         )
         for shown in built.app.shown
     }
     assert actual == expected
     labels = Counter((clicked, split) for *_, clicked, split in actual.values())
     assert all(
-        labels[(clicked, split)] > 0 for clicked in (True, False) for split in ("train", "validation")
+        labels[(clicked, split)] > 0 for clicked in (True, False) for split in ("train", "validation", "test")
     ), labels
 
 

@@ -59,11 +59,11 @@ def test_dbt_tests_are_asset_checks_and_model_evaluation_blocks(main_defs):
     graph = main_defs.resolve_asset_graph()
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert ("view_events", "unique_view_events_event_id") in checks
-    assert ("naml_model", "beats_popularity_on_holdout") in checks
+    assert ("naml_model", "beats_popularity_on_test_window") in checks
     spec = next(
         spec
         for spec in graph.get(dg.AssetKey("naml_model")).assets_def.check_specs
-        if spec.name == "beats_popularity_on_holdout"
+        if spec.name == "beats_popularity_on_test_window"
     )
     assert spec.blocking
 

@@ -11,6 +11,7 @@ import torch
 
 from newsrec_assets.domain.metrics import evaluate_impressions
 from newsrec_assets.domain.naml import (
+    AFFINITY_CONFIG_KEYS,
     NamlConfig,
     NamlModel,
     encode_news_numpy,
@@ -46,6 +47,7 @@ SMALL = NamlConfig(
     dropout=0.1,
     max_history=20,
     use_prior=False,  # the popularity prior has its own tests (test_popularity.py)
+    use_affinity=False,  # so has the affinity term (test_affinity.py)
 )
 
 
@@ -274,17 +276,17 @@ def test_save_and_load_round_trip(tmp_path, model):
 
 
 def test_models_saved_before_the_prior_still_load(tmp_path, model):
-    """Older artifacts have no use_prior key in config.json and no prior weights."""
+    """Older artifacts have no use_prior or use_affinity key in config.json, nor their weights."""
     import json
 
     version = save_model(model, tmp_path / "naml")
     meta_file = tmp_path / "naml" / "config.json"
     meta = json.loads(meta_file.read_text())
-    for key in ("use_prior", "prior_hidden_dim", "prior_ctr_strength"):
+    for key in ("use_prior", "prior_hidden_dim", "prior_ctr_strength", *AFFINITY_CONFIG_KEYS):
         del meta["naml_config"][key]
     meta_file.write_text(json.dumps(meta))
     loaded = load_model(tmp_path / "naml")
-    assert loaded.prior is None and model_version(loaded) == version
+    assert loaded.prior is None and loaded.affinity is None and model_version(loaded) == version
 
 
 def test_encode_news_numpy_matches_module(model):

@@ -55,7 +55,12 @@ def pipeline(tmp_path_factory):
             ops={
                 "text_encoder": TextEncoderConfig(time_budget_seconds=5, max_steps=2, max_training_texts=200),
                 "naml_model": NamlTrainingConfig(
-                    time_budget_seconds=60, max_epochs=6, ground_truth_dir=str(home / "ground_truth")
+                    time_budget_seconds=60,
+                    max_epochs=6,
+                    ground_truth_dir=str(home / "ground_truth"),
+                    # 250 users over 3 days leave ~800 scorable impressions in the test window,
+                    # under the default minimum of 1,000 that the gate asks of a real dataset
+                    min_test_impressions=300,
                 ),
             }
         ),
@@ -71,10 +76,52 @@ def test_the_whole_batch_graph_materialises(pipeline):
     assert result.success, f"failed steps: {failed}"
     evaluations = result.get_asset_check_evaluations()
     by_name = {e.check_name: e for e in evaluations}
-    assert by_name["beats_popularity_on_holdout"].passed
+    gate = by_name["beats_popularity_on_test_window"]
+    assert gate.passed, gate.description
+    assert gate.metadata["status"].value == "pass"
+    assert gate.metadata["auc_difference_low"].value > 0
+    assert 300 <= gate.metadata["scored_impressions"].value <= gate.metadata["test_impressions"].value
+    model = result.asset_materializations_for_node("naml_model")[0].metadata
+    assert "| test |" in model["time_windows"].value and "| validation |" in model["time_windows"].value
+    published = result.asset_materializations_for_node("published_model")[0].metadata
+    assert published["version"].value == model["version"].value
+    replayed = result.asset_materializations_for_node("freshness_replay")[0].metadata
+    assert replayed["model_version"].value == published["version"].value
+    policies = replayed["metrics"].value
+    assert len(policies) == 4 and all(0 < p["ctr"] < 1 for p in policies.values())
     assert by_name["unique_view_events_event_id"].passed
     batch = result.asset_materializations_for_node("batch_recommendations")[0].metadata
     assert batch["users"].value > 200 and batch["candidates"].value > 50
+
+
+def test_too_few_test_impressions_warn_and_publish_nothing_new(pipeline):
+    """The gate's WARN (insufficient evidence) and published_model agree: no new model is served."""
+    from newsrec_assets.defs.model.assets import naml_model, published_model
+
+    home, resources, instance, _ = pipeline
+    store = resources["artifacts"].get()
+    served = store.latest("naml")
+    result = dg.materialize(
+        [naml_model, published_model],
+        resources=resources,
+        instance=instance,
+        run_config=dg.RunConfig(
+            ops={
+                "naml_model": NamlTrainingConfig(
+                    max_epochs=1, learning_rate=1e-2, seed=1, min_test_impressions=1_000_000
+                )
+            }
+        ),
+    )
+    assert result.success
+    (gate,) = result.get_asset_check_evaluations()
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert gate.metadata["status"].value == "insufficient_evidence"
+    assert "fewer than the 1000000 required" in gate.description
+    trained = result.asset_materializations_for_node("naml_model")[0].metadata["version"].value
+    assert trained != served
+    assert result.asset_materializations_for_node("published_model") == []
+    assert store.latest("naml") == served
 
 
 def test_api_serves_batch_lists_with_provenance_and_cold_start(pipeline):

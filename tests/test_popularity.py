@@ -42,6 +42,7 @@ SMALL = NamlConfig(
     dropout=0.1,
     max_history=20,
     prior_hidden_dim=8,
+    use_affinity=False,  # the affinity term has its own tests (test_affinity.py)
 )
 HOUR = 3600.0
 

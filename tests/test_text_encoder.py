@@ -144,12 +144,16 @@ def test_contrastive_loss_is_simcse_without_labels():
     assert contrastive_loss(together, together, labels) < contrastive_loss(apart, apart, labels)
 
 
-def test_fine_tune_simcse_lowers_the_loss(tiny_bert):
+def test_fine_tune_simcse_lowers_the_loss_and_helps_texts_it_never_saw(tiny_bert):
     texts, labels = topic_texts(128)
+    held_texts, held_labels = topic_texts(60, seed=1)
     config = SimCSEConfig(
         max_steps=40, batch_size=16, lr=1e-3, time_budget_s=60, seed=0, num_threads=1, eval_max_items=128
     )
     model, tokenizer, report = fine_tune_simcse(tiny_bert, texts, labels, config)
+    _, _, held_out = fine_tune_simcse(
+        tiny_bert, texts, labels, config, holdout_texts=held_texts, holdout_labels=held_labels
+    )
     assert report["steps"] == 40 and report["stopped_by"] == "max_steps"
     curve = report["loss_curve"]
     assert len(curve) == 40
@@ -157,6 +161,8 @@ def test_fine_tune_simcse_lowers_the_loss(tiny_bert):
     assert report["supervised"] and report["n_eval"] == 128
     assert 0.0 <= report["retrieval_acc_before"] <= 1.0
     assert report["retrieval_acc_after"] > report["retrieval_acc_before"]
+    assert held_out["n_holdout"] == 60 and np.isnan(held_out["retrieval_acc_after"])
+    assert held_out["holdout_retrieval_after"] > held_out["holdout_retrieval_before"]
     assert not model.training
     assert embed_texts(model, tokenizer, texts[:2]).shape == (2, 32)
 
@@ -169,6 +175,7 @@ def test_fine_tune_simcse_unsupervised_and_budget(tiny_bert):
     assert report["steps"] > 0
     assert report["seconds"] < 1.5 + 0.5  # stops at the budget (one step of slack at most)
     assert not report["supervised"] and np.isnan(report["retrieval_acc_before"])
+    assert np.isnan(report["holdout_retrieval_after"]) and report["n_holdout"] == 0
 
 
 def test_save_and_load_encoder(tiny_bert, tmp_path):

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 
 
-def _figure_markdown(figure) -> dg.MetadataValue:
+def figure_markdown(figure) -> dg.MetadataValue:
+    """A matplotlib figure as a PNG embedded in markdown metadata (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -35,11 +36,15 @@ def line_plot(
     axis.set(xlabel=x_label, ylabel=y_label, title=title)
     axis.grid(alpha=0.3)
     axis.legend()
-    return _figure_markdown(figure)
+    return figure_markdown(figure)
 
 
-def grouped_bars(table: Mapping[str, Mapping[str, float]], title: str) -> dg.MetadataValue:
-    """Bars of several metrics (x) for several rankers (one colour each)."""
+def grouped_bars(
+    table: Mapping[str, Mapping[str, float]],
+    title: str,
+    intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+) -> dg.MetadataValue:
+    """Bars of several metrics (x) for several rankers (one colour each), with (low, high) error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,18 +56,31 @@ def grouped_bars(table: Mapping[str, Mapping[str, float]], title: str) -> dg.Met
     figure, axis = plt.subplots(figsize=(7, 3.4))
     for index, ranker in enumerate(rankers):
         positions = [m + index * width for m in range(len(metrics))]
-        axis.bar(positions, [table[ranker][metric] for metric in metrics], width=width, label=ranker)
+        values = [table[ranker][metric] for metric in metrics]
+        errors = None
+        if intervals is not None and ranker in intervals:
+            spans = [intervals[ranker][metric] for metric in metrics]
+            errors = [
+                [v - low for v, (low, _) in zip(values, spans, strict=True)],
+                [high - v for v, (_, high) in zip(values, spans, strict=True)],
+            ]
+        axis.bar(positions, values, width=width, label=ranker, yerr=errors, capsize=2)
     axis.set_xticks([m + 0.4 - width / 2 for m in range(len(metrics))], metrics)
     axis.set(title=title, ylim=(0, 1))
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8)
-    return _figure_markdown(figure)
+    return figure_markdown(figure)
 
 
-def markdown_table(table: Mapping[str, Mapping[str, float]], digits: int = 4) -> dg.MetadataValue:
-    """Rows = rankers, columns = metrics."""
+def markdown_table(
+    table: Mapping[str, Mapping[str, object]], digits: int = 4, first: str = "ranker"
+) -> dg.MetadataValue:
+    """Rows = rankers (or whatever ``first`` names), columns = metrics; numbers with ``digits``."""
     metrics = list(next(iter(table.values())))
-    lines = ["| ranker | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    lines = [f"| {first} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for ranker, values in table.items():
-        lines.append(f"| {ranker} | " + " | ".join(f"{values[m]:.{digits}f}" for m in metrics) + " |")
+        cells = (
+            f"{values[m]:.{digits}f}" if isinstance(values[m], float) else str(values[m]) for m in metrics
+        )
+        lines.append(f"| {ranker} | " + " | ".join(cells) + " |")
     return dg.MetadataValue.md("\n".join(lines))

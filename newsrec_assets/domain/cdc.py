@@ -63,7 +63,9 @@ SOURCE_TABLES: dict[str, SourceTable] = {
                 "status": "str",
                 "published_at": "ts",
                 "updated_at": "ts",
+                "url": "str",
             },
+            nullable=frozenset({"url"}),  # where the article lives on the web, if the source has it
         ),
         SourceTable(
             name="user_article_views",

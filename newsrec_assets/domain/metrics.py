@@ -32,21 +32,26 @@ ArrayLike = np.ndarray
 __all__ = [
     "auc_lift",
     "evaluate_impressions",
+    "per_impression_metrics",
     "popularity_scores",
     "recency_popularity_scores",
     "to_seconds",
 ]
 
 
-def _group_codes(impression_ids: ArrayLike) -> tuple[np.ndarray, int]:
-    """Dense integer codes 0..G-1 for impression ids of any sortable dtype."""
+def _group_codes(impression_ids: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Dense integer codes per row and the id of each code, for impression ids of any sortable dtype.
+
+    Ids of codes that no row has (the small-integer shortcut) are never reported, since every
+    metric keeps only impressions with rows.
+    """
     ids = np.asarray(impression_ids)
     if ids.dtype.kind in "iu" and ids.size and ids.min() >= 0 and ids.max() < 4 * ids.size + 1024:
         # small non-negative integers: bincount-friendly already, skip the O(n log n) unique
         codes = ids.astype(np.int64)
-        return codes, int(codes.max()) + 1
+        return codes, np.arange(int(codes.max()) + 1, dtype=ids.dtype)
     uniq, codes = np.unique(ids, return_inverse=True)
-    return codes.reshape(-1).astype(np.int64), len(uniq)
+    return codes.reshape(-1).astype(np.int64), uniq
 
 
 def _ranks_in_group(codes: np.ndarray, order: np.ndarray, n_groups: int) -> np.ndarray:
@@ -91,13 +96,13 @@ def _auc_per_group(codes: np.ndarray, positive: np.ndarray, scores: np.ndarray, 
         return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
-def evaluate_impressions(
+def per_impression_metrics(
     impression_ids: ArrayLike,
     labels: ArrayLike,
     scores: ArrayLike,
     ks: tuple[int, ...] = (5, 10),
-) -> dict[str, float]:
-    """Mean per-impression AUC, MRR and nDCG@k over impressions with both a click and a non-click.
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """AUC, MRR and nDCG@k of every scorable impression (at least one click and one non-click).
 
     Args:
         impression_ids: one id per row (any sortable dtype); rows of one impression need not be
@@ -108,8 +113,9 @@ def evaluate_impressions(
         ks: cut-offs for nDCG.
 
     Returns:
-        ``{"auc", "mrr", "ndcg@5", "ndcg@10", "n_impressions", "n_evaluated"}``; the metrics are NaN
-        when no impression qualifies.
+        ``(scorable_ids, values)``: the ids of the scorable impressions, sorted, and per metric
+        (``"auc"``, ``"mrr"``, ``"ndcg@5"``, ...) an array aligned with them. Rankers scored on the
+        same rows give aligned arrays, which is what a paired comparison needs.
     """
     impression_ids = np.asarray(impression_ids)
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
@@ -118,15 +124,13 @@ def evaluate_impressions(
         raise ValueError("impression_ids, labels and scores must have the same length")
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN")
+    names = ["auc", "mrr", *(f"ndcg@{k}" for k in ks)]
     n = labels.size
-    result: dict[str, float] = {"auc": float("nan"), "mrr": float("nan")}
-    for k in ks:
-        result[f"ndcg@{k}"] = float("nan")
     if n == 0:
-        return {**result, "n_impressions": 0, "n_evaluated": 0}
+        return impression_ids[:0], {name: np.zeros(0) for name in names}
 
-    codes, n_groups = _group_codes(impression_ids)
-    present = np.bincount(codes, minlength=n_groups) > 0
+    codes, group_ids = _group_codes(impression_ids)
+    n_groups = len(group_ids)
     positive = labels > 0
     counts = np.bincount(codes, minlength=n_groups)
     n_pos = np.bincount(codes, weights=positive.astype(np.float64), minlength=n_groups)
@@ -141,16 +145,37 @@ def evaluate_impressions(
     ideal_rank = _ranks_in_group(codes, by_label, n_groups)
 
     gains = np.power(2.0, labels) - 1.0
+    values: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
-        mrr = np.bincount(codes, weights=positive / (score_rank + 1.0), minlength=n_groups) / n_pos
+        values["auc"] = _auc_per_group(codes, positive, scores, n_groups)[keep]
+        values["mrr"] = (
+            np.bincount(codes, weights=positive / (score_rank + 1.0), minlength=n_groups)[keep] / n_pos[keep]
+        )
         for k in ks:
-            ndcg = _dcg(codes, gains, score_rank, k, n_groups) / _dcg(codes, gains, ideal_rank, k, n_groups)
-            result[f"ndcg@{k}"] = float(ndcg[keep].mean()) if keep.any() else float("nan")
-    auc = _auc_per_group(codes, positive, scores, n_groups)
-    if keep.any():
-        result["auc"] = float(auc[keep].mean())
-        result["mrr"] = float(mrr[keep].mean())
-    return {**result, "n_impressions": int(present.sum()), "n_evaluated": int(keep.sum())}
+            ideal = _dcg(codes, gains, ideal_rank, k, n_groups)[keep]
+            values[f"ndcg@{k}"] = _dcg(codes, gains, score_rank, k, n_groups)[keep] / ideal
+    return group_ids[keep], values
+
+
+def evaluate_impressions(
+    impression_ids: ArrayLike,
+    labels: ArrayLike,
+    scores: ArrayLike,
+    ks: tuple[int, ...] = (5, 10),
+) -> dict[str, float]:
+    """Mean per-impression AUC, MRR and nDCG@k over impressions with both a click and a non-click.
+
+    Arguments as ``per_impression_metrics``.
+
+    Returns:
+        ``{"auc", "mrr", "ndcg@5", "ndcg@10", "n_impressions", "n_evaluated"}``; the metrics are NaN
+        when no impression qualifies.
+    """
+    scorable, values = per_impression_metrics(impression_ids, labels, scores, ks)
+    means = {name: float(v.mean()) if len(v) else float("nan") for name, v in values.items()}
+    codes, _ = _group_codes(impression_ids)
+    n_impressions = int((np.bincount(codes) > 0).sum()) if len(codes) else 0
+    return {**means, "n_impressions": n_impressions, "n_evaluated": len(scorable)}
 
 
 def auc_lift(auc: float, oracle_auc: float = 1.0) -> float:

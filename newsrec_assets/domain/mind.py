@@ -1,13 +1,16 @@
 """MIND (Microsoft News Dataset) to landing-format change records.
 
-`news.tsv` rows become `articles` INSERTs; each `behaviors.tsv` row becomes an impression (one
-`impressions` INSERT per shown article) and its clicks become view events on the in-place
-`user_article_views` rows (INSERT on a user's first view of an article, UPDATE-INSERT after). A
-user's pre-window click history (the `History` column) becomes views one day before the first
-impression, without an impression id. MIND has no publication times: an article is taken as
-published one hour before the first impression that shows it (or the first history reference).
+`news.tsv` rows become `articles` INSERTs (title, abstract as the body, category, subcategory,
+URL); each `behaviors.tsv` row becomes an impression (one `impressions` INSERT per shown article)
+and its clicks become view events on the in-place `user_article_views` rows (INSERT on a user's
+first view of an article, UPDATE-INSERT after). A user's pre-window click history (the `History`
+column, oldest first in MIND) becomes views without an impression id, at increasing times spread
+over the day before the first impression of the file, so "the latest clicks" keep MIND's order.
+MIND has no publication times: an article is taken as published one hour before the first
+impression or history click that references it.
 
-Malformed rows and rows that reference unknown news are counted and reported, never fatal.
+Malformed rows and references to unknown news are counted and reported, never fatal: an unknown
+article is left out of its list or history, and a row whose whole list is unknown is skipped.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class MindArticle:
     subcategory: str
     title: str
     abstract: str
+    url: str | None
 
 
 @dataclass
@@ -46,15 +50,20 @@ class MindImpression:
 
 @dataclass
 class ImportReport:
+    """What an import read, wrote and left out; every behaviour row is accounted for."""
+
     news_rows: int = 0
     news_malformed: int = 0
     behavior_rows: int = 0
     behavior_malformed: int = 0
-    impressions_with_unknown_news: int = 0
-    unknown_news_references: int = 0
-    impressions_written: int = 0
-    views_written: int = 0
-    history_views_written: int = 0
+    impressions_with_unknown_news: int = 0  # rows whose list or history names unknown news
+    unknown_news_references: int = 0  # such references, each left out
+    unknown_news_ids: int = 0  # distinct unknown news ids
+    impressions_skipped_no_known_news: int = 0  # rows whose whole list was unknown: not written
+    impressions_written: int = 0  # behaviour rows written as an impression (one served list each)
+    impression_rows_written: int = 0  # articles shown in them (one `impressions` record each)
+    views_written: int = 0  # clicks in the lists
+    history_views_written: int = 0  # clicks from the users' pre-window histories
     articles_written: int = 0
     problems: Counter = field(default_factory=Counter)
 
@@ -72,7 +81,8 @@ def read_news(path: Path, report: ImportReport) -> dict[str, MindArticle]:
                 report.problems["news: fewer than 5 columns or no id/title"] += 1
                 continue
             article_id, category, subcategory, title, abstract = (value.strip() for value in row[:5])
-            articles[article_id] = MindArticle(article_id, category, subcategory, title, abstract)
+            url = row[5].strip() if len(row) > 5 and row[5].strip() else None
+            articles[article_id] = MindArticle(article_id, category, subcategory, title, abstract, url)
     return articles
 
 
@@ -115,24 +125,42 @@ def convert(news_path: Path, behaviors_path: Path) -> tuple[list[ChangeRecord], 
     if not impressions:
         return [], report
 
-    first_seen: dict[str, datetime] = {}
     start = impressions[0].shown_at
     kept: list[MindImpression] = []
+    unknown_ids: set[str] = set()
     for impression in impressions:
         unknown = [a for a, _ in impression.shown if a not in articles]
         unknown += [a for a in impression.history if a not in articles]
         if unknown:
             report.impressions_with_unknown_news += 1
             report.unknown_news_references += len(unknown)
+            unknown_ids.update(unknown)
             impression.shown = [(a, c) for a, c in impression.shown if a in articles]
             impression.history = [a for a in impression.history if a in articles]
             if not impression.shown:
+                report.impressions_skipped_no_known_news += 1
                 continue
-        for article_id in impression.history:
-            first_seen.setdefault(article_id, start - HISTORY_LEAD)
-        for article_id, _ in impression.shown:
-            first_seen.setdefault(article_id, impression.shown_at)
         kept.append(impression)
+    report.unknown_news_ids = len(unknown_ids)
+
+    # One history per user (MIND repeats it on each of the user's rows): the first row's, oldest
+    # click first, spread over the day before the file's first impression.
+    history_clicks: list[tuple[datetime, str, str]] = []  # time, user, article
+    history_done: set[str] = set()
+    for impression in kept:
+        if impression.user_id in history_done:
+            continue
+        history_done.add(impression.user_id)
+        step = HISTORY_LEAD / (len(impression.history) + 1)
+        for rank, article_id in enumerate(impression.history, start=1):
+            history_clicks.append((start - HISTORY_LEAD + rank * step, impression.user_id, article_id))
+
+    first_seen: dict[str, datetime] = {}
+    for moment, _, article_id in history_clicks:
+        first_seen[article_id] = min(first_seen.get(article_id, moment), moment)
+    for impression in kept:
+        for article_id, _ in impression.shown:
+            first_seen[article_id] = min(first_seen.get(article_id, impression.shown_at), impression.shown_at)
 
     events: list[tuple[datetime, int, str, dict]] = []  # time, tie-break, table, payload/meta
     for article_id, seen in first_seen.items():
@@ -149,25 +177,17 @@ def convert(news_path: Path, behaviors_path: Path) -> tuple[list[ChangeRecord], 
                     "body": article.abstract,
                     "category": article.category,
                     "subcategory": article.subcategory,
+                    "url": article.url,
                     "status": "published",
                     "published_at": published_at,
                     "updated_at": published_at,
                 },
             )
         )
-    history_done: set[str] = set()
+    for moment, user_id, article_id in history_clicks:
+        events.append((moment, 1, "history", {"user_id": user_id, "article_id": article_id}))
     for impression in kept:
-        if impression.user_id not in history_done:
-            history_done.add(impression.user_id)
-            for article_id in impression.history:
-                events.append(
-                    (
-                        start - HISTORY_LEAD,
-                        1,
-                        "history",
-                        {"user_id": impression.user_id, "article_id": article_id},
-                    )
-                )
+        report.impressions_written += 1
         for position, (article_id, clicked) in enumerate(impression.shown):
             events.append(
                 (
@@ -225,7 +245,7 @@ def convert(news_path: Path, behaviors_path: Path) -> tuple[list[ChangeRecord], 
             if kind == "articles":
                 report.articles_written += 1
             else:
-                report.impressions_written += 1
+                report.impression_rows_written += 1
         records.append(
             ChangeRecord(
                 table=table,

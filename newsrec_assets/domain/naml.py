@@ -21,6 +21,11 @@ score from the article's age and click-through rate so far, as in PP-Rec (Qi et 
 ``score = user . news + prior(article, t)``. It has a numpy twin (``prior_numpy_params`` +
 ``popularity.prior_scores``); see ``popularity`` for the features and how serving folds the prior
 into the dot product.
+
+Optionally too (``NamlConfig.use_affinity``, on by default) a ``SubcategoryAffinity`` adds an
+exposure-aware user x subcategory term: a small MLP over how often the user clicked what they
+were shown of the article's subcategory and category (``affinity``, which also holds its numpy
+twin and the folding into the dot product).
 """
 
 from __future__ import annotations
@@ -32,13 +37,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from newsrec_assets.domain import affinity as affinity_features
+
 __all__ = [
+    "AFFINITY_CONFIG_KEYS",
     "PRIOR_CONFIG_KEYS",
     "AdditiveAttention",
     "NamlConfig",
     "NamlModel",
     "NewsEncoder",
     "PopularityPrior",
+    "SubcategoryAffinity",
+    "affinity_numpy_params",
     "UserEncoder",
     "encode_news_numpy",
     "prior_numpy_params",
@@ -47,6 +57,8 @@ __all__ = [
 
 # NamlConfig fields that only matter with the prior (left out of a prior-less model's version hash)
 PRIOR_CONFIG_KEYS = ("use_prior", "prior_hidden_dim", "prior_ctr_strength")
+# ... and those that only matter with the affinity term
+AFFINITY_CONFIG_KEYS = ("use_affinity", "affinity_hidden_dim", "affinity_strength")
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,9 @@ class NamlConfig:
     use_prior: bool = True  # add the popularity/recency prior to the dot product
     prior_hidden_dim: int = 16  # hidden units of the prior's MLP
     prior_ctr_strength: float = 10.0  # pseudo-impressions smoothing each article's CTR to the mean
+    use_affinity: bool = True  # add the exposure-aware user x subcategory affinity term
+    affinity_hidden_dim: int = 16  # hidden units of the affinity term's MLP
+    affinity_strength: float = 5.0  # pseudo-impressions shrinking a topic's CTR towards the user's
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -167,27 +182,57 @@ class UserEncoder(nn.Module):
         return self.attention(history_news_vecs, mask)
 
 
-class PopularityPrior(nn.Module):
+class ContextHead(nn.Module):
+    """An additive click score from a few context facts: model features, standardised, then an MLP.
+
+    ``model_features`` (per subclass) turns raw counts into the features; ``fit_statistics`` sets
+    the buffers (the training CTR the counts are shrunk towards, and the standardisation) from
+    training rows, so the weights file is complete. ``Linear -> ReLU -> Linear``; the output layer
+    starts at zero, so the term adds nothing until it learns.
+    """
+
+    n_features: int
+
+    def __init__(self, hidden_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("ctr_mean", torch.tensor(0.1))
+        self.register_buffer("feature_mean", torch.zeros(self.n_features))
+        self.register_buffer("feature_std", torch.ones(self.n_features))
+        self.hidden = nn.Linear(self.n_features, hidden_dim)
+        self.out = nn.Linear(hidden_dim, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def model_features(self, raw: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def fit_statistics(self, raw: torch.Tensor, ctr_mean: float) -> None:
+        """Set the shrinkage target and the standardisation from training rows' raw features [n, f]."""
+        self.ctr_mean.fill_(float(ctr_mean))
+        features = self.model_features(torch.as_tensor(raw))  # n, n_features
+        self.feature_mean.copy_(features.mean(dim=0))
+        self.feature_std.copy_(features.std(dim=0).clamp_min(1e-3))
+
+    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+        """[..., f] raw features -> [...] additive click scores."""
+        z = (self.model_features(raw) - self.feature_mean) / self.feature_std  # ..., n_features
+        return self.out(torch.relu(self.hidden(z))).squeeze(-1)  # ...
+
+
+class PopularityPrior(ContextHead):
     """Per-(article, time) click score from the article's age and CTR so far (PP-Rec style).
 
     Input: raw features ``[age_hours, clicks, impressions]`` (``popularity.context_features``).
-    They become ``[log1p(age), logit(smoothed CTR), log1p(impressions)]``, standardised with
-    training statistics (buffers, set by ``fit_statistics``), then ``Linear -> ReLU -> Linear``.
-    The smoothing target (the training CTR) is a buffer too, so the weights file is complete.
+    They become ``[log1p(age), logit(smoothed CTR), log1p(impressions)]``, the CTR smoothed
+    towards the training CTR with ``prior_ctr_strength`` pseudo-impressions.
     """
 
     n_features = 3
 
     def __init__(self, config: NamlConfig) -> None:
-        super().__init__()
+        super().__init__(config.prior_hidden_dim)
         self.ctr_strength = float(config.prior_ctr_strength)
-        self.register_buffer("ctr_mean", torch.tensor(0.1))
-        self.register_buffer("feature_mean", torch.zeros(self.n_features))
-        self.register_buffer("feature_std", torch.ones(self.n_features))
-        self.hidden = nn.Linear(self.n_features, config.prior_hidden_dim)
-        self.out = nn.Linear(config.prior_hidden_dim, 1)
-        nn.init.zeros_(self.out.weight)  # starts as a constant: NAML alone until the prior learns
-        nn.init.zeros_(self.out.bias)
 
     def model_features(self, raw: torch.Tensor) -> torch.Tensor:
         """[..., 3] raw -> [..., 3] ``[log1p(age), logit(smoothed ctr), log1p(impressions)]``."""
@@ -198,22 +243,31 @@ class PopularityPrior(nn.Module):
         logit_ctr = torch.log(ctr) - torch.log1p(-ctr)
         return torch.stack([torch.log1p(age), logit_ctr, torch.log1p(impressions)], dim=-1)  # ..., 3
 
-    @torch.no_grad()
-    def fit_statistics(self, raw: torch.Tensor, ctr_mean: float) -> None:
-        """Set the smoothing target and the standardisation from training rows [n, 3]."""
-        self.ctr_mean.fill_(float(ctr_mean))
-        features = self.model_features(raw)  # n, 3
-        self.feature_mean.copy_(features.mean(dim=0))
-        self.feature_std.copy_(features.std(dim=0).clamp_min(1e-3))
 
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
-        """[..., 3] raw features -> [...] additive click scores."""
-        z = (self.model_features(raw) - self.feature_mean) / self.feature_std  # ..., 3
-        return self.out(torch.relu(self.hidden(z))).squeeze(-1)  # ...
+class SubcategoryAffinity(ContextHead):
+    """Exposure-aware user x subcategory click score (the features are ``affinity``'s).
+
+    Input: raw counts ``affinity.RAW_FEATURES`` of the user's impressions and clicks in the
+    article's subcategory, its category and overall, before the moment; ``affinity.model_features``
+    (numpy, the one implementation serving uses too) shrinks them into CTR logits.
+    """
+
+    n_features = len(affinity_features.MODEL_FEATURES)
+
+    def __init__(self, config: NamlConfig) -> None:
+        super().__init__(config.affinity_hidden_dim)
+        self.strength = float(config.affinity_strength)
+
+    def model_features(self, raw: torch.Tensor) -> torch.Tensor:
+        """[..., 6] raw counts -> [..., 5] ``affinity.MODEL_FEATURES`` (no gradient flows to counts)."""
+        features = affinity_features.model_features(
+            np.asarray(raw.detach().cpu().numpy()), float(self.ctr_mean), self.strength
+        )
+        return torch.as_tensor(features)
 
 
 class NamlModel(nn.Module):
-    """NAML: news encoder, user encoder, dot-product click predictor and (optional) prior."""
+    """NAML: news encoder, user encoder, dot-product click predictor, (optional) prior and affinity."""
 
     def __init__(self, config: NamlConfig | None = None) -> None:
         super().__init__()
@@ -221,6 +275,7 @@ class NamlModel(nn.Module):
         self.news_encoder = NewsEncoder(self.config)
         self.user_encoder = UserEncoder(self.config)
         self.prior = PopularityPrior(self.config) if self.config.use_prior else None
+        self.affinity = SubcategoryAffinity(self.config) if self.config.use_affinity else None
 
     def encode_news(
         self,
@@ -241,6 +296,26 @@ class NamlModel(nn.Module):
         if self.prior is None:
             raise ValueError("this model has no prior (NamlConfig.use_prior is False)")
         return self.prior(prior_features)
+
+    def context_score(
+        self, prior_features: np.ndarray | None = None, affinity_features: np.ndarray | None = None
+    ) -> torch.Tensor | None:
+        """The additive terms of some rows: prior (raw [..., 3]) + affinity (raw [..., 6]), or None.
+
+        Each term counts when the model has it, and then its features are required.
+        """
+        total = None
+        for head, raw, name in (
+            (self.prior, prior_features, "prior_features"),
+            (self.affinity, affinity_features, "affinity_features"),
+        ):
+            if head is None:
+                continue
+            if raw is None:
+                raise ValueError(f"this model has a {type(head).__name__}: pass {name}")
+            term = head(torch.as_tensor(np.asarray(raw, dtype=np.float32)))
+            total = term if total is None else total + term
+        return total
 
     @staticmethod
     def score(
@@ -268,6 +343,7 @@ class NamlModel(nn.Module):
         history_idx: torch.Tensor,
         history_mask: torch.Tensor,
         candidate_prior_features: torch.Tensor | None = None,
+        candidate_affinity_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training forward pass over a batch that shares one table of articles.
 
@@ -279,6 +355,9 @@ class NamlModel(nn.Module):
             history_mask: [batch, H] true for real clicks.
             candidate_prior_features: [batch, 1 + K, 3] raw prior features of each candidate at
                 the impression's time; required when the model has a prior, ignored otherwise.
+            candidate_affinity_features: [batch, 1 + K, 6] raw affinity features
+                (``affinity.context_features``) of each candidate's user and subcategory at the
+                impression's time; required when the model has the affinity term.
 
         Returns:
             logits [batch, 1 + K].
@@ -292,38 +371,55 @@ class NamlModel(nn.Module):
             if candidate_prior_features is None:
                 raise ValueError("a model with a prior needs candidate_prior_features")
             prior = self.prior(candidate_prior_features)  # batch, 1 + K
+        if self.affinity is not None:
+            if candidate_affinity_features is None:
+                raise ValueError("a model with the affinity term needs candidate_affinity_features")
+            term = self.affinity(candidate_affinity_features)  # batch, 1 + K
+            prior = term if prior is None else prior + term
         return self.score(users, candidates, prior)  # batch, 1 + K
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.float32).copy()
 
 
 def user_encoder_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
     """The user encoder's weights as float32 arrays for ``user_encoding.encode_users_numpy``."""
     attention = model.user_encoder.attention
     return {
-        "proj_weight": attention.proj.weight.detach().cpu().numpy().astype(np.float32).copy(),  # att, dim
-        "proj_bias": attention.proj.bias.detach().cpu().numpy().astype(np.float32).copy(),  # att
-        "query": attention.query.detach().cpu().numpy().astype(np.float32).copy(),  # att
+        "proj_weight": _array(attention.proj.weight),  # att, dim
+        "proj_bias": _array(attention.proj.bias),  # att
+        "query": _array(attention.query),  # att
+    }
+
+
+def _head_params(head: ContextHead) -> dict[str, np.ndarray]:
+    return {
+        "ctr_mean": _array(head.ctr_mean),  # scalar
+        "feature_mean": _array(head.feature_mean),  # features
+        "feature_std": _array(head.feature_std),  # features
+        "hidden_weight": _array(head.hidden.weight),  # hidden, features
+        "hidden_bias": _array(head.hidden.bias),  # hidden
+        "out_weight": _array(head.out.weight)[0],  # hidden
+        "out_bias": _array(head.out.bias)[0],  # scalar
     }
 
 
 def prior_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
     """The prior's weights as float32 arrays for ``popularity.prior_scores`` (``PARAM_NAMES``)."""
-    prior = model.prior
-    if prior is None:
+    if model.prior is None:
         raise ValueError("this model has no prior (NamlConfig.use_prior is False)")
-
-    def array(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().cpu().numpy().astype(np.float32).copy()
-
     return {
-        "ctr_mean": array(prior.ctr_mean),  # scalar
-        "ctr_strength": np.asarray(prior.ctr_strength, dtype=np.float32),  # scalar
-        "feature_mean": array(prior.feature_mean),  # 3
-        "feature_std": array(prior.feature_std),  # 3
-        "hidden_weight": array(prior.hidden.weight),  # hidden, 3
-        "hidden_bias": array(prior.hidden.bias),  # hidden
-        "out_weight": array(prior.out.weight)[0],  # hidden
-        "out_bias": array(prior.out.bias)[0],  # scalar
+        **_head_params(model.prior),
+        "ctr_strength": np.asarray(model.prior.ctr_strength, dtype=np.float32),
     }
+
+
+def affinity_numpy_params(model: NamlModel) -> dict[str, np.ndarray]:
+    """The affinity term's weights as float32 arrays for ``affinity.affinity_scores`` (``PARAM_NAMES``)."""
+    if model.affinity is None:
+        raise ValueError("this model has no affinity term (NamlConfig.use_affinity is False)")
+    return {**_head_params(model.affinity), "strength": np.asarray(model.affinity.strength, dtype=np.float32)}
 
 
 def encode_news_numpy(

@@ -40,15 +40,19 @@ from newsrec_assets.domain.metrics import to_seconds
 PRIOR_FILE = "prior.npz"
 RAW_FEATURES = ("age_hours", "clicks", "impressions")
 MODEL_FEATURES = ("log1p_age_hours", "logit_smoothed_ctr", "log1p_impressions")
-PARAM_NAMES = (
-    "ctr_mean",  # scalar: mean CTR of the training impressions (smoothing target)
-    "ctr_strength",  # scalar: pseudo-impressions of the smoothing prior
-    "feature_mean",  # [3] standardisation of the model features
-    "feature_std",  # [3]
-    "hidden_weight",  # [hidden, 3]
+# a context head's weights (``naml.ContextHead``, ``head_scores``), f = its number of features
+HEAD_PARAM_NAMES = (
+    "feature_mean",  # [f] standardisation of the model features
+    "feature_std",  # [f]
+    "hidden_weight",  # [hidden, f]
     "hidden_bias",  # [hidden]
     "out_weight",  # [hidden]
     "out_bias",  # scalar
+)
+PARAM_NAMES = (
+    "ctr_mean",  # scalar: mean CTR of the training impressions (smoothing target)
+    "ctr_strength",  # scalar: pseudo-impressions of the smoothing prior
+    *HEAD_PARAM_NAMES,
 )
 _CTR_EPS = 1e-6
 
@@ -61,9 +65,12 @@ __all__ = [
     "augment_user_vectors",
     "context_features",
     "events_before",
+    "head_scores",
+    "load_params",
     "load_prior_params",
     "model_features",
     "prior_scores",
+    "save_params",
     "save_prior_params",
 ]
 
@@ -148,6 +155,16 @@ def model_features(raw: np.ndarray, ctr_mean: float, ctr_strength: float) -> np.
     return np.stack([np.log1p(age), np.log(ctr) - np.log1p(-ctr), np.log1p(impressions)], axis=-1)
 
 
+def head_scores(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """A context head's score in numpy (``naml.ContextHead``): standardise, ``Linear -> ReLU -> Linear``.
+
+    ``features`` [..., f] are model features; returns float32 [...].
+    """
+    z = (features - params["feature_mean"]) / params["feature_std"]  # ..., f
+    hidden = np.maximum(z @ params["hidden_weight"].T + params["hidden_bias"], 0.0)  # ..., hidden
+    return (hidden @ params["out_weight"] + params["out_bias"]).astype(np.float32)  # ...
+
+
 def prior_scores(params: dict[str, np.ndarray], raw_features: np.ndarray) -> np.ndarray:
     """The prior's additive click score per row, equal to ``naml.PopularityPrior`` in eval mode.
 
@@ -159,9 +176,7 @@ def prior_scores(params: dict[str, np.ndarray], raw_features: np.ndarray) -> np.
         float32 [...].
     """
     x = model_features(raw_features, float(params["ctr_mean"]), float(params["ctr_strength"]))
-    z = (x - params["feature_mean"]) / params["feature_std"]  # ..., 3
-    hidden = np.maximum(z @ params["hidden_weight"].T + params["hidden_bias"], 0.0)  # ..., hidden
-    return (hidden @ params["out_weight"] + params["out_bias"]).astype(np.float32)  # ...
+    return head_scores(params, x)
 
 
 def augment_user_vectors(user_vecs: np.ndarray) -> np.ndarray:
@@ -187,10 +202,7 @@ def augment_news_vectors(news_vecs: np.ndarray, prior: np.ndarray) -> np.ndarray
 
 def save_prior_params(params: dict[str, np.ndarray], folder: str | Path) -> Path:
     """Write the prior's arrays to ``<folder>/prior.npz``; returns the file path."""
-    path = Path(folder) / PRIOR_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **{name: np.asarray(params[name], dtype=np.float32) for name in PARAM_NAMES})
-    return path
+    return save_params(params, Path(folder) / PRIOR_FILE, PARAM_NAMES)
 
 
 def load_prior_params(folder_or_file: str | Path) -> dict[str, np.ndarray] | None:
@@ -199,10 +211,24 @@ def load_prior_params(folder_or_file: str | Path) -> dict[str, np.ndarray] | Non
     ``None`` when a model folder has no prior (a model trained without it): rank by the dot
     product alone.
     """
+    return load_params(folder_or_file, PRIOR_FILE, PARAM_NAMES)
+
+
+def save_params(params: dict[str, np.ndarray], path: Path, names: tuple[str, ...]) -> Path:
+    """Write the named arrays (float32) to an .npz file; returns its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{name: np.asarray(params[name], dtype=np.float32) for name in names})
+    return path
+
+
+def load_params(
+    folder_or_file: str | Path, file_name: str, names: tuple[str, ...]
+) -> dict[str, np.ndarray] | None:
+    """The named arrays of ``<folder>/<file_name>`` (or of the .npz given); None if a folder lacks it."""
     path = Path(folder_or_file)
     if path.is_dir():
-        path = path / PRIOR_FILE
+        path = path / file_name
         if not path.exists():
             return None
     with np.load(path, allow_pickle=False) as data:
-        return {name: data[name].astype(np.float32) for name in PARAM_NAMES}
+        return {name: data[name].astype(np.float32) for name in names}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from newsrec_assets.domain.affinity import subcategory_one_hot
 from newsrec_assets.domain.popularity import augment_news_vectors, augment_user_vectors, prior_scores
 from newsrec_assets.domain.ranking import top_k_scores
 from newsrec_assets.domain.user_encoding import encode_users_numpy, load_user_encoder_params
@@ -40,6 +41,10 @@ class ServingSnapshot:
     user_ids: np.ndarray  # users (str)
     history_rows: np.ndarray  # users, max_history (int32 rows, NO_ARTICLE padded, newest first)
     encoder_params: dict[str, np.ndarray]
+    # the affinity term, for a model that has it: every user's affinity per subcategory id at batch
+    # time, and every article's subcategory id (the model's vocabulary)
+    user_affinity: np.ndarray | None = None  # users, n_subcategories (float32)
+    article_subcategories: np.ndarray | None = None  # articles (int64)
 
     def __post_init__(self) -> None:
         self._article_row = {a: i for i, a in enumerate(self.article_ids.tolist())}
@@ -60,6 +65,17 @@ class ServingSnapshot:
         rows = self.history_rows[row]
         return rows[rows != NO_ARTICLE].tolist()
 
+    def affinity_of(self, user_ids: Sequence[str]) -> np.ndarray | None:
+        """The users' affinity blocks as of the batch (zeros for users it did not know), or None."""
+        if self.user_affinity is None:
+            return None
+        out = np.zeros((len(user_ids), self.user_affinity.shape[1]), dtype=np.float32)
+        for i, user_id in enumerate(user_ids):
+            row = self._user_row.get(user_id)
+            if row is not None:
+                out[i] = self.user_affinity[row]
+        return out
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(
@@ -71,6 +87,14 @@ class ServingSnapshot:
             candidate_priors=self.candidate_priors,
             user_ids=self.user_ids.astype(str),
             history_rows=self.history_rows,
+            **(
+                {}
+                if self.user_affinity is None
+                else {
+                    "user_affinity": self.user_affinity,
+                    "article_subcategories": self.article_subcategories,
+                }
+            ),
         )
         np.savez(folder / USER_ENCODER, **self.encoder_params)
         meta = {"model_version": self.model_version, "watermark": self.watermark.isoformat()}
@@ -91,6 +115,8 @@ class ServingSnapshot:
                 user_ids=arrays["user_ids"].astype(object),
                 history_rows=arrays["history_rows"],
                 encoder_params=load_user_encoder_params(folder / USER_ENCODER),
+                user_affinity=arrays.get("user_affinity"),
+                article_subcategories=arrays.get("article_subcategories"),
             )
 
 
@@ -146,13 +172,49 @@ def candidate_priors(
     return prior_scores(prior_params, raw).astype(np.float32)
 
 
-def ranking_vectors(user_vectors: np.ndarray, news_vectors: np.ndarray, priors: np.ndarray):
-    """Vectors whose dot product is the model's score, prior included: ([u, 1], [n, prior]).
+def ranking_vectors(
+    user_vectors: np.ndarray,
+    news_vectors: np.ndarray,
+    priors: np.ndarray,
+    user_affinity: np.ndarray | None = None,
+    news_subcategories: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors whose dot product is the model's score, prior and affinity included.
 
+    ``([u, 1, a_u], [n, prior, e_s])``: with ``user_affinity`` [users, S] (``affinity.user_affinity``)
+    and the candidates' subcategory ids, ``u . n + prior + a_u[s]``; without, ``u . n + prior``.
     Stored user vectors and article vectors in the online store are in this form, so the API can
     score an article published after a list was computed with one dot product.
     """
-    return augment_user_vectors(user_vectors), augment_news_vectors(news_vectors, priors)
+    n_subcategories = 0 if user_affinity is None else user_affinity.shape[1]
+    return (
+        ranking_user_vectors(user_vectors, user_affinity),
+        ranking_news_vectors(news_vectors, priors, news_subcategories, n_subcategories),
+    )
+
+
+def ranking_user_vectors(user_vectors: np.ndarray, user_affinity: np.ndarray | None = None) -> np.ndarray:
+    """The user side of ``ranking_vectors``: ``[u, 1]`` or ``[u, 1, a_u]``."""
+    users = augment_user_vectors(user_vectors)
+    if user_affinity is None or user_affinity.shape[1] == 0:
+        return users
+    return np.concatenate([users, np.asarray(user_affinity, dtype=np.float32)], axis=1)
+
+
+def ranking_news_vectors(
+    news_vectors: np.ndarray,
+    priors: np.ndarray,
+    subcategory_ids: np.ndarray | None = None,
+    n_subcategories: int = 0,
+) -> np.ndarray:
+    """The article side of ``ranking_vectors``: ``[n, prior]``, or ``[n, prior, e_s]`` for a model
+    with the affinity term (``n_subcategories`` > 0, the model's ``NamlConfig.n_subcategories``)."""
+    news = augment_news_vectors(news_vectors, priors)
+    if n_subcategories == 0:
+        return news
+    if subcategory_ids is None:
+        raise ValueError("a model with the affinity term needs the articles' subcategory ids")
+    return np.concatenate([news, subcategory_one_hot(subcategory_ids, n_subcategories)], axis=1)
 
 
 def merge_history(batch_history: list[int], recent_rows: list[int], max_history: int) -> np.ndarray:

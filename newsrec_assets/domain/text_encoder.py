@@ -225,6 +225,8 @@ def fine_tune_simcse(
     subcategory_labels: Sequence[Hashable | None] | None = None,
     config: SimCSEConfig | None = None,
     eval_texts: Sequence[str] | None = None,
+    holdout_texts: Sequence[str] | None = None,
+    holdout_labels: Sequence[Hashable | None] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """Contrastively fine-tune a BERT encoder on article texts within a wall-clock budget.
 
@@ -236,12 +238,17 @@ def fine_tune_simcse(
         config: ``SimCSEConfig``.
         eval_texts: what retrieval accuracy is measured on, one per text (default: ``texts``);
             e.g. titles alone, which separate topics less easily than title plus body.
+        holdout_texts, holdout_labels: texts kept out of training (e.g. the titles of articles
+            held out) and their labels: retrieval accuracy among them, before and after, says
+            whether what was learnt carries over to articles the encoder has not seen. With
+            them, the training texts are not evaluated (their accuracies are NaN).
 
     Returns:
         ``(model, tokenizer, report)``; the model is in eval mode. The report holds ``steps``,
         ``seconds``, ``train_seconds``, ``stopped_by`` (``max_steps`` or ``time_budget``),
         ``loss_curve`` (one loss per step), ``retrieval_acc_before``/``_after`` (NaN without
-        labels), ``n_texts``, ``n_eval``, ``supervised`` and the config.
+        labels), ``holdout_retrieval_before``/``_after`` (NaN without held-out texts),
+        ``n_texts``, ``n_eval``, ``n_holdout``, ``supervised`` and the config.
     """
     config = config or SimCSEConfig()
     started = time.perf_counter()
@@ -252,9 +259,10 @@ def fine_tune_simcse(
         model, tokenizer = load_encoder(model_path)
 
         eval_idx = np.zeros(0, dtype=np.int64)
-        if codes is not None:
-            labelled = np.flatnonzero(codes >= 0)
-            eval_idx = np.sort(rng.permutation(labelled)[: config.eval_max_items])
+        labelled = np.flatnonzero(codes >= 0) if codes is not None else eval_idx
+        eval_idx = np.sort(rng.permutation(labelled)[: config.eval_max_items])
+        if holdout_texts:  # measured on held-out texts instead: the budget goes to training steps
+            eval_idx = eval_idx[:0]
 
         def evaluate() -> float:
             if len(eval_idx) <= config.eval_k:
@@ -265,8 +273,17 @@ def fine_tune_simcse(
             )
             return retrieval_accuracy(emb, codes[eval_idx].tolist(), k=config.eval_k)
 
+        def evaluate_holdout() -> float:
+            if not holdout_texts or holdout_labels is None:
+                return float("nan")
+            emb = embed_texts(
+                model, tokenizer, list(holdout_texts), config.eval_batch_size, config.max_length
+            )
+            return retrieval_accuracy(emb, list(holdout_labels), k=config.eval_k)
+
         eval_start = time.perf_counter()
         acc_before = evaluate()
+        holdout_before = evaluate_holdout()
         eval_seconds = time.perf_counter() - eval_start
         # the same evaluation runs again at the end: keep time for it inside the budget
         deadline = started + config.time_budget_s - eval_seconds
@@ -308,6 +325,7 @@ def fine_tune_simcse(
         train_seconds = time.perf_counter() - train_start
         model.eval()
         acc_after = evaluate()
+        holdout_after = evaluate_holdout()
     report = {
         "steps": len(losses),
         "seconds": time.perf_counter() - started,
@@ -316,9 +334,12 @@ def fine_tune_simcse(
         "loss_curve": losses,
         "retrieval_acc_before": acc_before,
         "retrieval_acc_after": acc_after,
+        "holdout_retrieval_before": holdout_before,
+        "holdout_retrieval_after": holdout_after,
         "retrieval_k": config.eval_k,
         "n_texts": len(texts),
         "n_eval": len(eval_idx),
+        "n_holdout": len(holdout_texts or ()),
         "supervised": codes is not None and config.same_label_positives,
         "threads": threads,
         "base_model": str(model_path) if model_path is not None else str(default_model_path()),

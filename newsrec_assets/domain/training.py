@@ -5,19 +5,22 @@ Input is plain numpy/python so that the use-case layer can feed it from any ware
 - ``ArticleFeatures``: per article row, the title and body vectors from the text encoder and the
   category/subcategory ids (0 = unknown).
 - ``ImpressionLog``: one row per article shown in an impression (impression id, user id, time,
-  article row, clicked, split ``train``/``validation``).
+  article row, clicked, split ``train``/``validation``/``test``; test rows take no part here).
 - ``histories``: per impression id, the article rows the user clicked before that impression,
   newest last (``build_click_histories`` derives them from a click log).
 - ``prior_features`` (when the model has the popularity/recency prior): per impression row, the
   raw ``[age_hours, clicks, impressions]`` of its article at the impression's time
   (``popularity.context_features``); the prior's score is added to each candidate's logit.
+- ``affinity_features`` (when the model has the affinity term): per impression row, the raw
+  counts of the user's impressions and clicks in the article's subcategory, its category and
+  overall before the row's time (``affinity.context_features``); its score is added too.
 
 Each click in a train impression becomes one sample: the clicked article plus K negatives drawn
 from the same impression's non-clicked articles (real exposures), topped up with random catalogue
 articles when the impression has fewer than K. Loss: softmax cross-entropy over the 1 + K
-candidates, as in the NAML paper. With the prior, the random top-up articles have no features at
-the impression's time, so they are masked out of the softmax: a click is compared with what was
-actually shown next to it.
+candidates, as in the NAML paper. With the prior or the affinity term, the random top-up articles
+have no features at the impression's time, so they are masked out of the softmax: a click is
+compared with what was actually shown next to it.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from newsrec_assets.domain.affinity import save_affinity_params
 from newsrec_assets.domain.metrics import evaluate_impressions, to_seconds
 from newsrec_assets.domain.naml import (
+    AFFINITY_CONFIG_KEYS,
     PRIOR_CONFIG_KEYS,
     NamlConfig,
     NamlModel,
+    affinity_numpy_params,
     encode_news_numpy,
     prior_numpy_params,
     user_encoder_numpy_params,
@@ -108,7 +114,7 @@ class ImpressionLog:
     shown_times: np.ndarray
     article_rows: np.ndarray  # int, row in ArticleFeatures
     clicked: np.ndarray  # bool/0-1
-    split: np.ndarray  # "train" / "validation" (anything else is ignored)
+    split: np.ndarray  # "train" / "validation" / "test" (test rows are never read in training)
 
     def __post_init__(self) -> None:
         n = len(self.impression_ids)
@@ -281,16 +287,20 @@ def score_impressions(
     batch_size: int = 2048,
     news_vecs: np.ndarray | None = None,
     prior_features: np.ndarray | None = None,
+    affinity_features: np.ndarray | None = None,
 ) -> np.ndarray:
     """Model scores for impression rows (eval mode, no gradients).
 
     ``impression_codes`` index into ``history_rows``/``history_mask`` ([G, H]); ``article_rows``
     index into ``articles``. A model with a prior needs ``prior_features`` [n_rows, 3] (each row's
-    article at the row's time, ``popularity.context_features``); its prior is added to the dot
-    product. Returns float32 [n_rows].
+    article at the row's time, ``popularity.context_features``), one with the affinity term
+    ``affinity_features`` [n_rows, 6] (``affinity.context_features``); their scores are added to
+    the dot product. Returns float32 [n_rows].
     """
     if model.prior is not None and prior_features is None:
         raise ValueError("this model has a prior: pass prior_features for the rows to score")
+    if model.affinity is not None and affinity_features is None:
+        raise ValueError("this model has the affinity term: pass affinity_features for the rows to score")
     if news_vecs is None:
         news_vecs = encode_news_numpy(
             model, articles.title_vecs, articles.body_vecs, articles.cat_ids, articles.subcat_ids
@@ -300,20 +310,20 @@ def score_impressions(
     users = np.zeros((len(history_rows), model.config.news_dim), dtype=np.float32)
     needed = np.unique(impression_codes)
     news_t = torch.as_tensor(news_vecs)
-    prior = np.zeros(len(article_rows), dtype=np.float32)
+    context = np.zeros(len(article_rows), dtype=np.float32)
     try:
         with torch.inference_mode():
             for s in range(0, len(needed), batch_size):
                 idx = needed[s : s + batch_size]
                 hist = news_t[torch.as_tensor(history_rows[idx])]  # batch, H, dim
                 users[idx] = model.encode_user(hist, torch.as_tensor(history_mask[idx])).numpy()
-            if model.prior is not None:
-                features = torch.as_tensor(np.asarray(prior_features, dtype=np.float32))  # n_rows, 3
-                prior = model.prior_score(features).numpy()
+            terms = model.context_score(prior_features, affinity_features)  # n_rows, or None
+            if terms is not None:
+                context = terms.numpy()
     finally:
         model.train(was_training)
     dots = np.einsum("nd,nd->n", users[impression_codes], news_vecs[article_rows])
-    return (dots + prior).astype(np.float32)
+    return (dots + context).astype(np.float32)
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -327,6 +337,7 @@ def train_naml(
     model_config: NamlConfig | None = None,
     config: TrainConfig | None = None,
     prior_features: np.ndarray | None = None,
+    affinity_features: np.ndarray | None = None,
 ) -> TrainResult:
     """Train NAML on train impressions, early-stopping on mean per-impression validation AUC.
 
@@ -336,7 +347,9 @@ def train_naml(
 
     With ``model_config.use_prior`` (the default), ``prior_features`` [n_rows, 3] must give each
     impression row's raw prior features (``popularity.context_features`` at the row's time);
-    the prior's smoothing target and standardisation are fitted on the train rows.
+    the prior's smoothing target and standardisation are fitted on the train rows. With
+    ``model_config.use_affinity`` (the default) ``affinity_features`` [n_rows, 6] likewise
+    (``affinity.context_features``).
     """
     config = config or TrainConfig()
     model_config = model_config or NamlConfig()
@@ -360,6 +373,14 @@ def train_naml(
         prior_features = np.asarray(prior_features, dtype=np.float32)
         if prior_features.shape != (len(rows), 3):
             raise ValueError(f"prior_features must be [{len(rows)}, 3], got {prior_features.shape}")
+    if model_config.use_affinity:
+        if affinity_features is None:
+            raise ValueError(
+                "use_affinity is on: pass affinity_features (or set NamlConfig.use_affinity=False)"
+            )
+        affinity_features = np.asarray(affinity_features, dtype=np.float32)
+        if affinity_features.shape != (len(rows), 6):
+            raise ValueError(f"affinity_features must be [{len(rows)}, 6], got {affinity_features.shape}")
 
     is_train = _split_is(impressions.split, "train")
     is_val = _split_is(impressions.split, "validation")
@@ -375,10 +396,12 @@ def train_naml(
     with torch_threads(config.num_threads):
         rng = seed_everything(config.seed)
         model = NamlModel(model_config)
+        train_ctr = float(clicked[is_train].mean())
         if model.prior is not None:
-            model.prior.fit_statistics(
-                torch.as_tensor(prior_features[is_train]), ctr_mean=float(clicked[is_train].mean())
-            )
+            model.prior.fit_statistics(torch.as_tensor(prior_features[is_train]), ctr_mean=train_ctr)
+        if model.affinity is not None:
+            model.affinity.fit_statistics(torch.as_tensor(affinity_features[is_train]), ctr_mean=train_ctr)
+        shown_only = model.prior is not None or model.affinity is not None
         result = TrainResult(model=model, n_train_samples=len(pos_idx))
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         loss_fn = nn.CrossEntropyLoss()
@@ -422,12 +445,14 @@ def train_naml(
                 )
                 uniq_t = torch.as_tensor(uniq_rows)
                 inverse = torch.as_tensor(inverse.reshape(-1))
-                cand_features = None
+                cand_log_rows = np.concatenate(
+                    [pos_idx[sel, None], neg_log_rows[s : s + config.batch_size]], axis=1
+                )  # batch, 1 + K
+                cand_prior = cand_affinity = None
                 if model.prior is not None:
-                    cand_log_rows = np.concatenate(
-                        [pos_idx[sel, None], neg_log_rows[s : s + config.batch_size]], axis=1
-                    )  # batch, 1 + K
-                    cand_features = torch.as_tensor(prior_features[cand_log_rows])  # batch, 1 + K, 3
+                    cand_prior = torch.as_tensor(prior_features[cand_log_rows])  # batch, 1 + K, 3
+                if model.affinity is not None:
+                    cand_affinity = torch.as_tensor(affinity_features[cand_log_rows])  # batch, 1 + K, 6
                 logits = model(
                     title_t[uniq_t],
                     body_t[uniq_t],
@@ -436,9 +461,10 @@ def train_naml(
                     inverse[: cand.size].view(cand.shape),  # batch, 1 + K
                     inverse[cand.size :].view(hist.shape),  # batch, H
                     torch.as_tensor(mask),
-                    cand_features,
+                    cand_prior,
+                    cand_affinity,
                 )  # batch, 1 + K
-                if model.prior is not None:  # random top-ups have no features: out of the softmax
+                if shown_only:  # random top-ups have no features: out of the softmax
                     shown = torch.as_tensor(exposed[s : s + config.batch_size])  # batch, K
                     logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(~shown, -1e9)], dim=1)
                 loss = loss_fn(logits, torch.zeros(len(sel), dtype=torch.long))  # clicked item first
@@ -462,6 +488,7 @@ def train_naml(
                     hist_mask,
                     batch_size=config.eval_batch_size,
                     prior_features=None if prior_features is None else prior_features[is_val],
+                    affinity_features=None if affinity_features is None else affinity_features[is_val],
                 )
                 metrics = evaluate_impressions(imp_codes[is_val], clicked[is_val].astype(np.int8), scores)
             last_eval_s = time.perf_counter() - eval_start
@@ -504,8 +531,11 @@ def model_version(model: NamlModel) -> str:
     """Content hash of the config and weights: ``naml-<16 hex>``, stable across save/load."""
     digest = hashlib.sha256()
     config = model.config.to_dict()
-    if not model.config.use_prior:  # a prior-less model hashes as before the prior existed
+    # a model without a term hashes as before that term existed
+    if not model.config.use_prior:
         config = {k: v for k, v in config.items() if k not in PRIOR_CONFIG_KEYS}
+    if not model.config.use_affinity:
+        config = {k: v for k, v in config.items() if k not in AFFINITY_CONFIG_KEYS}
     digest.update(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         array = tensor.detach().cpu().contiguous().numpy()
@@ -515,9 +545,10 @@ def model_version(model: NamlModel) -> str:
 
 
 def save_model(model: NamlModel, path: str | Path, extra: Mapping[str, Any] | None = None) -> str:
-    """Write ``weights.pt``, ``config.json``, the numpy ``user_encoder.npz`` and ``prior.npz``.
+    """Write ``weights.pt``, ``config.json``, the numpy ``user_encoder.npz``, ``prior.npz``, ``affinity.npz``.
 
-    ``prior.npz`` (``popularity.load_prior_params``) is written only for a model with a prior.
+    ``prior.npz`` (``popularity.load_prior_params``) is written only for a model with a prior,
+    ``affinity.npz`` (``affinity.load_affinity_params``) only for one with the affinity term.
 
     ``extra`` (e.g. the training history, the text-encoder version) is stored in ``config.json``
     under ``"extra"``; it must be JSON-serialisable. Returns the version id.
@@ -529,6 +560,8 @@ def save_model(model: NamlModel, path: str | Path, extra: Mapping[str, Any] | No
     save_user_encoder_params(user_encoder_numpy_params(model), folder)
     if model.prior is not None:
         save_prior_params(prior_numpy_params(model), folder)
+    if model.affinity is not None:
+        save_affinity_params(affinity_numpy_params(model), folder)
     meta = {
         "model": "naml",
         "version": version,
@@ -553,8 +586,10 @@ def load_model(path: str | Path) -> NamlModel:
     """Load a model written by ``save_model`` (eval mode). Raises if the weights' hash mismatches."""
     folder = Path(path)
     meta = json.loads((folder / MODEL_CONFIG_FILE).read_text())
-    # models saved before the prior existed have no use_prior key and no prior weights
-    model = NamlModel(NamlConfig.from_dict({"use_prior": False, **meta["naml_config"]}))
+    # models saved before a term existed have no use_<term> key and no weights for it
+    model = NamlModel(
+        NamlConfig.from_dict({"use_prior": False, "use_affinity": False, **meta["naml_config"]})
+    )
     state = torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

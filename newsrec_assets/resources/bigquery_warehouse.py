@@ -211,7 +211,12 @@ class BigQueryWarehouse(SQLWarehouse):
                 type_=bigquery.TimePartitioningType.DAY, field=partition_by
             )
         table.clustering_fields = cluster_by or None
-        self.client.create_table(table, exists_ok=True)
+        existing = self.client.create_table(table, exists_ok=True)
+        # A nullable column added to the source later (e.g. articles.url) is added to the table too.
+        missing = [field for field in schema if field.name not in {f.name for f in existing.schema}]
+        if missing:
+            existing.schema = [*existing.schema, *missing]
+            self.client.update_table(existing, ["schema"])
 
     def ensure_raw_tables(self) -> None:
         self._ensure_dataset("raw")

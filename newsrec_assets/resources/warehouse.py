@@ -246,6 +246,11 @@ class Warehouse(ABC):
         """user_id, click_rank (1 = newest), article_id for every user's recent distinct clicks."""
 
     @abstractmethod
+    def user_subcategory_counts(self) -> pa.Table:
+        """Every user's impressions and clicks per subcategory so far, over current articles:
+        user_id, subcategory, impressions, clicks."""
+
+    @abstractmethod
     def summary(self) -> dict[str, int]:
         """Counts that show the spine worked: landed, stored, duplicates, quarantined, view events."""
 
@@ -355,6 +360,14 @@ class SQLWarehouse(Warehouse):
             "order by user_id, click_rank"
         )
 
+    def user_subcategory_counts(self) -> pa.Table:
+        return self.run_query(
+            "select i.user_id, a.subcategory, count(*) as impressions, count(i.first_clicked_at) as clicks "
+            f"from {self.relation('marts', 'training_impressions')} i "
+            f"join {self.relation('marts', 'current_articles')} a on a.article_id = i.article_id "
+            "group by i.user_id, a.subcategory order by i.user_id, a.subcategory"
+        )
+
     def summary(self) -> dict[str, int]:
         files, quarantine = self.relation("raw", "landing_files"), self.relation("raw", "cdc_quarantine")
         marts = partial(self.relation, "marts")
@@ -393,6 +406,10 @@ class DuckDBWarehouse(SQLWarehouse):
             connection.execute(statement)
         for table in SOURCE_TABLES:
             connection.execute(_raw_table_ddl(table))
+            for name, kind in SOURCE_TABLES[table].columns.items():  # a column added to the source later
+                connection.execute(
+                    f"alter table {raw_table_name(table)} add column if not exists {name} {_SQL_TYPES[kind]}"
+                )
 
     def ingest(
         self,

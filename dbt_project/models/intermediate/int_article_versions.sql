@@ -23,6 +23,7 @@ versioned as (
         body,
         category,
         subcategory,
+        url,
         status,
         published_at,
         updated_at,
@@ -62,6 +63,7 @@ final as (
         body,
         category,
         subcategory,
+        url,
         status,
         published_at,
         updated_at

@@ -18,6 +18,7 @@ final as (
         body,
         category,
         subcategory,
+        url,
         status,
         status = 'published' as is_live,
         published_at,

@@ -8,9 +8,11 @@
     )
 }}
 
--- Real impressions for training: one row per article shown in a served list, labelled with
--- whether the user clicked it, split by time: the last `validation_hours` (default 24) before
--- as_of are `validation`, everything before is `train`.
+-- Real impressions for training and evaluation: one row per article shown in a served list,
+-- labelled with whether the user clicked it, split into three disjoint windows by time: the last
+-- `test_hours` before as_of are `test` (the gate and every reported metric), the
+-- `validation_hours` before those are `validation` (early stopping, model selection), everything
+-- earlier is `train`.
 
 with
 
@@ -20,11 +22,12 @@ impressions as (
 
 ),
 
-validation_window as (
+windows as (
 
     select
         as_of,
-        {{ hours_before('as_of', var('validation_hours')) }} as validation_start
+        {{ hours_before('as_of', var('test_hours')) }} as test_start,
+        {{ hours_before('as_of', var('test_hours') + var('validation_hours')) }} as validation_start
 
     from {{ ref('int_as_of') }}
 
@@ -41,13 +44,14 @@ final as (
         impressions.clicked,
         impressions.first_clicked_at,
         case
-            when impressions.shown_at >= validation_window.validation_start then 'validation'
+            when impressions.shown_at >= windows.test_start then 'test'
+            when impressions.shown_at >= windows.validation_start then 'validation'
             else 'train'
         end as split,
-        validation_window.as_of
+        windows.as_of
 
     from impressions
-    cross join validation_window
+    cross join windows
 
 )
 

@@ -24,6 +24,7 @@ typed as (
         body,
         category,
         subcategory,
+        url,
         status,
         cast(published_at as {{ dbt.type_timestamp() }}) as published_at,
         cast(updated_at as {{ dbt.type_timestamp() }}) as updated_at,

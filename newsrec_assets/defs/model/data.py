@@ -116,3 +116,69 @@ def impression_prior_features(impressions: Impressions, catalogue: Catalogue) ->
         click_keys=rows[clicked],
         click_times=impressions.clicked_at[clicked],
     )
+
+
+def impression_affinity_features(impressions: Impressions, catalogue: Catalogue) -> np.ndarray:
+    """Raw affinity features of every impression row: its user's counts in its article's topics.
+
+    ``affinity.RAW_FEATURES``: the user's impressions and clicks in the row article's subcategory,
+    in its category and overall, strictly before the row's time. The exposures are the impression
+    rows themselves (every window alike), the clicks their first clicks when they happened.
+    float32 [n_rows, 6].
+    """
+    from newsrec_assets.domain.affinity import context_features, subcategory_categories
+
+    log = impressions.log
+    features = catalogue.features
+    subcategories = np.asarray(features.subcat_ids, dtype=np.int64)[log.article_rows]
+    clicked = np.asarray(log.clicked, dtype=bool) & ~np.isnat(impressions.clicked_at)
+    return context_features(
+        user_keys=log.user_ids,
+        subcategory_ids=subcategories,
+        times=log.shown_times,
+        impression_user_keys=log.user_ids,
+        impression_subcategory_ids=subcategories,
+        impression_times=log.shown_times,
+        click_user_keys=log.user_ids[clicked],
+        click_subcategory_ids=subcategories[clicked],
+        click_times=impressions.clicked_at[clicked],
+        categories=subcategory_categories(
+            features.cat_ids, features.subcat_ids, len(catalogue.subcategories) + 1
+        ),
+    )
+
+
+def user_subcategory_counts(warehouse: Warehouse) -> pa.Table:
+    """Every user's impressions and clicks per subcategory so far.
+
+    Columns `user_id, subcategory, impressions, clicks`.
+
+    Impressions of articles no longer current (deleted) are left out, as training leaves them out.
+    """
+    return warehouse.user_subcategory_counts()
+
+
+def user_affinity_counts(warehouse: Warehouse, catalogue: Catalogue, user_ids: np.ndarray) -> np.ndarray:
+    """Raw affinity features of every (user, subcategory id) pair now, for `user_ids` in that order.
+
+    float32 [len(user_ids), n_subcategories, 6] (``affinity.user_counts``); subcategory ids are the
+    catalogue's (the model's vocabulary), users without impressions get zeros.
+    """
+    from newsrec_assets.domain.affinity import subcategory_categories, user_counts
+    from newsrec_assets.domain.catalogue import encode
+
+    counts = user_subcategory_counts(warehouse)
+    row_of = {user: i for i, user in enumerate(np.asarray(user_ids).tolist())}
+    codes = np.fromiter((row_of.get(u, -1) for u in counts["user_id"].to_pylist()), dtype=np.int64)
+    known = codes >= 0
+    features = catalogue.features
+    return user_counts(
+        user_codes=codes[known],
+        subcategory_ids=encode(counts["subcategory"].to_pylist(), catalogue.subcategories)[known],
+        impressions=counts["impressions"].to_numpy()[known],
+        clicks=counts["clicks"].to_numpy()[known],
+        n_users=len(row_of),
+        categories=subcategory_categories(
+            features.cat_ids, features.subcat_ids, len(catalogue.subcategories) + 1
+        ),
+    )

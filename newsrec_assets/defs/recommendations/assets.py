@@ -47,13 +47,16 @@ def batch_recommendations(
 ) -> dg.MaterializeResult:
     """Every user's ranked list from the published NAML model, published to the online store at once.
 
-    User vectors come from each user's latest 50 clicks (attentive user encoder); candidates are
+    User vectors come from each user's latest 50 clicks (attentive user encoder), plus, for a model
+    with the affinity term, the user's affinity to every subcategory from their impressions and
+    clicks so far (folded into the dot product with the prior); candidates are
     live articles published within `candidate_max_age_hours`; already-clicked articles are left
     out; scoring is a chunked matmul + top-k. Users without history get the cold-start list
     (fresh + popular). The lists carry the batch's event-time watermark, so the publish never
     replaces a fresher speed-layer list. A serving snapshot for the speed layer is written too.
     """
-    from newsrec_assets.defs.model.data import load_catalogue
+    from newsrec_assets.defs.model.data import load_catalogue, user_affinity_counts
+    from newsrec_assets.domain.affinity import load_affinity_params, user_affinity
     from newsrec_assets.domain.naml import encode_news_numpy, user_encoder_numpy_params
     from newsrec_assets.domain.popularity import load_prior_params
     from newsrec_assets.domain.ranking import cold_start_list
@@ -125,9 +128,15 @@ def batch_recommendations(
 
     clock = time.perf_counter()
     user_vectors = encode_user_histories(params, news_vectors, history_rows)
+    affinity_params = load_affinity_params(model_folder)
+    affinity = None
+    if affinity_params is not None:
+        affinity = user_affinity(affinity_params, user_affinity_counts(db, catalogue, user_ids))
     timings["encode_users"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    ranking_users, ranking_candidates = ranking_vectors(user_vectors, news_vectors[candidate_rows], priors)
+    ranking_users, ranking_candidates = ranking_vectors(
+        user_vectors, news_vectors[candidate_rows], priors, affinity, features.subcat_ids[candidate_rows]
+    )
     top_index, top_scores = rank_for_users(
         ranking_users, ranking_candidates, history_rows, candidate_rows, config.list_length
     )
@@ -190,6 +199,8 @@ def batch_recommendations(
         user_ids=user_ids,
         history_rows=history_rows,
         encoder_params=params,
+        user_affinity=affinity,
+        article_subcategories=None if affinity is None else features.subcat_ids,
     )
     snapshot_version = f"{model_version}-{as_of:%Y%m%dT%H%M%S%f}"
     with tempfile.TemporaryDirectory() as folder:

@@ -117,8 +117,15 @@ def speed_recommendations(
         else np.zeros((0, snapshot.max_history), dtype=np.int32)
     )
     user_vectors = encode_user_histories(snapshot.encoder_params, news_vectors, history_rows)
+    # the affinity blocks stay as of the batch: the speed layer sees clicks, not impressions
     ranking_users, batch_candidates = ranking_vectors(
-        user_vectors, snapshot.news_vectors[snapshot.candidate_rows], snapshot.candidate_priors
+        user_vectors,
+        snapshot.news_vectors[snapshot.candidate_rows],
+        snapshot.candidate_priors,
+        snapshot.affinity_of(changed),
+        None
+        if snapshot.article_subcategories is None
+        else snapshot.article_subcategories[snapshot.candidate_rows],
     )
     ranking_candidates = np.vstack([batch_candidates, fresh_ranking]) if len(fresh_ids) else batch_candidates
     top_index, top_scores = rank_for_users(
@@ -251,8 +258,8 @@ def fresh_article_vectors(
     from newsrec_assets.domain.cdc import source_order
     from newsrec_assets.domain.landing_format import parse_landing_file
     from newsrec_assets.domain.naml import encode_news_numpy
-    from newsrec_assets.domain.popularity import augment_news_vectors, load_prior_params
-    from newsrec_assets.domain.recommend import candidate_priors
+    from newsrec_assets.domain.popularity import load_prior_params
+    from newsrec_assets.domain.recommend import candidate_priors, ranking_news_vectors
     from newsrec_assets.domain.text_encoder import embed_texts, load_encoder
     from newsrec_assets.domain.training import load_model
     from newsrec_assets.domain.user_encoding import load_model_metadata
@@ -283,19 +290,22 @@ def fresh_article_vectors(
         encoder, tokenizer = load_encoder(store.fetch("text_encoder", encoder_version))
         titles = embed_texts(encoder, tokenizer, [r.payload["title"] for r in live], max_length=32)
         bodies = embed_texts(encoder, tokenizer, [r.payload["body"] for r in live], max_length=128)
+        subcategory_ids = encode([r.payload["subcategory"] for r in live], extra["subcategories"])
         news = encode_news_numpy(
             model,
             titles,
             bodies,
             encode([r.payload["category"] for r in live], extra["categories"]),
-            encode([r.payload["subcategory"] for r in live], extra["subcategories"]),
+            subcategory_ids,
         )
-        # Ranking form [news vector, prior]: a new article has no impressions or clicks yet.
+        # Ranking form [news vector, prior(, subcategory one-hot)]: a new article has no
+        # impressions or clicks yet.
         now = datetime.now(UTC)
         age_hours = np.array([(now - r.payload["published_at"]).total_seconds() / 3600 for r in live])
         zeros = np.zeros(len(live))
         priors = candidate_priors(load_prior_params(model_folder), age_hours, zeros, zeros)
-        vectors = augment_news_vectors(news, priors)
+        n_subcategories = model.config.n_subcategories if model.affinity is not None else 0
+        vectors = ranking_news_vectors(news, priors, subcategory_ids, n_subcategories)
         online.upsert_articles(
             ArticleMeta(
                 article_id=r.payload["article_id"],

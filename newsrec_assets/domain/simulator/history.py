@@ -70,7 +70,9 @@ class SimulationConfig:
     articles: int = 3000
     days: float = 7.0
     window_minutes: int = 10
-    mean_sessions_per_day: float = 2.6
+    # about 5 sessions a day: enough impressions per user for a recommender to tell a topic that a
+    # user passes over from one they read (bench/ceiling.py measures what the density allows)
+    mean_sessions_per_day: float = 5.2
 
     @property
     def end_ms(self) -> int:

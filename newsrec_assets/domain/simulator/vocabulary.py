@@ -1,9 +1,19 @@
 """Topic vocabulary and article text generation for the simulated news app.
 
 Every subcategory has its own content words, every category a few more, and all articles share
-function words and general news words. A text encoder therefore sees topical signal that is
-strongest at the subcategory level, weaker at the category level and absent in the filler, which
-is what makes the article embeddings useful to a recommender trained on the simulated clicks.
+function words, general news words, headline verbs and names. The topical signal is deliberately
+blurred the way real news text is:
+
+- **shared vocabulary**: each subcategory also uses a fixed set of words borrowed from a sibling
+  subcategory and from one of another category (a football piece talks about "serve" and "rally",
+  a property piece about "inflation"), so no word list belongs to one topic alone;
+- **paraphrased headlines**: follow-ups of a recent story reword its headline (synonymous verbs,
+  some words swapped for the new article's own topic, another order), sometimes from another
+  subcategory, and an edited headline is a rewording of the old one;
+- **noise**: off-topic words, names, and the odd typo.
+
+A text encoder therefore sees topical signal strongest at the subcategory level but far from
+separable on a headline alone, which is what gives fine-tuning on the corpus something to learn.
 """
 
 from __future__ import annotations
@@ -233,7 +243,36 @@ FUNCTION_WORDS: tuple[str, ...] = (
     "he", "she", "who", "which", "while", "also", "most", "some", "what", "when",
 )
 
+# Headline verbs in groups of synonyms: a paraphrase swaps a verb for another of its group.
+HEADLINE_VERBS: tuple[tuple[str, ...], ...] = (
+    ("says", "claims", "insists", "argues"),
+    ("warns", "cautions", "fears"),
+    ("wins", "secures", "clinches", "takes"),
+    ("faces", "confronts", "battles"),
+    ("plans", "prepares", "weighs", "considers"),
+    ("cuts", "slashes", "trims", "reduces"),
+    ("raises", "lifts", "boosts", "increases"),
+    ("delays", "postpones", "stalls"),
+    ("launches", "unveils", "announces", "reveals"),
+    ("backs", "supports", "endorses"),
+    ("rejects", "dismisses", "refuses"),
+    ("hits", "strikes", "slams"),
+    ("eyes", "targets", "seeks"),
+    ("ends", "halts", "stops"),
+)
+# Names that make headlines in every section.
+NAMES: tuple[str, ...] = (
+    "smith", "garcia", "northfield", "atlas", "meridian", "harbor", "kowalski", "tanaka", "okafor",
+    "riverside", "crown", "union", "eastgate", "westbrook", "novak", "silva", "brennan", "halden",
+    "vega", "lindqvist",
+)
+
 # fmt: on
+
+# Fixed, independent of any simulation seed: which words each subcategory borrows.
+SHARED_VOCABULARY_SEED = 20261120
+BORROWED_WORDS_PER_PARTNER = 10
+TYPO_PROBABILITY = 0.04
 
 
 @dataclass(frozen=True)
@@ -265,12 +304,14 @@ class Taxonomy:
 
 
 class ArticleTextGenerator:
-    """Draws titles and bodies whose content words come from the article's subcategory and category."""
+    """Draws headlines and bodies whose content words come mostly, not only, from the article's topic."""
 
-    # Word-source mixtures: (subcategory, category, off-topic subcategory, news, function).
-    # A small off-topic share keeps topics overlapping, as real articles do.
-    TITLE_MIX = np.array([0.50, 0.18, 0.04, 0.10, 0.18])
-    BODY_MIX = np.array([0.32, 0.14, 0.04, 0.15, 0.35])
+    # Content-word sources: (subcategory, borrowed by the subcategory, category, an off-topic
+    # subcategory, news words); a headline's remaining words are a verb, names and function words.
+    TITLE_MIX = np.array([0.38, 0.22, 0.14, 0.10, 0.16])
+    # Bodies draw function words too (the last share).
+    BODY_MIX = np.array([0.22, 0.12, 0.12, 0.06, 0.16, 0.32])
+    FOLLOW_UP_WORD_SWAP = 0.35  # share of a paraphrased headline's content words redrawn
 
     def __init__(self, taxonomy: Taxonomy) -> None:
         self.taxonomy = taxonomy
@@ -280,28 +321,79 @@ class ArticleTextGenerator:
         self._category_words = [np.asarray(words) for words, _ in TOPICS.values()]
         self._news_words = np.asarray(NEWS_WORDS)
         self._function_words = np.asarray(FUNCTION_WORDS)
+        self._function_set = frozenset(FUNCTION_WORDS)
+        self._verb_group = {verb: group for group in HEADLINE_VERBS for verb in group}
+        self._borrowed = self._shared_vocabulary()
 
-    def _words(self, rng: np.random.Generator, subcategory: int, count: int, mix: np.ndarray) -> list[str]:
+    def _shared_vocabulary(self) -> list[np.ndarray]:
+        """Per subcategory, words borrowed from a sibling and from a subcategory of another category."""
+        rng = np.random.default_rng(SHARED_VOCABULARY_SEED)
+        parents = self.taxonomy.subcategory_category
+        borrowed = []
+        for subcategory in range(self.taxonomy.n_subcategories):
+            others = np.arange(len(parents)) != subcategory
+            siblings = np.flatnonzero((parents == parents[subcategory]) & others)
+            strangers = np.flatnonzero(parents != parents[subcategory])
+            partners = [int(rng.choice(strangers))] + ([int(rng.choice(siblings))] if len(siblings) else [])
+            words = [
+                rng.choice(self._subcategory_words[p], size=BORROWED_WORDS_PER_PARTNER, replace=False)
+                for p in partners
+            ]
+            borrowed.append(np.concatenate(words))
+        return borrowed
+
+    def _sources(self, rng: np.random.Generator, subcategory: int) -> tuple[np.ndarray, ...]:
         category = int(self.taxonomy.subcategory_category[subcategory])
         off_topic = int(rng.integers(self.taxonomy.n_subcategories))
-        sources = (
+        return (
             self._subcategory_words[subcategory],
+            self._borrowed[subcategory],
             self._category_words[category],
             self._subcategory_words[off_topic],
             self._news_words,
             self._function_words,
         )
+
+    def _words(self, rng: np.random.Generator, subcategory: int, count: int, mix: np.ndarray) -> list[str]:
+        sources = self._sources(rng, subcategory)[: len(mix)]
         source_of_word = rng.choice(len(sources), size=count, p=mix)
         words = np.empty(count, dtype=object)
         for source_index, source in enumerate(sources):
             slots = np.flatnonzero(source_of_word == source_index)
             words[slots] = source[rng.integers(len(source), size=len(slots))]
-        return list(words)
+        return [_with_typo(rng, word) for word in words]
 
     def title(self, rng: np.random.Generator, subcategory: int) -> str:
-        """A headline of 6-15 words."""
-        words = self._words(rng, subcategory, int(rng.integers(6, 16)), self.TITLE_MIX)
-        return " ".join(words).capitalize()
+        """A headline of 6-15 words: content words around a verb, sometimes a name, function words."""
+        length = int(rng.integers(6, 16))
+        content = self._words(rng, subcategory, max(3, round(0.6 * length)), self.TITLE_MIX)
+        group = HEADLINE_VERBS[int(rng.integers(len(HEADLINE_VERBS)))]
+        words = content[: len(content) // 2] + [str(rng.choice(group))] + content[len(content) // 2 :]
+        if rng.random() < 0.4:
+            words.insert(0, str(rng.choice(NAMES)))
+        return _headline(rng, words, length, self._function_words)
+
+    def paraphrase(self, rng: np.random.Generator, title: str, subcategory: int) -> str:
+        """Another wording of a headline, for an article of `subcategory` (the same story or a follow-up).
+
+        Verbs become synonyms, about a third of the content words are redrawn from the new article's
+        own mixture, function words come and go, and the headline may be turned around its verb.
+        """
+        kept: list[str] = []
+        for word in title.lower().split():
+            if word in self._verb_group:
+                kept.append(str(rng.choice(self._verb_group[word])))
+            elif word in self._function_set:
+                if rng.random() < 0.7:
+                    kept.append(word)
+            elif rng.random() < self.FOLLOW_UP_WORD_SWAP:
+                kept.extend(self._words(rng, subcategory, 1, self.TITLE_MIX))
+            else:
+                kept.append(word)
+        if len(kept) > 2 and rng.random() < 0.5:
+            pivot = int(rng.integers(1, len(kept)))
+            kept = kept[pivot:] + kept[:pivot]
+        return _headline(rng, kept, int(np.clip(len(kept), 6, 15)), self._function_words)
 
     def body(self, rng: np.random.Generator, subcategory: int) -> str:
         """A body of 40-130 words in sentences of 6-18 words (an edit may append up to 16 more)."""
@@ -318,3 +410,19 @@ class ArticleTextGenerator:
         """A sentence appended to a body when the article is edited."""
         words = self._words(rng, subcategory, int(rng.integers(8, 16)), self.BODY_MIX)
         return "Update: " + " ".join(words) + "."
+
+
+def _headline(rng: np.random.Generator, words: list[str], length: int, function_words: np.ndarray) -> str:
+    """`words` filled up with function words at random places, or cut, to `length` words."""
+    words = list(words[:length])
+    while len(words) < length:
+        words.insert(int(rng.integers(1, len(words) + 1)), str(rng.choice(function_words)))
+    return " ".join(words).capitalize()
+
+
+def _with_typo(rng: np.random.Generator, word: str) -> str:
+    """The word, or now and then the word with two neighbouring letters swapped."""
+    if len(word) < 4 or rng.random() >= TYPO_PROBABILITY:
+        return word
+    i = int(rng.integers(1, len(word) - 2))
+    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]

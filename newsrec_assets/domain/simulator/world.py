@@ -138,6 +138,9 @@ class ArticleChange:
 class Newsroom:
     """Writes articles: topic mix, text, and the CMS lifecycle (publish, edits, unpublish, delete)."""
 
+    FOLLOW_UP_PROBABILITY = 0.3  # a new article rewords the headline of a recent story
+    SAME_TOPIC_FOLLOW_UP = 0.6  # ... that story being the newest of its own subcategory
+    STORIES_REMEMBERED = 40
     EDIT_PROBABILITY = 0.18
     SECOND_EDIT_PROBABILITY = 0.3
     UNPUBLISH_PROBABILITY = 0.03
@@ -158,6 +161,7 @@ class Newsroom:
         if topic_share is None:
             topic_share = rng.dirichlet(np.full(taxonomy.n_subcategories, 3.0))
         self.topic_share = topic_share
+        self.recent_headlines: list[tuple[int, str]] = []  # (subcategory, title), oldest first
 
     def draw_subcategory(self) -> int:
         return int(self.rng.choice(self.taxonomy.n_subcategories, p=self.topic_share))
@@ -168,9 +172,11 @@ class Newsroom:
     def new_row(self, index: int, subcategory: int, published_ms: int) -> dict[str, Any]:
         """The CMS row of a freshly published article."""
         published_at = ms_to_datetime(published_ms)
+        title = self._headline(subcategory)
+        self.recent_headlines = [*self.recent_headlines[-self.STORIES_REMEMBERED + 1 :], (subcategory, title)]
         return {
             "article_id": article_id(index),
-            "title": self.text.title(self.rng, subcategory),
+            "title": title,
             "body": self.text.body(self.rng, subcategory),
             "category": self.taxonomy.categories[self.taxonomy.subcategory_category[subcategory]],
             "subcategory": self.taxonomy.subcategories[subcategory],
@@ -178,6 +184,18 @@ class Newsroom:
             "published_at": published_at,
             "updated_at": published_at,
         }
+
+    def _headline(self, subcategory: int) -> str:
+        """A new headline, or a rewording of a recent story's (a follow-up, maybe from another section)."""
+        rng = self.rng
+        if not self.recent_headlines or rng.random() >= self.FOLLOW_UP_PROBABILITY:
+            return self.text.title(rng, subcategory)
+        same_topic = [title for topic, title in self.recent_headlines if topic == subcategory]
+        if same_topic and rng.random() < self.SAME_TOPIC_FOLLOW_UP:
+            story = same_topic[-1]
+        else:
+            story = self.recent_headlines[int(rng.integers(len(self.recent_headlines)))][1]
+        return self.text.paraphrase(rng, story, subcategory)
 
     def publish_history(self, count: int, start_ms: int, end_ms: int) -> tuple[Articles, list[ArticleChange]]:
         """`count` articles published in [start_ms, end_ms), with every CMS change before end_ms."""
@@ -210,7 +228,7 @@ class Newsroom:
         for _ in range(edits):
             moment += 5 * MS_PER_MINUTE + int(rng.exponential(3 * MS_PER_HOUR))
             if rng.random() < 0.5:
-                row["title"] = self.text.title(rng, subcategory)
+                row["title"] = self.text.paraphrase(rng, row["title"], subcategory)
             else:
                 row["body"] = row["body"] + " " + self.text.correction(rng, subcategory)
             row["updated_at"] = ms_to_datetime(moment)
