@@ -1,5 +1,6 @@
 """Both code locations load, show the whole lineage, and stay light to import."""
 
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -122,3 +123,24 @@ def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs)
     assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
     assert result.get_num_requested(dg.AssetKey("naml_model")) == 0
     assert result.get_num_requested(dg.AssetKey("text_encoder")) == 0
+
+
+def test_a_manifest_older_than_a_changed_model_is_stale(tmp_path):
+    from types import SimpleNamespace
+
+    from newsrec_assets.defs.features.dbt import manifest_is_stale
+
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "m.sql"
+    model.write_text("select 1")
+    project = SimpleNamespace(project_dir=tmp_path, manifest_path=tmp_path / "target" / "manifest.json")
+    assert manifest_is_stale(project)  # never parsed
+
+    project.manifest_path.parent.mkdir()
+    project.manifest_path.write_text("{}")
+    os.utime(model, (1_000_000_000, 1_000_000_000))
+    assert not manifest_is_stale(project)
+
+    model.write_text("select 2")  # a checkout changed the model after the parse
+    os.utime(model, (project.manifest_path.stat().st_mtime + 1,) * 2)
+    assert manifest_is_stale(project)

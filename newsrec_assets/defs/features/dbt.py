@@ -4,7 +4,8 @@ One `DbtProject` per target, each with its own `target_path` (`target/local`, `t
 each environment loads the manifest parsed for its own adapter and never another's: the assets'
 kinds (duckdb, bigquery) come from it. Deployments prepare both with
 `dagster-dbt project prepare-and-package --file newsrec_assets/defs/features/dbt.py`; `dagster dev`
-re-parses the current target on start (`prepare_if_dev`), and a missing manifest is parsed on load.
+re-parses the current target on start (`prepare_if_dev`), and a manifest that is missing or older
+than the project's files (a checkout that changed a model) is parsed on load.
 """
 
 import os
@@ -56,13 +57,25 @@ local_dbt_project = target_project("local")
 prod_dbt_project = target_project("prod")
 
 
+def manifest_is_stale(project: DbtProject) -> bool:
+    """The manifest is missing, or a model, macro, test or project file changed after it was parsed."""
+    if not project.manifest_path.exists():
+        return True
+    parsed_at = project.manifest_path.stat().st_mtime
+    project_dir = Path(project.project_dir)
+    sources = [project_dir / "dbt_project.yml", project_dir / "profiles.yml"]
+    for folder in ("models", "macros", "tests"):
+        sources += (project_dir / folder).rglob("*")
+    return any(path.is_file() and path.stat().st_mtime > parsed_at for path in sources)
+
+
 @cache
 def dbt_project() -> DbtProject:
-    """The dbt project of this environment, its manifest parsed if missing."""
+    """The dbt project of this environment, its manifest parsed if missing or stale."""
     project = prod_dbt_project if get_environment() == "prod" else local_dbt_project
     with venv_dbt_on_path():
         project.prepare_if_dev()
-        if not project.manifest_path.exists():
+        if manifest_is_stale(project):
             project.preparer.prepare(project)
     return project
 
