@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 
 from newsrec_assets.defs.embeddings.assets import TextEncoderConfig
+from newsrec_assets.defs.evaluation.assets import FreshnessReplayConfig
 from newsrec_assets.defs.model.assets import NamlTrainingConfig
 
 SIMULATION = {"seed": 3, "users": 250, "articles": 300, "days": 3.0}  # the local e2e test's app
@@ -35,6 +36,7 @@ def run_config(ground_truth_dir: Path) -> dg.RunConfig:
             "naml_model": NamlTrainingConfig(
                 time_budget_seconds=3600, max_epochs=3, patience=3, ground_truth_dir=str(ground_truth_dir)
             ),
+            "freshness_replay": FreshnessReplayConfig(days=0.5, ground_truth_dir=str(ground_truth_dir)),
         }
     )
 

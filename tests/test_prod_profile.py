@@ -206,7 +206,7 @@ def prod_settings():
 
 def test_the_whole_graph_materialises_in_prod_with_bigquery_kinds(prod_run):
     assert prod_run["success"], f"failed steps: {prod_run['failed_steps']}"
-    assert prod_run["checks"]["beats_popularity_on_holdout"]
+    assert prod_run["checks"]["beats_popularity_on_test_window"]
     assert prod_run["checks"]["unique_view_events_event_id"]
     assert all(passed for passed in prod_run["checks"].values()), prod_run["checks"]
     assert prod_run["kinds"] == {
