@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import socket
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,6 +22,30 @@ def service_reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+POSTGRES = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_USERNAME": "postgres"}
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[dict[str, str]]:
+    """A new PostgreSQL database on the machine's server, dropped afterwards; the prod Dagster
+    instance's `DAGSTER_PG_*` variables that point at it. Skips when no server is reachable."""
+    if not service_reachable(POSTGRES["DAGSTER_PG_HOST"], int(POSTGRES["DAGSTER_PG_PORT"])):
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    import psycopg2
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'create database "{name}"')
+        yield {**POSTGRES, "DAGSTER_PG_PASSWORD": "", "DAGSTER_PG_DB": name}
+        with admin.cursor() as cursor:
+            cursor.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        admin.close()
 
 
 def post_view_of_top_article(client, user_id: str, api_key: str) -> tuple[str, datetime]:

@@ -28,7 +28,12 @@ from fastapi.testclient import TestClient
 
 from bench.common import free_port
 from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT
-from tests.conftest import assert_speed_list_after_view, post_view_of_top_article, service_reachable
+from tests.conftest import (
+    assert_speed_list_after_view,
+    fresh_postgres_database,
+    post_view_of_top_article,
+    service_reachable,
+)
 from tests.prod_pipeline import SIMULATION, materialize_everything, outcome
 
 pytestmark = [pytest.mark.prod, pytest.mark.slow]
@@ -43,20 +48,9 @@ SECRET = f"s3cret-{uuid.uuid4().hex[:8]}"
 
 @pytest.fixture(scope="module")
 def postgres_database():
-    """A fresh PostgreSQL database for this session's Dagster instance."""
-    if not service_reachable("127.0.0.1", 5432):
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    import psycopg2
-
-    name = f"newsrec_prod_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'create database "{name}"')
-    yield name
-    with admin.cursor() as cursor:
-        cursor.execute(f'drop database if exists "{name}" with (force)')
-    admin.close()
+    """A fresh PostgreSQL database for this module's Dagster instance."""
+    with fresh_postgres_database("newsrec_prod") as variables:
+        yield variables
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +122,7 @@ def prod_env(storage_emulator, bigquery_emulator, postgres_database, simulated_a
         "NEWSREC_REDIS_PREFIX": f"prodtest-{uuid.uuid4().hex[:8]}",
         "NEWSREC_DAGSTER_LOG_BUCKET": LOG_BUCKET,
         "DAGSTER_HOME": str(dagster_home),
-        "DAGSTER_PG_HOST": "127.0.0.1",
-        "DAGSTER_PG_PORT": "5432",
-        "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_PASSWORD": "",
-        "DAGSTER_PG_DB": postgres_database,
+        **postgres_database,
         "STORAGE_EMULATOR_HOST": storage_emulator,
         "BIGQUERY_EMULATOR_HOST": bigquery_emulator,
         # dbt-bigquery: a token instead of Google's default credentials (the emulator takes any)

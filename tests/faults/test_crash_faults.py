@@ -1,4 +1,8 @@
-"""kill -9 of a run mid-step, with the shipped instance settings and a running dagster-daemon.
+"""kill -9 of a run mid-step, with each shipped instance's settings and a running dagster-daemon.
+
+Both instances are exercised: the embedded default (`dagster.yaml`, SQLite storage) and the prod
+one (`deploy/dagster.yaml`: runs and events in PostgreSQL on this machine, compute logs in a GCS
+emulator), with only the polling intervals shortened.
 
 A run of the real ingestion asset, then of the real dbt build, is launched through the instance's
 run launcher (MonitoredRunLauncher); mid-step, its worker process and the code server that
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +32,8 @@ from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
 from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG
-from newsrec_assets.settings import REPO_ROOT
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT
+from tests.conftest import fresh_postgres_database
 from tests.faults.harness import DagsterHarness, wait_until
 from tests.faults.location import PAUSED_MARKER
 from tests.faults.observed import current_titles, stored_changes, tally, view_events
@@ -43,7 +49,8 @@ TEST_OVERRIDES = {
     "auto_materialize": {"enabled": False, "use_sensors": False},
     "freshness": {"enabled": False},
 }
-INSTANCES = {"local": REPO_ROOT / "dagster.yaml"}
+INSTANCES = DAGSTER_INSTANCE_TEMPLATES
+LOG_BUCKET = "newsrec-crash-logs"
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -53,6 +60,7 @@ class CrashSetup:
     world: FaultWorld
     newsrec_home: Path
     faults_dir: Path
+    instance: str
 
 
 @pytest.fixture(scope="module", params=sorted(INSTANCES))
@@ -67,18 +75,48 @@ def crash(request, tmp_path_factory):
         "NEWSREC_FAULTS_DIR": str(home),
         "DO_NOT_TRACK": "1",
     }
-    # The code location reads the dbt manifest: make it match the models as they are now, parsed
-    # with the runs' profile so that their builds can parse partially.
-    subprocess.run(
-        [str(os.path.join(os.path.dirname(sys.executable), "dbt")), "parse", "--quiet", "--target", "local"],
-        cwd=REPO_ROOT / "dbt_project",
-        env={**os.environ, **env, "DBT_PROFILES_DIR": str(REPO_ROOT / "dbt_project")},
-        check=True,
-    )
-    with DagsterHarness(
-        home / "dagster_home", INSTANCES[request.param], TEST_OVERRIDES, "tests.faults.location", env
-    ) as harness:
-        yield CrashSetup(harness, world, home / "newsrec", home)
+    with ExitStack() as stack:
+        if request.param == "prod":
+            env |= stack.enter_context(fresh_postgres_database("newsrec_crash"))
+            env |= prod_compute_log_bucket(request.getfixturevalue("storage_emulator"))
+        # The code location reads the dbt manifest: make it match the models as they are now,
+        # parsed with the runs' profile so that their builds can parse partially.
+        subprocess.run(
+            [
+                str(os.path.join(os.path.dirname(sys.executable), "dbt")),
+                "parse",
+                "--quiet",
+                "--target",
+                "local",
+            ],
+            cwd=REPO_ROOT / "dbt_project",
+            env={**os.environ, **env, "DBT_PROFILES_DIR": str(REPO_ROOT / "dbt_project")},
+            check=True,
+        )
+        harness = stack.enter_context(
+            DagsterHarness(
+                home / "dagster_home", INSTANCES[request.param], TEST_OVERRIDES, "tests.faults.location", env
+            )
+        )
+        yield CrashSetup(harness, world, home / "newsrec", home, request.param)
+
+
+def prod_compute_log_bucket(storage_emulator_host: str) -> dict[str, str]:
+    """The prod instance's compute-log bucket, created in the GCS emulator; its variables."""
+    from google.cloud import storage
+
+    env = {
+        "STORAGE_EMULATOR_HOST": storage_emulator_host,
+        "GOOGLE_CLOUD_PROJECT": "newsrec-test",
+        "NEWSREC_DAGSTER_LOG_BUCKET": LOG_BUCKET,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        client = storage.Client(project=env["GOOGLE_CLOUD_PROJECT"])
+        if client.lookup_bucket(LOG_BUCKET) is None:
+            client.create_bucket(LOG_BUCKET)
+    return env
 
 
 def failure_message(harness: DagsterHarness, run_id: str) -> str:
@@ -170,21 +208,25 @@ def test_kill_9_during_ingestion_then_during_dbt(crash, scenarios):
             f"failed {outcome['failed_after_s']} s, slot freed {outcome['freed_after_s']} s after the kill"
         )
         scenarios.check(
-            f"kill -9 of the run worker and its code server during {step} ({timings})",
+            f"{crash.instance} instance: kill -9 of the run worker and its code server during {step} "
+            f"({timings})",
             expected_outcome,
             outcome["summary"],
         )
     landed = len(world.files) + len(world.late_files)
     scenarios.check(
-        "after the ingestion retry: files registered, changes stored, lines quarantined (once each)",
+        f"{crash.instance} instance: after the ingestion retry: files registered, changes stored, "
+        "lines quarantined (once each)",
         (landed, world.distinct_changes, len(world.quarantine_reasons)),
         (files, stored, quarantined),
     )
     expected_views = Counter(world.views)
     scenarios.check(
-        "after the dbt retry: view events (count, missing, invented)",
+        f"{crash.instance} instance: after the dbt retry: view events (count, missing, invented)",
         (sum(expected_views.values()), 0, 0),
         tally(expected_views, views),
     )
-    scenarios.check("after the dbt retry: current articles", world.articles, articles)
+    scenarios.check(
+        f"{crash.instance} instance: after the dbt retry: current articles", world.articles, articles
+    )
     scenarios.verify()
