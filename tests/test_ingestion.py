@@ -135,6 +135,30 @@ def test_ingestion_is_idempotent_and_quarantines_without_dropping(tmp_path, make
     assert warehouse.scalar("select count(*) from raw.cdc_quarantine") == 1
 
 
+def test_a_later_run_downloads_no_registered_file_but_reads_a_changed_one(tmp_path, make_record, monkeypatch):
+    zone = LocalLandingZone(tmp_path / "landing")
+    warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")
+    land_redeliveries_and_a_broken_line(zone, make_record)
+    warehouse.ingest(zone)
+    read: list[str] = []
+    read_bytes = LocalLandingZone.read_bytes
+    monkeypatch.setattr(
+        LocalLandingZone, "read_bytes", lambda self, path: read.append(path) or read_bytes(self, path)
+    )
+
+    again = warehouse.ingest(zone)
+    assert (read, again.files_already_ingested, again.stored) == ([], 3, 0)
+
+    # The same name with other content (a longer file) is read and its new change stored.
+    changed = "articles/2026-11-20/0800-0.jsonl"
+    extra = make_record("articles", "INSERT", article_payload("a9"), T0 + timedelta(minutes=5))
+    (zone.root / changed).write_bytes(
+        (zone.root / changed).read_bytes() + extra.to_json_line().encode() + b"\n"
+    )
+    changed_run = warehouse.ingest(zone)
+    assert (read, changed_run.files_ingested, changed_run.stored) == ([changed], 1, 1)
+
+
 def test_a_crash_mid_ingestion_loses_nothing(tmp_path, make_record, monkeypatch):
     zone = LocalLandingZone(tmp_path / "landing")
     warehouse = DuckDBWarehouse(tmp_path / "warehouse.duckdb")

@@ -29,6 +29,7 @@ from newsrec_assets.resources.landing import LandingFile, LandingZone
 from newsrec_assets.resources.warehouse import (
     _METADATA_COLUMNS,
     ARTICLE_VECTOR_COLUMNS,
+    FileRegistry,
     IngestReport,
     RelationLayer,
     SQLWarehouse,
@@ -280,15 +281,22 @@ class BigQueryWarehouse(SQLWarehouse):
                 report.newest_source_timestamp = newest
         return report
 
-    def _registered(self, paths: list[str]) -> set[tuple[str, str]]:
+    def _registered(self, paths: list[str]) -> FileRegistry:
         if not paths:
-            return set()
+            return FileRegistry.of([])
         rows = self.run_query(
-            f"select landing_file, sha256 from {self.relation('raw', 'landing_files')} "
+            f"select landing_file, sha256, size_bytes from {self.relation('raw', 'landing_files')} "
             "where landing_file in unnest(@paths)",
             {"paths": paths},
         )
-        return set(zip(rows["landing_file"].to_pylist(), rows["sha256"].to_pylist(), strict=True))
+        return FileRegistry.of(
+            zip(
+                rows["landing_file"].to_pylist(),
+                rows["sha256"].to_pylist(),
+                rows["size_bytes"].to_pylist(),
+                strict=True,
+            )
+        )
 
     def _store(self, files: list[_PendingFile], report: IngestReport) -> datetime | None:
         """Store parsed files and register them in one transaction; returns the newest change stored."""

@@ -113,17 +113,36 @@ class _PendingFile:
     parsed: ParsedFile
 
 
+@dataclass
+class FileRegistry:
+    """The landing files already ingested, from `raw.landing_files`.
+
+    A file listed again with its registered size is skipped without being downloaded: landing files
+    are written once under a new name (Datastream, the API's batcher), so re-reading every old file
+    on every run would cost a download of the whole landing history. A file whose size differs from
+    what was registered under its name is read and checked by content digest.
+    """
+
+    digests: set[tuple[str, str]]
+    sizes: set[tuple[str, int]]
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str, int]]) -> FileRegistry:
+        rows = list(rows)
+        return cls({(path, digest) for path, digest, _ in rows}, {(path, size) for path, _, size in rows})
+
+
 def new_file_batches(
     landing: LandingZone,
     candidates: Iterable[LandingFile],
-    registered: set[tuple[str, str]],
+    registered: FileRegistry,
     report: IngestReport,
     limits: RecordLimits,
     records_per_batch: int,
     progress: bool = False,
     files_per_batch: int | None = None,
 ) -> Iterator[list[_PendingFile]]:
-    """The candidates not registered yet (by path and content digest), read and parsed, in batches
+    """The candidates not registered yet (by path and size, then content digest), read and parsed, in batches
     of about `records_per_batch` records (and at most `files_per_batch` files), in path order.
 
     Counts every candidate into `report` (seen, already ingested, unsupported); each adapter stores a
@@ -141,14 +160,20 @@ def new_file_batches(
         if kind is FileKind.UNSUPPORTED:
             report.unsupported_files.append(landing_file.path)
             continue
-        content = landing.read_bytes(landing_file.path)
-        digest = hashlib.sha256(content).hexdigest()
-        if (landing_file.path, digest) in registered:
+        if (landing_file.path, landing_file.size_bytes) in registered.sizes:
             report.files_already_ingested += 1
             continue
-        registered.add((landing_file.path, digest))
+        content = landing.read_bytes(landing_file.path)
+        digest = hashlib.sha256(content).hexdigest()
+        if (landing_file.path, digest) in registered.digests:
+            report.files_already_ingested += 1
+            continue
+        registered.digests.add((landing_file.path, digest))
         parsed = parse_landing_file(content, landing_file.path, limits)
-        pending.append(_PendingFile(landing_file.path, digest, len(content), parsed))
+        # The listed size is what the next listing is checked against (a download may be transcoded).
+        pending.append(
+            _PendingFile(landing_file.path, digest, landing_file.size_bytes or len(content), parsed)
+        )
         if (
             sum(len(p.parsed.records) for p in pending) >= records_per_batch
             or len(pending) == files_per_batch
@@ -422,8 +447,10 @@ class DuckDBWarehouse(SQLWarehouse):
         candidates = files if files is not None else landing.list_files()
         with self.connect() as connection:
             self.ensure_raw_tables(connection)
-            registered = set(
-                connection.execute(f"select landing_file, sha256 from {RAW_SCHEMA}.landing_files").fetchall()
+            registered = FileRegistry.of(
+                connection.execute(
+                    f"select landing_file, sha256, size_bytes from {RAW_SCHEMA}.landing_files"
+                ).fetchall()
             )
             for batch in new_file_batches(
                 landing, candidates, registered, report, self.limits, records_per_transaction, progress
