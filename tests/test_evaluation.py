@@ -132,15 +132,13 @@ def test_ctr_interval_is_wilsons_and_stays_within_0_and_1():
 
 
 def test_diversity_tradeoff_reports_ndcg_and_intra_list_diversity_per_cap():
-    # One list: scores rank x, x, y, z; the click is on y. A second list has no click: left out.
-    impression_ids = np.array([1, 1, 1, 1, 2, 2])
-    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    clicked = np.array([False, False, True, False, False, False])
-    groups = np.array(["x", "x", "y", "z", "x", "y"])
+    # Articles 0, 1 in group x, 2 in y, 3 in z. The first list ranks 0, 1, 2, 3 and the user
+    # clicked 2; the second list's user clicked nothing held out: left out.
+    groups = np.array(["x", "x", "y", "z"])
 
-    table = diversity_tradeoff(impression_ids, scores, clicked, groups, caps=(0, 1), k=3)
+    table = diversity_tradeoff([[0, 1, 2, 3], [3, 2]], [{2}, set()], groups, caps=(0, 1), k=3)
 
-    assert table[0]["ndcg@3"] == pytest.approx(0.5)  # y third: 1 / log2(4)
+    assert table[0]["ndcg@3"] == pytest.approx(0.5)  # 2 third: 1 / log2(4)
     assert table[0]["intra_list_diversity"] == pytest.approx(2 / 3)  # x, x, y
-    assert table[1]["ndcg@3"] == pytest.approx(1 / np.log2(3))  # capped: x, y, z
+    assert table[1]["ndcg@3"] == pytest.approx(1 / np.log2(3))  # capped: 0, 2, 3
     assert table[1]["intra_list_diversity"] == 1.0

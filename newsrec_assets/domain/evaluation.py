@@ -14,7 +14,7 @@ Numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -252,28 +252,28 @@ def ctr_interval(clicks: int, impressions: int, z: float = 1.96) -> Interval:
 
 
 def diversity_tradeoff(
-    impression_ids: np.ndarray,
-    scores: np.ndarray,
-    clicked: np.ndarray,
+    lists: Sequence[Sequence[int]],
+    relevant: Sequence[set[int]],
     groups: np.ndarray,
     caps: tuple[int, ...] = (0, 3, 2, 1),
     k: int = 10,
 ) -> dict[int, dict[str, float]]:
-    """What serving's diversity re-rank (`cap_per_group`, at most `cap` items per subcategory
-    ahead of the rest; 0 = off) does to each impression's top k: mean nDCG@k against the clicks
-    and mean intra-list diversity of the top k, over the impressions with at least one click."""
-    order = np.lexsort((-scores, impression_ids))
-    _, starts = np.unique(impression_ids[order], return_index=True)
-    bounds = zip(starts, [*starts[1:], len(order)], strict=True)
-    lists = [order[start:end] for start, end in bounds if clicked[order[start:end]].any()]
+    """What serving's diversity re-rank does to the top k: each ranked candidate list (article
+    indices, best first, as stored for a user) reordered by `cap_per_group` over the articles'
+    `groups` (at most `cap` per subcategory ahead of the rest; 0 = off), then the mean nDCG@k
+    against the user's `relevant` (held-out clicked) articles and the mean intra-list diversity
+    of the top k. Lists without a relevant article are left out."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    scored = [
+        (np.asarray(ranked), clicked) for ranked, clicked in zip(lists, relevant, strict=True) if clicked
+    ]
     result = {}
     for cap in caps:
         ndcg, diversity = [], []
-        for ranked in lists:
+        for ranked, clicked in scored:
             top = ranked[cap_per_group(groups[ranked].tolist(), cap)][:k]
-            ideal = discounts[: min(int(clicked[ranked].sum()), k)].sum()
-            ndcg.append(float(discounts[: len(top)] @ clicked[top]) / ideal)
+            gains = np.array([article in clicked for article in top.tolist()], dtype=float)
+            ndcg.append(float(discounts[: len(top)] @ gains) / discounts[: min(len(clicked), k)].sum())
             diversity.append(intra_list_diversity(groups[top].tolist()))
         result[cap] = {f"ndcg@{k}": float(np.mean(ndcg)), "intra_list_diversity": float(np.mean(diversity))}
     return result
