@@ -308,6 +308,12 @@ def test_category_and_subcategory_filters_and_offset_paging(api):
     assert error["details"][0]["loc"] == ["query", "offset"]
 
 
+def test_filters_look_at_no_more_than_max_candidates(api):
+    with TestClient(create_app(api.settings.model_copy(update={"max_candidates": 10}))) as client:
+        body = client.get("/v1/users/u000001/recommendations?k=10&subcategory=sub1").json()
+    assert [item["article_id"] for item in body["items"]] == ["a001", "a004", "a007"]  # of a000..a009
+
+
 def with_variants(api: Api, **variants: Variant) -> TestClient:
     return TestClient(create_app(api.settings.model_copy(update={"variants": variants})))
 

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # A/B variants, assigned by a stable hash of the user id (and the salt: a new salt reshuffles).
     variants: dict[str, Variant] = Field(default_factory=lambda: {"default": Variant()})
     variant_salt: str = ""
+    # Filters and the diversity re-rank look at no more than this many ranked candidates (the
+    # stored list and the fresh articles merged into it), so a rare category costs a bounded read.
+    max_candidates: int = Field(default=200, ge=1)
     # The demo feed page at /demo (static HTML and JS): on in the local demo, off in production.
     demo_page: bool = Field(default_factory=lambda: serving_profile().api_docs)
 

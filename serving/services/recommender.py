@@ -217,6 +217,7 @@ class Recommender:
         """The first n ranked candidates whose article is still known and matches `filters`, with
         its metadata; with a diversity `cap`, the re-ranked first n of all of them."""
         wanted = {field: value for field, value in filters.items() if value is not None}
+        ranked = islice(ranked, max(n, self.settings.max_candidates))
         items: list[dict[str, Any]] = []
         step = 64 if cap or wanted else 0  # filtering or re-ranking: read ahead in larger chunks
         while (cap or len(items) < n) and (chunk := list(islice(ranked, max(n - len(items), step)))):
