@@ -744,6 +744,7 @@ def test_the_environment_picks_the_production_profile_and_explicit_settings_win(
     monkeypatch.setenv("NEWSREC_REDIS_URL", "redis://:secret@redis.internal:6379/0")
     settings = Settings()
     assert (settings.store_backend, settings.landing_kind, settings.api_docs) == ("redis", "gcs", False)
+    assert not settings.demo_page and list(settings.variants) == ["default"]
     assert settings.landing_bucket == "landing-bucket" and "secret" not in repr(settings)
     monkeypatch.setenv("NEWSREC_API_DOCS", "true")
     assert Settings().api_docs
@@ -751,6 +752,12 @@ def test_the_environment_picks_the_production_profile_and_explicit_settings_win(
     monkeypatch.delenv("NEWSREC_API_DOCS")
     local = Settings()
     assert (local.store_backend, local.landing_kind, local.api_docs) == ("sqlite", "local", True)
+    assert local.demo_page
+    monkeypatch.setenv("NEWSREC_VARIANTS", '{"a": {"weight": 2}, "b": {"diversity_cap": 2}}')
+    assert Settings().variants == {"a": Variant(weight=2), "b": Variant(diversity_cap=2)}
+    monkeypatch.setenv("NEWSREC_VARIANTS", '{"a": {"weight": 0}}')
+    with pytest.raises(ValueError, match="positive total weight"):
+        Settings()
 
 
 # ------------------------------------------------------------------------------------------------
