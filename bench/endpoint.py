@@ -458,7 +458,7 @@ def fresh_merge_check(env: dict[str, str], n_users: int, sample: int = 200) -> s
 
     from serving.core.config import Settings
     from serving.core.metrics import Metrics
-    from serving.core.store import ThreadPoolReads, open_stores
+    from serving.core.store import DirectReads, open_stores
     from serving.services.recommender import Recommender
 
     settings = Settings(
@@ -470,7 +470,7 @@ def fresh_merge_check(env: dict[str, str], n_users: int, sample: int = 200) -> s
     )
     stores = open_stores(settings)
     recommender = Recommender(stores, settings, Metrics())
-    recommender.reads = ThreadPoolReads(stores)
+    recommender.reads = DirectReads(stores)
 
     async def check() -> tuple[list[int], list[int]]:
         candidates, served = [], []

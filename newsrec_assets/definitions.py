@@ -8,7 +8,7 @@ its sensor-triggered runs do not pay for importing dbt.
 import dagster as dg
 
 from newsrec_assets.defs.embeddings.assets import article_embeddings, text_encoder
-from newsrec_assets.defs.evaluation.assets import freshness_replay
+from newsrec_assets.defs.evaluation.assets import ab_variant_ctr, freshness_replay
 from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
 from newsrec_assets.defs.ingestion.assets import raw_cdc_log
 from newsrec_assets.defs.ingestion.sensors import landing_files_sensor
@@ -27,6 +27,7 @@ defs = dg.Definitions(
         published_model,
         batch_recommendations,
         freshness_replay,
+        ab_variant_ctr,
     ],
     sensors=[
         landing_files_sensor,

@@ -150,6 +150,7 @@ def run_live_demo(ui_port: int, api_port: int, live_rate: float) -> None:
         f"\n  Dagster UI:  http://127.0.0.1:{ui_port}  (lineage, runs, sensors, freshness)\n"
         f"  API:         http://127.0.0.1:{api_port}/v1/users/u000001/recommendations?k=10\n"
         f"  API docs:    http://127.0.0.1:{api_port}/docs   (POST /v1/events with X-API-Key: {api_key})\n"
+        f"  Demo feed:   http://127.0.0.1:{api_port}/demo?key={api_key}\n"
         f"  metrics:     http://127.0.0.1:{api_port}/metrics\n"
         "  Ctrl-C stops everything.\n",
         flush=True,

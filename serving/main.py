@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     if settings.api_docs:
         docs.install_offline_docs(app)
+    if settings.demo_page:
+        docs.install_demo_page(app)
     app.add_middleware(SecurityHeadersMiddleware, cacheable_prefix=docs.ASSETS)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -23,9 +23,10 @@ class Provenance(BaseModel):
     computed_at: datetime | None = Field(description="when the list was computed")
     watermark: datetime | None = Field(description="event time of the newest behaviour event reflected")
     fresh_merged: int = Field(description="items merged in at read time (published after computed_at)")
+    variant: str = Field(description="the A/B variant (ranker settings) this user is assigned to")
 
 
-class RecommendationItem(BaseModel):
+class ArticleItem(BaseModel):
     rank: int = Field(ge=1)
     article_id: str
     title: str
@@ -34,6 +35,9 @@ class RecommendationItem(BaseModel):
     published_at: datetime
     url: str | None
     score: float
+
+
+class RecommendationItem(ArticleItem):
     source: Source = Field(description="stored list, read-time fresh merge, or cold-start list")
 
 
@@ -42,8 +46,16 @@ class RecommendationsResponse(BaseModel):
     request_id: str = Field(description="identifies this exposure; send it back as impression_id")
     served_at: datetime
     k: int
+    offset: int = Field(description="items skipped before the first one (paging)")
     provenance: Provenance
     items: list[RecommendationItem]
+
+
+class RelatedResponse(BaseModel):
+    article_id: str
+    k: int
+    model_version: str = Field(description="model whose article vectors were compared")
+    items: list[ArticleItem] = Field(description="live articles nearest by cosine, best first")
 
 
 class ViewEventIn(BaseModel):

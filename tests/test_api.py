@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from newsrec_assets.domain.cdc import parse_change_line
 from newsrec_assets.domain.events import reconstruct_view_events
+from newsrec_assets.domain.ranking import assign_variant
 from newsrec_assets.resources.online_store.base import (
     ArticleCache,
     ArticleMeta,
@@ -36,9 +37,9 @@ from newsrec_assets.resources.online_store.base import (
 )
 from newsrec_assets.resources.online_store.redis import RedisArticleCache, RedisListStore
 from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
-from serving.core.config import Settings
+from serving.core.config import Settings, Variant
 from serving.main import create_app
-from serving.models import RecommendationsResponse
+from serving.models import RecommendationsResponse, RelatedResponse
 from serving.services.recommender import Refreshing
 
 REDIS_URL = os.environ.get("NEWSREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -287,6 +288,92 @@ def test_unpublished_articles_are_skipped(api):
     body = api.client.get("/v1/users/u000001/recommendations?k=4").json()
     assert [item["article_id"] for item in body["items"]] == ["a001", "a003", "a004", "a005"]
     assert [item["rank"] for item in body["items"]] == [1, 2, 3, 4]
+
+
+def test_category_and_subcategory_filters_and_offset_paging(api):
+    def ids(query: str) -> list[str]:
+        body = api.client.get(f"/v1/users/u000001/recommendations?{query}").json()
+        assert [item["rank"] for item in body["items"]] == list(
+            range(body["offset"] + 1, body["offset"] + 1 + len(body["items"]))
+        )
+        return [item["article_id"] for item in body["items"]]
+
+    assert ids("k=3&subcategory=sub1") == ["a001", "a004", "a007"]
+    assert ids("k=3&offset=3") == ["a003", "a004", "a005"]
+    assert ids("k=2&offset=1&subcategory=sub2&category=news") == ["a005", "a008"]
+    assert ids("k=3&category=sports") == []
+    assert ids("k=5&offset=28") == ["a028", "a029"]  # the stored list ends at 30
+    assert ids("k=3&subcategory=sub0&offset=1") == ids("k=4&subcategory=sub0")[1:]
+    error = assert_json_error(api.client.get("/v1/users/u1/recommendations?offset=-1"), 422)
+    assert error["details"][0]["loc"] == ["query", "offset"]
+
+
+def test_filters_look_at_no_more_than_max_candidates(api):
+    with TestClient(create_app(api.settings.model_copy(update={"max_candidates": 10}))) as client:
+        body = client.get("/v1/users/u000001/recommendations?k=10&subcategory=sub1").json()
+    assert [item["article_id"] for item in body["items"]] == ["a001", "a004", "a007"]  # of a000..a009
+
+
+def with_variants(api: Api, **variants: Variant) -> TestClient:
+    return TestClient(create_app(api.settings.model_copy(update={"variants": variants})))
+
+
+def test_diversity_cap_moves_items_over_their_subcategory_cap_behind_the_rest(api):
+    clustered = [f"a{i:03d}" for i in (0, 3, 6, 9, 1, 4, 7, 2, 5)]  # sub0 x4, sub1 x3, sub2 x2
+    assert api.lists.put_recommendations(
+        user_list("u000001", article_ids=clustered, scores=np.linspace(0.9, 0.1, 9), watermark=NOW)
+    ).accepted
+    with with_variants(api, capped=Variant(diversity_cap=2)) as client:
+        body = client.get("/v1/users/u000001/recommendations?k=6").json()
+        page = client.get("/v1/users/u000001/recommendations?k=3&offset=6").json()
+    assert [item["article_id"] for item in body["items"]] == ["a000", "a003", "a001", "a004", "a002", "a005"]
+    assert [item["article_id"] for item in page["items"]] == ["a006", "a009", "a007"]
+    assert body["provenance"]["variant"] == "capped"
+    plain = api.client.get("/v1/users/u000001/recommendations?k=6").json()  # the default: off
+    assert [item["article_id"] for item in plain["items"]] == clustered[:6]
+
+
+def test_variants_are_assigned_by_a_stable_hash_returned_and_logged_with_exposures(api):
+    variants = {"a": Variant(weight=1), "b": Variant(weight=1, fresh_merge=False), "off": Variant(weight=0)}
+    users = [f"u{i:06d}" for i in range(1, 41)]
+    weights = {name: v.weight for name, v in variants.items()}
+    with with_variants(api, **variants) as client:
+        served = {
+            user: client.get(f"/v1/users/{user}/recommendations?k=2").json()["provenance"]["variant"]
+            for user in users
+        }
+        again = client.get("/v1/users/u000001/recommendations?k=2").json()["provenance"]["variant"]
+    assert served == {user: assign_variant(user, weights) for user in users}
+    assert set(served.values()) == {"a", "b"} and again == served["u000001"]
+    records = [record for window in landed(api.settings, "impressions") for record in window]
+    logged = {record.payload["user_id"]: record.payload["variant"] for record in records}
+    assert logged == served
+
+
+def test_openapi_documents_the_variants_filters_paging_and_related_route(api):
+    document = api.client.get("/openapi.json").json()
+    parameters = document["paths"]["/v1/users/{user_id}/recommendations"]["get"]["parameters"]
+    assert {"k", "offset", "category", "subcategory"} <= {p["name"] for p in parameters}
+    assert "variant" in document["components"]["schemas"]["Provenance"]["properties"]
+    related = document["paths"]["/v1/articles/{article_id}/related"]["get"]
+    assert {"200", "404", "422"} <= set(related["responses"])
+
+
+def test_related_articles_are_the_nearest_live_ones_by_vector(api):
+    tilted = unit(0) * 0.9 + unit(1) * 0.1
+    vectors = np.stack([unit(0) * 3, tilted, unit(0) * 0.5, unit(1), unit(2) + unit(0) * 0.2])
+    api.articles.put_article_vectors(["a000", "a001", "a002", "a003", "a004"], vectors, "m1")
+    api.articles.delete_articles(["a002"])  # no longer live: never related
+
+    response = api.client.get("/v1/articles/a000/related?k=3")
+
+    assert response.status_code == 200, response.text
+    body = RelatedResponse.model_validate(response.json())
+    assert [item.article_id for item in body.items] == ["a001", "a004", "a003"]
+    assert body.items[0].score == pytest.approx(0.9 / np.hypot(0.9, 0.1), abs=1e-5)
+    assert [item.rank for item in body.items] == [1, 2, 3] and body.model_version == "m1"
+    assert_json_error(api.client.get("/v1/articles/a039/related"), 404, "not_found")  # no vector
+    assert_json_error(api.client.get("/v1/articles/a000/related?k=0"), 422)
 
 
 def test_article_metadata_is_cached_until_the_articles_change(api, tmp_path):
@@ -657,6 +744,7 @@ def test_the_environment_picks_the_production_profile_and_explicit_settings_win(
     monkeypatch.setenv("NEWSREC_REDIS_URL", "redis://:secret@redis.internal:6379/0")
     settings = Settings()
     assert (settings.store_backend, settings.landing_kind, settings.api_docs) == ("redis", "gcs", False)
+    assert not settings.demo_page and list(settings.variants) == ["default"]
     assert settings.landing_bucket == "landing-bucket" and "secret" not in repr(settings)
     monkeypatch.setenv("NEWSREC_API_DOCS", "true")
     assert Settings().api_docs
@@ -664,6 +752,12 @@ def test_the_environment_picks_the_production_profile_and_explicit_settings_win(
     monkeypatch.delenv("NEWSREC_API_DOCS")
     local = Settings()
     assert (local.store_backend, local.landing_kind, local.api_docs) == ("sqlite", "local", True)
+    assert local.demo_page
+    monkeypatch.setenv("NEWSREC_VARIANTS", '{"a": {"weight": 2}, "b": {"diversity_cap": 2}}')
+    assert Settings().variants == {"a": Variant(weight=2), "b": Variant(diversity_cap=2)}
+    monkeypatch.setenv("NEWSREC_VARIANTS", '{"a": {"weight": 0}}')
+    with pytest.raises(ValueError, match="positive total weight"):
+        Settings()
 
 
 # ------------------------------------------------------------------------------------------------

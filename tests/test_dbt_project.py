@@ -22,8 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
+from newsrec_assets.defs.evaluation.assets import ab_variant_ctr
+from newsrec_assets.defs.resources import WarehouseResource
 from newsrec_assets.domain.cdc import ChangeRecord
 from newsrec_assets.domain.events import ViewEvent, reconstruct_view_events
 from newsrec_assets.resources.landing import LocalLandingZone
@@ -157,6 +160,7 @@ class SimulatedApp:
                 "article_id": article_id,
                 "position": position,
                 "shown_at": at,
+                "variant": ("a", "b", None)[self.impressions_served % 3],  # None: not from the API
             }
             self.shown.append(row)
             self.emit("impressions", "INSERT", row, at)
@@ -438,6 +442,31 @@ def test_training_impressions_label_clicks_and_split_into_three_windows(built: B
     assert all(
         labels[(clicked, split)] > 0 for clicked in (True, False) for split in ("train", "validation", "test")
     ), labels
+
+
+@pytest.mark.slow
+def test_variant_ctr_counts_lists_impressions_and_clicks_per_variant(built: BuiltWarehouse) -> None:
+    expected: dict[str, list] = {}
+    for shown in built.app.shown:
+        if shown["variant"] is not None:
+            counts = expected.setdefault(shown["variant"], [set(), 0, 0])
+            counts[0].add(shown["impression_id"])
+            counts[1] += 1
+            counts[2] += (shown["impression_id"], shown["article_id"]) in built.app.clicked
+    table = DuckDBWarehouse(built.database, read_only=True).variant_ctr().to_pylist()
+    assert {row["variant"]: [row["lists"], row["impressions"], row["clicks"]] for row in table} == {
+        variant: [len(lists), shown, clicks] for variant, (lists, shown, clicks) in expected.items()
+    }
+    assert set(expected) == {"a", "b"} and all(clicks > 0 for *_, clicks in expected.values())
+
+    result = dg.materialize(
+        [ab_variant_ctr], resources={"warehouse": WarehouseResource(duckdb_path=str(built.database))}
+    )
+    metadata = result.asset_materializations_for_node("ab_variant_ctr")[0].metadata
+    assert metadata["variants"].value == 2 and "image/png" in metadata["plot"].value
+    reported = metadata["by_variant"].value["a"]
+    assert reported["ctr"] == pytest.approx(expected["a"][2] / expected["a"][1])
+    assert reported["ctr_95_low"] < reported["ctr"] < reported["ctr_95_high"]
 
 
 @pytest.mark.slow

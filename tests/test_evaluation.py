@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from newsrec_assets.domain.evaluation import compare_rankers, gate_decision, window_summary
+from newsrec_assets.domain.evaluation import (
+    compare_rankers,
+    ctr_interval,
+    diversity_tradeoff,
+    gate_decision,
+    window_summary,
+)
 from newsrec_assets.domain.metrics import evaluate_impressions, per_impression_metrics
 
 
@@ -113,3 +119,26 @@ def test_window_summary_counts_what_each_window_holds():
     }
     assert summary["validation"]["scorable_impressions"] == 0  # no click
     assert summary["test"]["candidates_per_impression"] == 3.0 and summary["test"]["clicks"] == 2
+
+
+def test_ctr_interval_is_wilsons_and_stays_within_0_and_1():
+    interval = ctr_interval(50, 1000)
+    assert interval.estimate == 0.05
+    assert interval.low == pytest.approx(0.0381, abs=1e-4) and interval.high == pytest.approx(
+        0.0653, abs=1e-4
+    )
+    assert ctr_interval(0, 20).low == 0.0 and ctr_interval(20, 20).high == 1.0
+    assert (ctr_interval(0, 0).low, ctr_interval(0, 0).high) == (0.0, 1.0)
+
+
+def test_diversity_tradeoff_reports_ndcg_and_intra_list_diversity_per_cap():
+    # Articles 0, 1 in group x, 2 in y, 3 in z. The first list ranks 0, 1, 2, 3 and the user
+    # clicked 2; the second list's user clicked nothing held out: left out.
+    groups = np.array(["x", "x", "y", "z"])
+
+    table = diversity_tradeoff([[0, 1, 2, 3], [3, 2]], [{2}, set()], groups, caps=(0, 1), k=3)
+
+    assert table[0]["ndcg@3"] == pytest.approx(0.5)  # 2 third: 1 / log2(4)
+    assert table[0]["intra_list_diversity"] == pytest.approx(2 / 3)  # x, x, y
+    assert table[1]["ndcg@3"] == pytest.approx(1 / np.log2(3))  # capped: 0, 2, 3
+    assert table[1]["intra_list_diversity"] == 1.0

@@ -11,8 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from newsrec_assets.domain.ranking import (
+    assign_variant,
+    cap_per_group,
     cold_start_list,
     exclusion_csr,
+    intra_list_diversity,
     merge_by_score,
     merge_fresh_articles,
     top_k_scores,
@@ -211,3 +214,30 @@ def test_merge_by_score_is_a_lazy_sort_of_both_lists(stored, fresh, take):
         ),
     )
     assert list(zip(ids.tolist(), scores.tolist(), is_fresh.tolist(), strict=True)) == merged[:take]
+
+
+def test_cap_per_group_moves_items_over_the_cap_behind_the_rest_in_order():
+    groups = ["x", "x", "x", "y", "x", "z", "y", "y"]
+    assert cap_per_group(groups, 2) == [0, 1, 3, 5, 6, 2, 4, 7]
+    assert cap_per_group(groups, 1) == [0, 3, 5, 1, 2, 4, 6, 7]
+    assert cap_per_group(groups, 0) == list(range(8))  # off
+
+
+def test_intra_list_diversity_is_the_share_of_pairs_from_different_groups():
+    assert intra_list_diversity(["x", "y", "z"]) == 1.0
+    assert intra_list_diversity(["x", "x", "x"]) == 0.0
+    assert intra_list_diversity(["x", "x", "y", "y"]) == pytest.approx(4 / 6)
+    assert intra_list_diversity(["x"]) == 0.0
+
+
+def test_assign_variant_is_stable_and_follows_the_weights():
+    weights = {"control": 3.0, "treatment": 1.0, "paused": 0.0}
+    users = [f"u{i:06d}" for i in range(4000)]
+    assigned = [assign_variant(user, weights) for user in users]
+    assert assigned == [assign_variant(user, dict(weights)) for user in users]  # stable
+    share = assigned.count("treatment") / len(users)
+    assert 0.22 < share < 0.28 and "paused" not in assigned
+    reshuffled = [assign_variant(user, weights, salt="exp-2") for user in users]
+    assert 0.3 < sum(a != b for a, b in zip(assigned, reshuffled, strict=True)) / len(users) < 0.45
+    with pytest.raises(ValueError):
+        assign_variant("u1", {"a": 0.0})

@@ -90,7 +90,9 @@ SOURCE_TABLES: dict[str, SourceTable] = {
                 "article_id": "str",
                 "position": "int",
                 "shown_at": "ts",
+                "variant": "str",
             },
+            nullable=frozenset({"variant"}),  # the API's A/B variant; other sources have none
             # staging casts position to a 32-bit integer
             int_ranges={"position": (0, 2**31 - 1)},
         ),

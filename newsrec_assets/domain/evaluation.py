@@ -14,13 +14,14 @@ Numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 
 from newsrec_assets.domain.metrics import per_impression_metrics
+from newsrec_assets.domain.ranking import cap_per_group, intra_list_diversity
 
 __all__ = [
     "METRICS",
@@ -29,6 +30,8 @@ __all__ = [
     "Interval",
     "RankerComparison",
     "compare_rankers",
+    "ctr_interval",
+    "diversity_tradeoff",
     "gate_decision",
     "window_summary",
 ]
@@ -230,3 +233,47 @@ def window_summary(
             "candidates_per_impression": round(float(shown.mean()), 2) if len(shown) else 0.0,
         }
     return summary
+
+
+def ctr_interval(clicks: int, impressions: int, z: float = 1.96) -> Interval:
+    """Click-through rate with its Wilson score interval (95 % by default). It treats impressions
+    as independent, which clicks within one list are not quite: read it as a lower bound on the
+    uncertainty."""
+    if impressions <= 0:
+        return Interval(0.0, 0.0, 1.0)
+    rate = clicks / impressions
+    centre = (rate + z * z / (2 * impressions)) / (1 + z * z / impressions)
+    half = (
+        z
+        * np.sqrt(rate * (1 - rate) / impressions + z * z / (4 * impressions**2))
+        / (1 + z * z / impressions)
+    )
+    return Interval(rate, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def diversity_tradeoff(
+    lists: Sequence[Sequence[int]],
+    relevant: Sequence[set[int]],
+    groups: np.ndarray,
+    caps: tuple[int, ...] = (0, 3, 2, 1),
+    k: int = 10,
+) -> dict[int, dict[str, float]]:
+    """What serving's diversity re-rank does to the top k: each ranked candidate list (article
+    indices, best first, as stored for a user) reordered by `cap_per_group` over the articles'
+    `groups` (at most `cap` per subcategory ahead of the rest; 0 = off), then the mean nDCG@k
+    against the user's `relevant` (held-out clicked) articles and the mean intra-list diversity
+    of the top k. Lists without a relevant article are left out."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    scored = [
+        (np.asarray(ranked), clicked) for ranked, clicked in zip(lists, relevant, strict=True) if clicked
+    ]
+    result = {}
+    for cap in caps:
+        ndcg, diversity = [], []
+        for ranked, clicked in scored:
+            top = ranked[cap_per_group(groups[ranked].tolist(), cap)][:k]
+            gains = np.array([article in clicked for article in top.tolist()], dtype=float)
+            ndcg.append(float(discounts[: len(top)] @ gains) / discounts[: min(len(clicked), k)].sum())
+            diversity.append(intra_list_diversity(groups[top].tolist()))
+        result[cap] = {f"ndcg@{k}": float(np.mean(ndcg)), "intra_list_diversity": float(np.mean(diversity))}
+    return result

@@ -14,6 +14,8 @@ Pure numpy, so the batch layer, the speed layer and the HTTP API share one imple
 - `merge_fresh_articles` solves "a list precomputed at 10:00 does not contain an article published
   at 10:05": at read time, articles published after the list was computed are scored against the
   stored user vector and merged into the stored ranking.
+- `cap_per_group` (a per-subcategory cap, serving's diversity re-rank), `intra_list_diversity`
+  (what it buys) and `assign_variant` (serving's A/B assignment by a stable hash of the user id).
 
 Within a returned list, equal scores are ordered by the lower article index (`top_k_scores`) or
 the earlier input position (`merge_fresh_articles`); which of several articles tied exactly at
@@ -22,7 +24,9 @@ the k-th score makes the cut is unspecified.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,8 +35,11 @@ import numpy as np
 
 __all__ = [
     "ExcludeLike",
+    "assign_variant",
+    "cap_per_group",
     "cold_start_list",
     "exclusion_csr",
+    "intra_list_diversity",
     "merge_by_score",
     "merge_fresh_articles",
     "top_k_scores",
@@ -404,3 +411,42 @@ def _merged(
         if article_id not in seen:
             seen.add(article_id)
             yield article_id, score, False
+
+
+def cap_per_group(groups: Sequence[str], cap: int) -> list[int]:
+    """Positions of a ranked list reordered so that each group (subcategory) has at most `cap`
+    items ahead of the rest: an item over its group's cap moves behind every item within its
+    cap, keeping the ranked order on both sides. A diversity re-rank that needs no vectors, so it
+    covers stored items as well as fresh ones; `cap < 1` leaves the order as it is."""
+    if cap < 1:
+        return list(range(len(groups)))
+    seen: Counter[str] = Counter()
+    within, over = [], []
+    for position, group in enumerate(groups):
+        seen[group] += 1
+        (within if seen[group] <= cap else over).append(position)
+    return within + over
+
+
+def intra_list_diversity(groups: Sequence[str]) -> float:
+    """Share of the list's item pairs whose groups differ (1: all distinct, 0: one group)."""
+    n = len(groups)
+    if n < 2:
+        return 0.0
+    same = sum(count * (count - 1) for count in Counter(groups).values())
+    return 1.0 - same / (n * (n - 1))
+
+
+def assign_variant(user_id: str, weights: Mapping[str, float], salt: str = "") -> str:
+    """The A/B variant of a user: a stable hash of the user id (and `salt`, a new one reshuffles
+    everyone) mapped onto the variants' cumulative weights, so a user keeps their variant across
+    requests, workers and restarts, and each variant gets its weight's share of users."""
+    if not weights or any(weight < 0 for weight in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError("variant weights must be non-negative with a positive sum")
+    digest = hashlib.blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
+    point = int.from_bytes(digest, "big") / 2**64 * sum(weights.values())
+    for name, weight in weights.items():
+        point -= weight
+        if point < 0:
+            return name
+    return name  # rounding at the very top of the range

@@ -276,6 +276,11 @@ class Warehouse(ABC):
         user_id, subcategory, impressions, clicks."""
 
     @abstractmethod
+    def variant_ctr(self) -> pa.Table:
+        """Per A/B variant of the API (impressions without one left out): variant, lists,
+        impressions, clicks (shown articles clicked from their list)."""
+
+    @abstractmethod
     def summary(self) -> dict[str, int]:
         """Counts that show the spine worked: landed, stored, duplicates, quarantined, view events."""
 
@@ -391,6 +396,14 @@ class SQLWarehouse(Warehouse):
             f"from {self.relation('marts', 'training_impressions')} i "
             f"join {self.relation('marts', 'current_articles')} a on a.article_id = i.article_id "
             "group by i.user_id, a.subcategory order by i.user_id, a.subcategory"
+        )
+
+    def variant_ctr(self) -> pa.Table:
+        return self.run_query(
+            "select variant, count(distinct impression_id) as lists, count(*) as impressions, "
+            "count(first_clicked_at) as clicks "
+            f"from {self.relation('marts', 'training_impressions')} "
+            "where variant is not null group by variant order by variant"
         )
 
     def summary(self) -> dict[str, int]:

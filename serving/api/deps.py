@@ -5,7 +5,7 @@ thread pool, a hop per dependency per request."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -16,33 +16,19 @@ from serving.services.batching import WindowBatcher
 from serving.services.recommender import Recommender
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def _state(name: str) -> Any:
+    """A dependency returning `app.state.<name>`."""
+
+    async def lookup(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    lookup.__name__ = f"get_{name}"
+    return Depends(lookup)
 
 
-async def get_stores(request: Request) -> Stores:
-    return request.app.state.stores
-
-
-async def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
-
-
-async def get_recommender(request: Request) -> Recommender:
-    return request.app.state.recommender
-
-
-async def get_events(request: Request) -> WindowBatcher:
-    return request.app.state.events
-
-
-async def get_exposures(request: Request) -> WindowBatcher | None:
-    return request.app.state.exposures
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoresDep = Annotated[Stores, Depends(get_stores)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-RecommenderDep = Annotated[Recommender, Depends(get_recommender)]
-EventsDep = Annotated[WindowBatcher, Depends(get_events)]
-ExposuresDep = Annotated[WindowBatcher | None, Depends(get_exposures)]
+SettingsDep = Annotated[Settings, _state("settings")]
+StoresDep = Annotated[Stores, _state("stores")]
+MetricsDep = Annotated[Metrics, _state("metrics")]
+RecommenderDep = Annotated[Recommender, _state("recommender")]
+EventsDep = Annotated[WindowBatcher, _state("events")]
+ExposuresDep = Annotated[WindowBatcher | None, _state("exposures")]

@@ -8,15 +8,26 @@ comma-separated list; with none, the event endpoint refuses every request (close
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from newsrec_assets.resources.online_store.base import DEFAULT_CAPACITY
 from newsrec_assets.settings import local_paths, serving_profile
+from serving.models import ID_PATTERN
+
+
+class Variant(BaseModel):
+    """A ranker setting under test (`NEWSREC_VARIANTS`, JSON): its share of users and what it changes."""
+
+    weight: float = Field(default=1.0, ge=0)
+    # Diversity re-rank: at most this many items per subcategory ahead of the rest (0: off).
+    diversity_cap: int = Field(default=0, ge=0)
+    fresh_merge: bool = True  # merge articles published after the list was computed
 
 
 class Settings(BaseSettings):
@@ -35,6 +46,15 @@ class Settings(BaseSettings):
     gcp_project: str | None = None
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, repr=False)
     api_docs: bool = Field(default_factory=lambda: serving_profile().api_docs)
+
+    # A/B variants, assigned by a stable hash of the user id (and the salt: a new salt reshuffles).
+    variants: dict[str, Variant] = Field(default_factory=lambda: {"default": Variant()})
+    variant_salt: str = ""
+    # Filters and the diversity re-rank look at no more than this many ranked candidates (the
+    # stored list and the fresh articles merged into it), so a rare category costs a bounded read.
+    max_candidates: int = Field(default=200, ge=1)
+    # The demo feed page at /demo (static HTML and JS): on in the local demo, off in production.
+    demo_page: bool = Field(default_factory=lambda: serving_profile().api_docs)
 
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=50, ge=1, le=DEFAULT_CAPACITY)
@@ -75,6 +95,10 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.landing_kind == "gcs" and not self.landing_bucket:
             raise ValueError("landing_kind 'gcs' needs landing_bucket (NEWSREC_LANDING_BUCKET)")
+        if not self.variants or sum(v.weight for v in self.variants.values()) <= 0:
+            raise ValueError("variants need a positive total weight (NEWSREC_VARIANTS)")
+        if any(not re.fullmatch(ID_PATTERN, name) for name in self.variants):
+            raise ValueError(f"variant names must match {ID_PATTERN}")
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
         return self

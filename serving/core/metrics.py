@@ -8,7 +8,8 @@ until the last response byte is handed to the server.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -59,27 +60,21 @@ class Metrics:
             registry=registry,
         )
 
+    @contextmanager
+    def _store_call(self, operation: str) -> Iterator[None]:
+        errors, latency = self.store_errors.labels(operation), self.store_latency.labels(operation)
+        with errors.count_exceptions(), latency.time():
+            yield
+
     def timed(self, operation: str, call: Callable[..., T], *args: Any) -> T:
         """`call(*args)`, a store call, timed and counted when it fails."""
-        start = time.perf_counter()
-        try:
+        with self._store_call(operation):
             return call(*args)
-        except Exception:
-            self.store_errors.labels(operation).inc()
-            raise
-        finally:
-            self.store_latency.labels(operation).observe(time.perf_counter() - start)
 
     async def timed_async(self, operation: str, awaitable: Awaitable[T]) -> T:
         """`timed` for an awaitable store call."""
-        start = time.perf_counter()
-        try:
+        with self._store_call(operation):
             return await awaitable
-        except Exception:
-            self.store_errors.labels(operation).inc()
-            raise
-        finally:
-            self.store_latency.labels(operation).observe(time.perf_counter() - start)
 
 
 class MetricsMiddleware:

@@ -1,16 +1,17 @@
 """The stores and the landing zone the settings name, and the request path's awaitable reads.
 
-SQLite is opened read-only for lists and articles (its view counters stay writable); its reads
-run in the thread pool, since a lookup blocks. Redis is read with `redis.asyncio` on the event
-loop; the blocking clients serve background refreshes and event flushes (worker threads).
+SQLite is opened read-only for lists and articles (its view counters stay writable) and read on
+the event loop: in WAL mode a reader never waits for a writer, and an indexed lookup in a file held
+in memory takes tens of µs, while a hop through the thread pool cost ~300 µs of CPU per request
+(measured in-process, 887 -> 613 µs per request with 100k users). Redis is read with
+`redis.asyncio` on the event loop; the blocking clients serve background refreshes and event
+flushes (worker threads).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
-
-from starlette.concurrency import run_in_threadpool
 
 from newsrec_assets.resources.landing import GCSLandingZone, LandingZone, LocalLandingZone
 from newsrec_assets.resources.online_store.base import (
@@ -38,17 +39,17 @@ class Stores(NamedTuple):
     landing: LandingZone
 
 
-class ThreadPoolReads:
-    """Blocking store reads, awaited through the thread pool."""
+class DirectReads:
+    """The SQLite stores' reads, called on the event loop (see the module doc)."""
 
     def __init__(self, stores: Stores) -> None:
         self.stores = stores
 
     async def get_recommendations(self, user_id: str) -> UserRecommendations | None:
-        return await run_in_threadpool(self.stores.lists.get_recommendations, user_id)
+        return self.stores.lists.get_recommendations(user_id)
 
     async def get_articles(self, article_ids: Sequence[str]) -> dict[str, ArticleMeta]:
-        return await run_in_threadpool(self.stores.articles.get_articles, article_ids)
+        return self.stores.articles.get_articles(article_ids)
 
     async def close(self) -> None:
         pass
@@ -88,4 +89,4 @@ def open_reads(settings: Settings, stores: Stores) -> Reads:
         return AsyncRedisReads(
             settings.redis_url, prefix=settings.redis_prefix, socket_timeout=settings.redis_timeout_seconds
         )
-    return ThreadPoolReads(stores)
+    return DirectReads(stores)

@@ -4,7 +4,8 @@
   `INSERT` for a first view, `UPDATE-INSERT` after, counted by the list store at `api-events` log
   positions. Counts commit only once their object is written (`ListStore.counting_views`): a
   failed write reports nothing, and no later view skips a number (dbt would count a made-up view).
-- **Exposures** become `impressions` rows (one per article and position) under this process's own
+- **Exposures** become `impressions` rows (one per article and position, with the A/B variant
+  that ranked it) under this process's own
   `log_file`, `api-exposures-<id>`, at running positions: unique across workers and restarts.
 
 `source_timestamp`: when an event's window was written (the row's commit), when a list was served.
@@ -45,6 +46,8 @@ class Exposure:
     user_id: str
     article_ids: list[str]
     served_at: datetime
+    offset: int  # position of the first article in the whole list (paging)
+    variant: str  # the A/B variant that ranked it
 
 
 def land(zone: LandingZone, table: str, lines: list[bytes], moment: datetime) -> str:
@@ -119,12 +122,13 @@ class ExposureLanding:
             # One record rendered by the format's writer, its per-row fields then filled in: a
             # whole record per row held the GIL for ~20 µs, beside the requests being served.
             payload = {"impression_id": exposure.request_id, "user_id": exposure.user_id, "article_id": "",
-                       "position": 0, "shown_at": exposure.served_at}  # fmt: skip
+                       "position": 0, "shown_at": exposure.served_at,
+                       "variant": exposure.variant}  # fmt: skip
             row = ChangeRecord(
                 "impressions", "INSERT", payload, exposure.served_at, written_at, log_file=self.log_file,
                 log_position=0, read_method="newsrec-api", stream_name="newsrec-api",
             ).to_json()  # fmt: skip
-            for position, article_id in enumerate(exposure.article_ids):
+            for position, article_id in enumerate(exposure.article_ids, exposure.offset):
                 log_position = next(self._positions)
                 row["uuid"] = (
                     f"{self._id[:8]}-{self._id[8:12]}-{self._id[12:16]}-{self._id[16:20]}-{log_position:012x}"

@@ -8,8 +8,10 @@ cold-start list and the article revision are cached per process and reloaded in 
 (`Refreshing`). Article metadata is cached per article until the revision moves; unknown users get
 the cold-start list (without one, the newest articles); items whose article is gone are skipped.
 
-A ranking step (filters, diversity, variants) belongs in `_ranked`, between the store read and
-the metadata join.
+Each user is in one A/B variant (`assign_variant`, a stable hash of the user id), which names the
+ranker settings: whether fresh articles are merged, and the diversity re-rank (at most
+`diversity_cap` items per subcategory ahead of the rest). Category filters and the re-rank apply
+after the metadata join, then `offset` pages. `related` ranks the cached recent vectors by cosine.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from newsrec_assets.domain.ranking import cold_start_list, merge_fresh_articles
+from newsrec_assets.domain.ranking import (
+    assign_variant,
+    cap_per_group,
+    cold_start_list,
+    merge_fresh_articles,
+)
 from newsrec_assets.resources.online_store.base import (
     ArticleMeta,
     ColdStartList,
@@ -122,10 +129,16 @@ class Recommender:
         )  # fmt: skip
         return ColdStartList(article_ids=tuple(ids.tolist()), scores=scores, computed_at=now)
 
-    async def recommend(self, user_id: str, k: int, request_id: str) -> dict[str, Any]:
-        """The response of a user's top-k list (`RecommendationsResponse`'s fields). Raises
-        `StoreError` if the store fails."""
+    async def recommend(
+        self, user_id: str, k: int, request_id: str, offset: int = 0, **filters: str | None
+    ) -> dict[str, Any]:
+        """The response of a user's list, items `offset + 1 .. offset + k` after the `category` /
+        `subcategory` filters (`RecommendationsResponse`'s fields). Raises `StoreError` if the
+        store fails."""
         served_at = now_utc()
+        weights = {name: v.weight for name, v in self.settings.variants.items()}
+        variant_name = assign_variant(user_id, weights, self.settings.variant_salt)
+        variant = self.settings.variants[variant_name]
         record = await self.metrics.timed_async(
             "get_recommendations", self.reads.get_recommendations(user_id)
         )
@@ -135,10 +148,11 @@ class Recommender:
             provenance = {"model_version": cold.model_version, "layer": "cold_start"}
             provenance |= {"computed_at": cold.computed_at, "watermark": None}
         else:
-            ranked = self._ranked(record)
+            ranked = self._ranked(record, variant.fresh_merge)
             provenance = {"model_version": record.model_version, "layer": record.layer}
             provenance |= {"computed_at": record.computed_at, "watermark": record.watermark}
-        items = await self._items(ranked, k)
+        items = await self._items(ranked, offset + k, variant.diversity_cap, filters)
+        items = [{"rank": offset + i + 1, **item} for i, item in enumerate(items[offset:])]
         fresh = sum(item["source"] == "fresh" for item in items)
         self.metrics.fresh_merged.inc(fresh)
         self.metrics.served.labels(provenance["layer"]).inc()
@@ -147,13 +161,32 @@ class Recommender:
             "request_id": request_id,
             "served_at": served_at,
             "k": k,
-            "provenance": provenance | {"fresh_merged": fresh},
+            "offset": offset,
+            "provenance": provenance | {"fresh_merged": fresh, "variant": variant_name},
             "items": items,
         }
 
-    def _ranked(self, record: UserRecommendations) -> Iterator[tuple[str, float, str]]:
+    async def related(self, article_id: str, k: int) -> dict[str, Any] | None:
+        """The k live articles nearest to `article_id` by cosine of the cached recent vectors, or
+        None if it has none (older than the fresh window, or not embedded)."""
+        fresh = self._fresh.get()
+        hits = np.flatnonzero(fresh.article_ids == article_id) if fresh is not None else ()
+        if not len(hits):
+            return None
+        unit = fresh.vectors / np.maximum(np.linalg.norm(fresh.vectors, axis=1, keepdims=True), 1e-12)
+        scores = unit @ unit[hits[0]]
+        order = (i for i in np.argsort(-scores, kind="stable") if i != hits[0])
+        items = await self._items(((str(fresh.article_ids[i]), scores[i], "fresh") for i in order), k, 0, {})
+        return {
+            "article_id": article_id,
+            "k": k,
+            "model_version": fresh.model_version,
+            "items": [{"rank": i + 1, **item} for i, item in enumerate(items)],
+        }
+
+    def _ranked(self, record: UserRecommendations, fresh_merge: bool) -> Iterator[tuple[str, float, str]]:
         """`(article_id, score, source)` best first: the stored list, fresh articles merged in."""
-        fresh = self._fresh_after(record)
+        fresh = self._fresh_after(record) if fresh_merge else None
         if fresh is None:
             return zip(record.article_ids, record.scores.tolist(), repeat("stored"), strict=False)
         merged = merge_fresh_articles(record.article_ids, record.scores, record.user_vector, *fresh)
@@ -178,15 +211,24 @@ class Recommender:
         start = int(np.searchsorted(fresh.published_at_us, to_us(record.computed_at), side="right"))
         return (fresh.article_ids[start:], fresh.vectors[start:]) if start < len(fresh) else None
 
-    async def _items(self, ranked: Iterator[tuple[str, float, str]], k: int) -> list[dict[str, Any]]:
-        """The first k ranked candidates whose article is still known, with its metadata."""
+    async def _items(
+        self, ranked: Iterator[tuple[str, float, str]], n: int, cap: int, filters: dict[str, str | None]
+    ) -> list[dict[str, Any]]:
+        """The first n ranked candidates whose article is still known and matches `filters`, with
+        its metadata; with a diversity `cap`, the re-ranked first n of all of them."""
+        wanted = {field: value for field, value in filters.items() if value is not None}
+        ranked = islice(ranked, max(n, self.settings.max_candidates))
         items: list[dict[str, Any]] = []
-        while len(items) < k and (chunk := list(islice(ranked, k - len(items)))):
+        step = 64 if cap or wanted else 0  # filtering or re-ranking: read ahead in larger chunks
+        while (cap or len(items) < n) and (chunk := list(islice(ranked, max(n - len(items), step)))):
             details = await self._details_of([article_id for article_id, _, _ in chunk])
             for article_id, score, source in chunk:
-                if (detail := details[article_id]) is not None:
-                    items.append({"rank": len(items) + 1, **detail, "score": float(score), "source": source})
-        return items
+                detail = details[article_id]
+                if detail is not None and all(detail[field] == value for field, value in wanted.items()):
+                    items.append({**detail, "score": float(score), "source": source})
+        if cap:
+            items = [items[i] for i in cap_per_group([item["subcategory"] for item in items], cap)]
+        return items[:n]
 
     async def _details_of(self, article_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Response fields per article (None: not published), cached until the revision moves."""

@@ -31,7 +31,8 @@ shown_articles as (
         position,
         user_id,
         article_id,
-        shown_at
+        shown_at,
+        variant
 
     from latest_changes
     where reverse_version_number = 1
@@ -61,6 +62,7 @@ final as (
         shown_articles.user_id,
         shown_articles.article_id,
         shown_articles.shown_at,
+        shown_articles.variant,
         clicks.impression_id is not null as clicked,
         clicks.first_clicked_at,
         coalesce(clicks.click_views, 0) as click_views

@@ -41,6 +41,7 @@ final as (
         impressions.user_id,
         impressions.article_id,
         impressions.shown_at,
+        impressions.variant,
         impressions.clicked,
         impressions.first_clicked_at,
         case

@@ -24,6 +24,7 @@ typed as (
         user_id,
         article_id,
         cast(shown_at as {{ dbt.type_timestamp() }}) as shown_at,
+        variant,
 
         ---------- lineage
         {{ cdc_lineage_columns() | trim }}

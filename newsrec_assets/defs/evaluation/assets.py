@@ -1,4 +1,5 @@
-"""Evaluation: what near-real-time is worth, measured by replaying the simulated app in a closed loop."""
+"""Evaluation: what near-real-time is worth (the simulated app replayed in a closed loop), and the
+click-through rate of the API's A/B variants on real exposures."""
 
 import time
 
@@ -6,7 +7,7 @@ import dagster as dg
 
 from newsrec_assets.defs.embeddings.assets import article_embeddings
 from newsrec_assets.defs.model.assets import published_model
-from newsrec_assets.defs.plots import figure_markdown
+from newsrec_assets.defs.plots import figure_markdown, grouped_bars, markdown_table
 from newsrec_assets.defs.resources import ArtifactStoreResource, WarehouseResource
 from newsrec_assets.settings import local_paths
 
@@ -77,3 +78,34 @@ def freshness_replay(
             ),
         }
     )
+
+
+@dg.asset(group_name=GROUP, deps=[dg.AssetKey("training_impressions")], kinds={"duckdb"})
+def ab_variant_ctr(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Click-through rate per A/B variant of the API (`NEWSREC_VARIANTS`): the exposures each
+    variant served (`impressions` records carry it) joined with the clicks that came from those
+    lists, with 95 % Wilson intervals, as a table and a bar plot. Runs on demand."""
+    from newsrec_assets.domain.evaluation import ctr_interval
+
+    rows = warehouse.get(read_only=True).variant_ctr().to_pylist()
+    intervals = {row["variant"]: ctr_interval(row["clicks"], row["impressions"]) for row in rows}
+    table = {
+        row["variant"]: {
+            "lists": row["lists"],
+            "impressions": row["impressions"],
+            "clicks": row["clicks"],
+            "ctr": intervals[row["variant"]].estimate,
+            "ctr_95_low": intervals[row["variant"]].low,
+            "ctr_95_high": intervals[row["variant"]].high,
+        }
+        for row in rows
+    }
+    metadata: dict[str, object] = {"variants": len(rows), "by_variant": dg.MetadataValue.json(table)}
+    if rows:
+        metadata["table"] = markdown_table(table, first="variant")
+        metadata["plot"] = grouped_bars(
+            {name: {"CTR": i.estimate} for name, i in intervals.items()},
+            "CTR per A/B variant (95 % Wilson interval)",
+            {name: {"CTR": (i.low, i.high)} for name, i in intervals.items()},
+        )
+    return dg.MaterializeResult(metadata=metadata)

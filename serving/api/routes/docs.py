@@ -1,5 +1,6 @@
 """`/docs` (Swagger UI) and `/redoc` that work offline: their assets come from the
-`fastapi-offline` package and are served by the app itself, never from a CDN."""
+`fastapi-offline` package and are served by the app itself, never from a CDN. `/demo`: the demo
+feed page (static HTML and JS in `serving/static/demo`, no build step)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from importlib.resources import files
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = "/docs-assets"
@@ -41,3 +42,13 @@ def install_offline_docs(app: FastAPI) -> None:
         )
 
     app.include_router(pages)
+
+
+def install_demo_page(app: FastAPI) -> None:
+    """The demo feed at `/demo`, its script and style under `/demo/`."""
+    folder = files("serving") / "static" / "demo"
+    app.mount("/demo/", StaticFiles(directory=str(folder)), name="demo-assets")
+
+    @app.get("/demo", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        return FileResponse(str(folder / "index.html"))

@@ -1,47 +1,81 @@
-"""`GET /v1/users/{user_id}/recommendations`: a user's top-k list, read from the online store."""
+"""`GET /v1/users/{user_id}/recommendations` (a user's list) and `GET /v1/articles/{article_id}/related`."""
 
 import os
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from serving.api.deps import ExposuresDep, RecommenderDep
-from serving.models import ID_MAX_LENGTH, ID_PATTERN, ErrorResponse, RecommendationsResponse
+from serving.models import (
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    ErrorResponse,
+    RecommendationsResponse,
+    RelatedResponse,
+)
 from serving.services.landing import Exposure
 
-UserIdPath = Annotated[
-    str, Path(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH, description="user id, e.g. u000042")
-]
+
+def _id(example: str) -> Any:
+    return Path(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH, description=f"e.g. {example}")
+
+
+def _label(what: str) -> Any:
+    return Query(min_length=1, max_length=ID_MAX_LENGTH, description=f"only items of this {what}")
 
 
 def router(default_k: int, max_k: int) -> APIRouter:
-    """The route, its `k` bounds (configuration) in the OpenAPI document as they are enforced."""
-    routes = APIRouter(prefix="/v1/users", tags=["recommendations"])
+    """The routes, their `k` and `offset` bounds (configuration) in the OpenAPI document as enforced."""
+    routes = APIRouter(prefix="/v1", tags=["recommendations"])
+    errors = {code: {"model": ErrorResponse} for code in (422, 503)}
 
-    @routes.get(
-        "/{user_id}/recommendations",
-        response_model=RecommendationsResponse,
-        responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
-    )
+    @routes.get("/users/{user_id}/recommendations", response_model=RecommendationsResponse, responses=errors)
     async def get_recommendations(
-        user_id: UserIdPath,
+        user_id: Annotated[str, _id("u000042")],
         response: Response,
         recommender: RecommenderDep,
         exposures: ExposuresDep,
         k: Annotated[int, Query(ge=1, le=max_k, description="list length")] = default_k,
+        offset: Annotated[int, Query(ge=0, le=max_k, description="items to skip (paging)")] = 0,
+        category: Annotated[str | None, _label("category")] = None,
+        subcategory: Annotated[str | None, _label("subcategory")] = None,
     ) -> dict[str, Any]:
         """The user's ranked list with article metadata, scores and provenance.
 
         Articles published after the list was computed are merged in at read time. Unknown users
-        get the cold-start list (layer `cold_start`). What was served is logged as impressions,
-        whose `impression_id` is this response's `request_id`.
+        get the cold-start list (layer `cold_start`). The user's A/B variant (provenance) decides
+        the ranker settings. What was served is logged as impressions, whose `impression_id` is
+        this response's `request_id`.
         """
         request_id = os.urandom(16).hex()
-        body = await recommender.recommend(user_id, k, request_id)
+        body = await recommender.recommend(
+            user_id, k, request_id, offset, category=category, subcategory=subcategory
+        )
         response.headers["X-Request-ID"] = request_id
         if exposures is not None and body["items"]:
             article_ids = [item["article_id"] for item in body["items"]]
-            exposures.offer(Exposure(request_id, user_id, article_ids, body["served_at"]))
+            variant = body["provenance"]["variant"]
+            exposures.offer(Exposure(request_id, user_id, article_ids, body["served_at"], offset, variant))
+        return body
+
+    @routes.get(
+        "/articles/{article_id}/related",
+        response_model=RelatedResponse,
+        responses={code: {"model": ErrorResponse} for code in (404, 422, 503)},
+    )
+    async def get_related(
+        article_id: Annotated[str, _id("a000123")],
+        recommender: RecommenderDep,
+        k: Annotated[int, Query(ge=1, le=max_k, description="how many")] = default_k,
+    ) -> dict[str, Any]:
+        """Live articles nearest to this one by the cosine of their vectors (the current model's).
+
+        Only articles of the fresh window (`NEWSREC_FRESH_WINDOW_HOURS`) have vectors in the
+        serving cache; any other article is a 404.
+        """
+        body = await recommender.related(article_id, k)
+        if body is None:
+            raise HTTPException(404, f"no vector for article {article_id} in the recent window")
         return body
 
     return routes
