@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from newsrec_assets.defs.automation import BATCH_WINDOW, cron_for_window
+from newsrec_assets.defs.recommendations.assets import SHARDS
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_main_location_has_the_whole_batch_lineage(main_defs):
         "article_embeddings",
         "naml_model",
         "published_model",
+        "batch_shard_lists",
         "batch_recommendations",
     ]:
         assert expected in keys
@@ -117,12 +119,25 @@ def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs)
     with freeze_time(datetime(2026, 11, 20, 10, 5, tzinfo=UTC)):
         materialized(every_key)
         cursor = dg.evaluate_automation_conditions(main_defs, instance).cursor
+    batch = {dg.AssetKey("batch_shard_lists"), dg.AssetKey("batch_recommendations")}
     with freeze_time(datetime(2026, 11, 20, 10, 35, tzinfo=UTC)):  # after the 10:30 tick
-        materialized([key for key in every_key if key not in slower | {dg.AssetKey("batch_recommendations")}])
+        materialized([key for key in every_key if key not in slower | batch])
         result = dg.evaluate_automation_conditions(main_defs, instance, cursor=cursor)
-    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
+    assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == len(SHARDS.get_partition_keys())
     assert result.get_num_requested(dg.AssetKey("naml_model")) == 0
     assert result.get_num_requested(dg.AssetKey("text_encoder")) == 0
+    with freeze_time(datetime(2026, 11, 20, 10, 40, tzinfo=UTC)):  # every shard staged: the publish
+        for shard in SHARDS.get_partition_keys():
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(dg.AssetKey("batch_shard_lists"), partition=shard)
+            )
+        result = dg.evaluate_automation_conditions(main_defs, instance, cursor=result.cursor)
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
+    assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == 0
+
+
+def test_local_runs_use_the_multiprocess_executor(main_defs):
+    assert main_defs.executor.name == "local_multiprocess"
 
 
 def test_a_manifest_older_than_a_changed_model_is_stale(tmp_path):
