@@ -159,3 +159,28 @@ def test_a_manifest_older_than_a_changed_model_is_stale(tmp_path):
     model.write_text("select 2")  # a checkout changed the model after the parse
     os.utime(model, (project.manifest_path.stat().st_mtime + 1,) * 2)
     assert manifest_is_stale(project)
+
+
+def test_a_selection_with_shards_runs_upstream_then_each_shard_then_the_publish():
+    """`newsrec materialize` / `make demo`: one run cannot mix partitioned and unpartitioned assets."""
+    from newsrec_assets.orchestration import materialize_in_phases
+
+    order = []
+
+    @dg.asset
+    def features():
+        order.append("features")
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["0", "1"]), deps=[features])
+    def shard_lists(context: dg.AssetExecutionContext):
+        order.append(f"shard {context.partition_key}")
+
+    @dg.asset(deps=[shard_lists])
+    def publish():
+        order.append("publish")
+
+    defs = dg.Definitions(assets=[features, shard_lists, publish])
+    result = materialize_in_phases(defs, dg.AssetSelection.all(), {}, dg.DagsterInstance.ephemeral())
+    assert result.success and len(result.results) == 4
+    assert order == ["features", "shard 0", "shard 1", "publish"]
+    assert len(result.asset_materializations_for_node("publish")) == 1
