@@ -156,7 +156,17 @@ def run(ctx):
             Figure(f"{label}: peak memory per shard", result["peak_rss_mb"], "MB", None, None),
             Figure(f"{label}: of which publish (flip)", result["publish_s"], "s", None, None),
         ]
-    return Outcome(figures=figures, details=details)
+    cpu = "; ".join(
+        f"{r['shards']} shard{'s' * (r['shards'] > 1)}: "
+        + ", ".join(f"{s['cpu_s']:.1f}" for s in r["per_shard"])
+        for r in details.values()
+    )
+    notes = [
+        "Each shard in a fresh process, one after the other (its wall time and peak RSS are its own); "
+        f"CPU seconds per shard ({cpu}) move less than wall time on a shared machine. "
+        "10M users on paper: docs/scaling.md."
+    ]
+    return Outcome(figures=figures, details=details, notes=notes)
 
 
 def main() -> None:

@@ -256,7 +256,7 @@ class Warehouse(ABC):
     def user_live_exposures(self, shard: Shard | None = None) -> pa.Table:
         """Per user and live article the user was shown or clicked: user_id, article_id,
         impressions (times served), clicked (ever clicked, every click, not only the latest 50);
-        the users of `shard` only, when given."""
+        the users of `shard` only, when given. Unordered (a sort of the whole log costs)."""
 
     @abstractmethod
     def summary(self) -> dict[str, int]:
@@ -407,8 +407,7 @@ class SQLWarehouse(Warehouse):
                 from shown s full outer join viewed v
                   on v.user_id = s.user_id and v.article_id = s.article_id)
             select e.user_id, e.article_id, e.impressions, e.clicked from exposures e
-            join {marts("current_articles")} a on a.article_id = e.article_id and a.is_live
-            order by e.user_id, e.article_id"""
+            join {marts("current_articles")} a on a.article_id = e.article_id and a.is_live"""
         )
 
     def summary(self) -> dict[str, int]:
