@@ -126,12 +126,19 @@ def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs)
     assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == len(SHARDS.get_partition_keys())
     assert result.get_num_requested(dg.AssetKey("naml_model")) == 0
     assert result.get_num_requested(dg.AssetKey("text_encoder")) == 0
-    with freeze_time(datetime(2026, 11, 20, 10, 40, tzinfo=UTC)):  # every shard staged: the publish
-        for shard in SHARDS.get_partition_keys():
-            instance.report_runless_asset_event(
-                dg.AssetMaterialization(dg.AssetKey("batch_shard_lists"), partition=shard)
-            )
-        result = dg.evaluate_automation_conditions(main_defs, instance, cursor=result.cursor)
+    *first, last = SHARDS.get_partition_keys()
+
+    def staged(shards, minute):
+        with freeze_time(datetime(2026, 11, 20, 10, minute, tzinfo=UTC)):
+            for shard in shards:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(dg.AssetKey("batch_shard_lists"), partition=shard)
+                )
+            return dg.evaluate_automation_conditions(main_defs, instance, cursor=result.cursor)
+
+    result = staged(first, 40)  # a shard still missing: no publish yet
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 0
+    result = staged([last], 42)  # every shard staged: the publish
     assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
     assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == 0
 

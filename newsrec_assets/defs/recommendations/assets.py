@@ -12,7 +12,11 @@ from typing import Literal
 
 import dagster as dg
 
-from newsrec_assets.defs.automation import BATCH_FRESHNESS_POLICY, batch_automation_condition
+from newsrec_assets.defs.automation import (
+    BATCH_FRESHNESS_POLICY,
+    after_every_shard_condition,
+    batch_automation_condition,
+)
 from newsrec_assets.defs.embeddings.assets import article_embeddings
 from newsrec_assets.defs.model.assets import published_model
 from newsrec_assets.defs.resources import ArtifactStoreResource, OnlineStoreResource, WarehouseResource
@@ -103,7 +107,7 @@ def batch_shard_lists(
     deps=[batch_shard_lists],
     kinds={"numpy", online_store_kind()},
     freshness_policy=BATCH_FRESHNESS_POLICY,
-    automation_condition=batch_automation_condition(slower_deps=["published_model"]),
+    automation_condition=after_every_shard_condition(),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,
