@@ -94,8 +94,15 @@ REGISTRY: tuple[Benchmark, ...] = (
     Benchmark(
         "batch_layer",
         "bench.batch_layer",
-        "Batch layer: encode users, score, top-k and publish atomically to SQLite",
-        (planned("batch layer, 100,000 users × 5,000 articles (encode + top-k + publish)", "s", None, None),),
+        "Batch layer by user shard: encode, score, top-k, stage each shard, publish atomically (SQLite)",
+        (
+            planned(
+                "batch layer, 1,000,000 users × 10,000 articles, 1 shard: wall per shard (slowest) + publish",
+                "s",
+                None,
+                None,
+            ),
+        ),
     ),
     Benchmark(
         # Implemented by `bench/speed_path.py` exposing `run(ctx) -> Outcome | list[Figure]`

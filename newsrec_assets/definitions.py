@@ -13,8 +13,8 @@ from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
 from newsrec_assets.defs.ingestion.assets import raw_cdc_log
 from newsrec_assets.defs.ingestion.sensors import landing_files_sensor
 from newsrec_assets.defs.model.assets import naml_model, published_model
-from newsrec_assets.defs.recommendations.assets import batch_recommendations
-from newsrec_assets.defs.resources import build_resources
+from newsrec_assets.defs.recommendations.assets import batch_recommendations, batch_shard_lists
+from newsrec_assets.defs.resources import build_executor, build_resources
 from newsrec_assets.settings import get_environment
 
 defs = dg.Definitions(
@@ -25,6 +25,7 @@ defs = dg.Definitions(
         article_embeddings,
         naml_model,
         published_model,
+        batch_shard_lists,
         batch_recommendations,
         freshness_replay,
         ab_variant_ctr,
@@ -39,7 +40,5 @@ defs = dg.Definitions(
         ),
     ],
     resources={**build_resources(get_environment()), "dbt": dbt_resource()},
-    # One process per run: on a 2-core machine a subprocess per step only adds start-up CPU that
-    # the speed layer's runs then wait for; the batch's steps are sequential anyway.
-    executor=dg.in_process_executor,
+    executor=build_executor(get_environment()),
 )

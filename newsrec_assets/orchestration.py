@@ -37,20 +37,81 @@ def materialize_selection(selection: str = "*", run_config=None):
     from newsrec_assets.definitions import defs
     from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG, this_host
 
-    graph = defs.resolve_asset_graph()
-    keys = list(dg.AssetSelection.from_string(selection).resolve(graph))
-    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
     with dg.DagsterInstance.get() as instance:
-        return dg.materialize(
-            assets,
-            selection=keys,
+        return materialize_in_phases(
+            defs,
+            dg.AssetSelection.from_string(selection),
             resources=defs.resources,
             instance=instance,
-            raise_on_error=False,
             # This process is the run's worker: run monitoring may check it here.
             tags={"newsrec/trigger": "cli", RUN_WORKER_HOST_TAG: this_host()},
             run_config=run_config,
         )
+
+
+class PhasedResult:
+    """The runs of `materialize_in_phases`, read like one run's result."""
+
+    def __init__(self, results: list) -> None:
+        self.results = results
+
+    @property
+    def success(self) -> bool:
+        return all(result.success for result in self.results)
+
+    @property
+    def run_id(self) -> str:
+        return self.results[0].run_id
+
+    @property
+    def all_events(self) -> list:
+        return [event for result in self.results for event in result.all_events]
+
+    def get_asset_check_evaluations(self) -> list:
+        return [check for result in self.results for check in result.get_asset_check_evaluations()]
+
+    def asset_materializations_for_node(self, node_name: str) -> list:
+        return [m for result in self.results for m in result.asset_materializations_for_node(node_name)]
+
+
+def materialize_in_phases(defs, selection, resources, instance, tags=None, run_config=None) -> PhasedResult:
+    """Materialise a selection that may hold partitioned assets (the batch layer's user shards).
+
+    One run cannot mix partitioned and unpartitioned assets, so, as the automation does it: the
+    selected assets upstream of the partitioned ones in one run (with `run_config`), then each
+    partition in its own run, then what depends on them. Stops at the first failed run.
+    """
+    import dagster as dg
+
+    graph = defs.resolve_asset_graph()
+    keys = set(selection.resolve(graph))
+    partitioned = {key for key in keys if graph.get(key).partitions_def is not None}
+    after = keys & set(dg.AssetSelection.assets(*partitioned).downstream().resolve(graph)) - partitioned
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    runs: list[tuple[set, str | None, object]] = [(keys - partitioned - after, None, run_config)]
+    for partition in sorted(
+        {p for key in partitioned for p in graph.get(key).partitions_def.get_partition_keys()}
+    ):
+        runs.append((partitioned, partition, None))
+    runs.append((after, None, None))
+    results = []
+    for selected, partition, config in runs:
+        if not selected:
+            continue
+        result = dg.materialize(
+            assets,
+            selection=list(selected),
+            partition_key=partition,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config=config,
+        )
+        results.append(result)
+        if not result.success:
+            break
+    return PhasedResult(results)
 
 
 def warehouse_summary() -> dict[str, int]:

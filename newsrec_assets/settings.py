@@ -30,6 +30,17 @@ def get_environment() -> Environment:
     return environment  # type: ignore[return-value]
 
 
+def batch_shards() -> int:
+    """`NEWSREC_BATCH_SHARDS` (default 2): how many user shards the batch layer ranks separately.
+
+    Read when the definitions load (it sizes the shards' partition set); see docs/scaling.md.
+    """
+    shards = int(os.getenv("NEWSREC_BATCH_SHARDS", "2"))
+    if shards < 1:
+        raise ValueError(f"NEWSREC_BATCH_SHARDS must be at least 1, not {shards}")
+    return shards
+
+
 def warehouse_kind() -> Literal["duckdb", "bigquery"]:
     """What the warehouse is in this environment (the kind its assets show in the UI)."""
     return "bigquery" if get_environment() == "prod" else "duckdb"

@@ -25,6 +25,7 @@ import dagster as dg
 from newsrec_assets.defs.embeddings.assets import TextEncoderConfig
 from newsrec_assets.defs.evaluation.assets import FreshnessReplayConfig
 from newsrec_assets.defs.model.assets import NamlTrainingConfig
+from newsrec_assets.orchestration import PhasedResult, materialize_in_phases
 
 SIMULATION = {"seed": 3, "users": 250, "articles": 300, "days": 3.0}  # the local e2e test's app
 
@@ -47,20 +48,20 @@ def materialize_everything(
     instance: dg.DagsterInstance,
     ground_truth_dir: Path,
     selection: str | None = None,
-) -> dg.ExecuteInProcessResult:
-    """Every asset in one run, or those of an asset selection string (without the training configs)."""
-    return dg.materialize(
-        [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)],
-        selection=dg.AssetSelection.from_string(selection) if selection else None,
+) -> PhasedResult:
+    """Every asset, or those of an asset selection string (without the training configs): one
+    run, then one per batch shard and the publish (`materialize_in_phases`)."""
+    return materialize_in_phases(
+        defs,
+        dg.AssetSelection.from_string(selection) if selection else dg.AssetSelection.all(),
         resources=resources,
         instance=instance,
         run_config=None if selection else run_config(ground_truth_dir),  # configs of unselected ops fail
-        raise_on_error=False,
         tags={"newsrec/trigger": "prod-test"},
     )
 
 
-def outcome(result: dg.ExecuteInProcessResult, warehouse) -> dict[str, Any]:
+def outcome(result: PhasedResult, warehouse) -> dict[str, Any]:
     """What the comparison needs: success, failed steps, checks, and the warehouse's counts."""
     return {
         "run_id": result.run_id,

@@ -495,3 +495,11 @@ def test_feast_peer_without_its_venv_says_how_to_set_it_up(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="make bench-feast-setup"):
         FeastPeer("feast-sqlite", 10, tmp_path, venv=tmp_path / "no-venv")
+
+
+def test_batch_layer_benchmark_stages_every_shard_and_publishes_all_users():
+    from bench.batch_layer import measure
+
+    result = measure(users=300, articles=400, shards=2, log=lambda message: None, dim=16, k=10)
+    assert sum(shard["users"] for shard in result["per_shard"]) == 300
+    assert all(shard["peak_rss_mb"] > 0 for shard in result["per_shard"])

@@ -99,3 +99,21 @@ def test_a_failed_transaction_stores_and_registers_nothing(bigquery, tmp_path, m
     report = bigquery.ingest(zone)
     assert (report.files_ingested, report.files_already_ingested, report.stored) == (2, 1, 2)
     assert len(rows(bigquery, "cdc_user_article_views", "change_key", "change_key")) == 3
+
+
+def test_the_shard_filter_hashes_user_ids_as_python_and_duckdb_do(bigquery, tmp_path):
+    """A shard's reads are filtered in the warehouse: BigQuery's SQL hash must be Python's."""
+    from newsrec_assets.domain.sharding import user_hash
+
+    users = ["u0000001", "U87654", "ü-ñ"]
+    column = "', '".join(users)
+    sql = f"select u, {{}} as h from unnest(['{column}']) as u order by u"
+    duck = DuckDBWarehouse(tmp_path / "w.duckdb")
+    duck_sql = f"select u, {{}} as h from (select unnest(['{column}']) as u) order by u"
+    expected = {u: user_hash(u) for u in users}
+    assert {
+        r["u"]: r["h"] for r in bigquery.run_query(sql.format(bigquery.user_hash("u"))).to_pylist()
+    } == expected
+    with duck.connect() as connection:
+        found = connection.execute(duck_sql.format(duck.user_hash("u"))).fetchall()
+    assert dict(found) == expected

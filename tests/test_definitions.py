@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 
 from newsrec_assets.defs.automation import BATCH_WINDOW, cron_for_window
+from newsrec_assets.defs.recommendations.assets import SHARDS
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_main_location_has_the_whole_batch_lineage(main_defs):
         "article_embeddings",
         "naml_model",
         "published_model",
+        "batch_shard_lists",
         "batch_recommendations",
     ]:
         assert expected in keys
@@ -117,12 +119,32 @@ def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs)
     with freeze_time(datetime(2026, 11, 20, 10, 5, tzinfo=UTC)):
         materialized(every_key)
         cursor = dg.evaluate_automation_conditions(main_defs, instance).cursor
+    batch = {dg.AssetKey("batch_shard_lists"), dg.AssetKey("batch_recommendations")}
     with freeze_time(datetime(2026, 11, 20, 10, 35, tzinfo=UTC)):  # after the 10:30 tick
-        materialized([key for key in every_key if key not in slower | {dg.AssetKey("batch_recommendations")}])
+        materialized([key for key in every_key if key not in slower | batch])
         result = dg.evaluate_automation_conditions(main_defs, instance, cursor=cursor)
-    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
+    assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == len(SHARDS.get_partition_keys())
     assert result.get_num_requested(dg.AssetKey("naml_model")) == 0
     assert result.get_num_requested(dg.AssetKey("text_encoder")) == 0
+    *first, last = SHARDS.get_partition_keys()
+
+    def staged(shards, minute):
+        with freeze_time(datetime(2026, 11, 20, 10, minute, tzinfo=UTC)):
+            for shard in shards:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(dg.AssetKey("batch_shard_lists"), partition=shard)
+                )
+            return dg.evaluate_automation_conditions(main_defs, instance, cursor=result.cursor)
+
+    result = staged(first, 40)  # a shard still missing: no publish yet
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 0
+    result = staged([last], 42)  # every shard staged: the publish
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
+    assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == 0
+
+
+def test_local_runs_use_the_multiprocess_executor(main_defs):
+    assert main_defs.executor.name == "local_multiprocess"
 
 
 def test_a_manifest_older_than_a_changed_model_is_stale(tmp_path):
@@ -144,3 +166,28 @@ def test_a_manifest_older_than_a_changed_model_is_stale(tmp_path):
     model.write_text("select 2")  # a checkout changed the model after the parse
     os.utime(model, (project.manifest_path.stat().st_mtime + 1,) * 2)
     assert manifest_is_stale(project)
+
+
+def test_a_selection_with_shards_runs_upstream_then_each_shard_then_the_publish():
+    """`newsrec materialize` / `make demo`: one run cannot mix partitioned and unpartitioned assets."""
+    from newsrec_assets.orchestration import materialize_in_phases
+
+    order = []
+
+    @dg.asset
+    def features():
+        order.append("features")
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["0", "1"]), deps=[features])
+    def shard_lists(context: dg.AssetExecutionContext):
+        order.append(f"shard {context.partition_key}")
+
+    @dg.asset(deps=[shard_lists])
+    def publish():
+        order.append("publish")
+
+    defs = dg.Definitions(assets=[features, shard_lists, publish])
+    result = materialize_in_phases(defs, dg.AssetSelection.all(), {}, dg.DagsterInstance.ephemeral())
+    assert result.success and len(result.results) == 4
+    assert order == ["features", "shard 0", "shard 1", "publish"]
+    assert len(result.asset_materializations_for_node("publish")) == 1

@@ -242,3 +242,70 @@ def test_a_mind_file_set_with_unknown_news_reaches_the_marts(tmp_path, monkeypat
         user: fixture.expected_click_history(user)
         for user in {u for _, u, _ in fixture.clicks} | {u for u, h in fixture.histories.items() if h}
     }
+
+
+@pytest.mark.slow
+def test_a_mind_set_whose_articles_are_all_older_than_the_window_is_served_popularity_lists(
+    tmp_path, monkeypatch
+):
+    """Every article first appears > 72 h before the last event and no model has passed: each
+    known user still gets a popularity/recency list (so labelled), read shard by shard, without
+    their clicks and without what they were shown three times and never clicked."""
+    import dagster as dg
+
+    from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
+    from newsrec_assets.defs.ingestion.assets import raw_cdc_log
+    from newsrec_assets.defs.recommendations.assets import SHARDS, batch_recommendations, batch_shard_lists
+    from newsrec_assets.defs.resources import (
+        ArtifactStoreResource,
+        LandingZoneResource,
+        OnlineStoreResource,
+        WarehouseResource,
+    )
+    from newsrec_assets.domain.batch_lists import POPULARITY_VERSION
+    from newsrec_assets.domain.sharding import Shard, shard_of
+
+    news_ids = [f"N{i}" for i in range(20)]
+    news = "\n".join(f"{n}\tnews\tworld\tTitle {n}\tBody {n}.\thttps://x/{n}\t[]\t[]" for n in news_ids)
+    rows = [f"1\tU0\t{START:{MIND_TIME_FORMAT}}\t\t" + " ".join(f"{n}-0" for n in news_ids)]
+    for i in range(1, 31):  # 80 to 90 hours later, only the articles first seen at START
+        at = START + timedelta(hours=80, minutes=20 * i)
+        user = f"U{i % 10 + 1}"
+        clicked = news_ids[i % 7]
+        rows.append(f"{i + 1}\t{user}\t{at:{MIND_TIME_FORMAT}}\t\t{clicked}-1 N19-0")
+    _, landing = import_mind(tmp_path, news, "\n".join(rows))
+
+    warehouse, home = tmp_path / "warehouse.duckdb", tmp_path / "home"
+    monkeypatch.setenv("NEWSREC_DUCKDB_PATH", str(warehouse))
+    resources = {
+        "landing": LandingZoneResource(root=str(landing)),
+        "warehouse": WarehouseResource(duckdb_path=str(warehouse)),
+        "artifacts": ArtifactStoreResource(root=str(home / "artifacts")),
+        "online_store": OnlineStoreResource(sqlite_path=str(home / "online.sqlite")),
+        "dbt": dbt_resource(),
+    }
+    assert dg.materialize([raw_cdc_log, newsrec_dbt_models], resources=resources).success
+    db = DuckDBWarehouse(warehouse, read_only=True)
+    users = sorted(set(db.user_click_histories()["user_id"].to_pylist()))
+    assert len(users) == 10
+    shards = len(SHARDS.get_partition_keys())
+    for key in SHARDS.get_partition_keys():
+        shard = Shard.from_key(key, shards)
+        read = set(db.user_click_histories(shard)["user_id"].to_pylist())
+        assert read == {u for u in users if shard_of(u, shards) == shard.index}  # SQL agrees with Python
+        assert set(db.user_live_exposures(shard)["user_id"].to_pylist()) <= {"U0", *users}
+        result = dg.materialize([batch_shard_lists], resources=resources, partition_key=key)
+        assert result.asset_materializations_for_node("batch_shard_lists")[0].metadata["users"].value == len(
+            read
+        )
+    published = dg.materialize([batch_recommendations], resources=resources)
+    assert published.asset_materializations_for_node("batch_recommendations")[0].metadata["users"].value == 10
+
+    lists = resources["online_store"].lists()
+    assert lists.get_model_version() == POPULARITY_VERSION
+    for user in users:
+        record = lists.get_recommendations(user)
+        assert record.model_version == POPULARITY_VERSION and len(record.article_ids) > 10
+        clicked = {news_ids[i % 7] for i in range(1, 31) if f"U{i % 10 + 1}" == user}
+        assert not clicked & set(record.article_ids)
+        assert "N19" not in record.article_ids  # shown three times, never clicked

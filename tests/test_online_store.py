@@ -290,6 +290,53 @@ def test_old_generations_are_deleted(store):
         assert keys == {store.key("b:3"), store.key("bw:3")}
 
 
+def _stage_in_threads(store: ListStore, batch_key: str, shards: dict[int, list[str]], tag: str) -> None:
+    """Each shard staged by its own writer handle (another process or pod), side by side."""
+
+    def stage(shard: int, users: list[str]) -> None:
+        with a_writer(store) as writer:
+            records = [make_record(u, T0 + timedelta(hours=1), tag=tag, model_version="m2") for u in users]
+            writer.stage_shard(batch_key, shard, records, model_version="m2", chunk_size=2)
+
+    threads = [threading.Thread(target=stage, args=item) for item in shards.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_a_sharded_batch_flips_only_once_every_shard_is_staged(store, tmp_path):
+    users = [f"u{i}" for i in range(6)]
+    store.publish_batch([make_record(u, T0, tag="old") for u in users], model_version="m1")
+    _stage_in_threads(store, "cycle-1", {0: users[:2], 2: users[4:]}, tag="new")
+    missing = store.publish_shards(3)
+    assert not missing.published and "missing" in missing.reason
+    reader = a_reader(store, tmp_path)
+    assert set(_generation_tags(reader, users)) == {"old"} and reader.get_model_version() == "m1"
+
+    _stage_in_threads(store, "cycle-1", {1: users[2:4]}, tag="new")
+    result = store.publish_shards(3)
+    assert result.published and result.users_written == 6
+    assert set(_generation_tags(reader, users)) == {"new"}
+    assert reader.get_model_version() == "m2" and reader.current_generation().users == 6
+    assert _staged_rows(store) == 0
+
+    # A shard retried after the flip stages apart: readers never see it.
+    store.stage_shard(
+        "cycle-1", 0, [make_record("u0", T0 + timedelta(hours=2), tag="late")], model_version="m2"
+    )
+    assert reader.get_recommendations("u0").article_ids[0] == "new-0"
+    assert not store.publish_shards(3).published
+
+
+def test_an_incomplete_sharded_batch_goes_once_a_newer_generation_is_published(store):
+    store.stage_shard("cycle-1", 0, [make_record("u1", T0, tag="lost")], model_version="m1")
+    _stage_in_threads(store, "cycle-2", {0: ["u1"], 1: ["u2"]}, tag="new")
+    assert store.publish_shards(2).published
+    assert _staged_rows(store) == 0
+    assert store.get_recommendations("u1").article_ids[0] == "new-0"
+
+
 def _generation_tags(store: ListStore, users: list[str]) -> list[str]:
     return [store.get_recommendations(u).article_ids[0].split("-")[0] for u in users]
 

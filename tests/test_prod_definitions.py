@@ -1,5 +1,6 @@
 """The production definitions load without any production setting present: resources hold the
-variables' names (resolved in each run), and every warehouse-facing asset shows BigQuery."""
+variables' names (resolved in each run), every warehouse-facing asset shows BigQuery, and the
+steps run as Kubernetes jobs (dagster-k8s)."""
 
 import json
 import os
@@ -23,6 +24,7 @@ print(json.dumps({
     "bucket_is_env_var": isinstance(landing.bucket, dg.EnvVar),
     "redis_url": [type(online.redis_url).__name__, online.redis_url.env_var_name],
     "warehouse": type(defs.resources["warehouse"]).__name__,
+    "executor": defs.executor.name,
 }))
 """
 
@@ -43,5 +45,6 @@ def test_prod_definitions_load_unresolved_with_bigquery_kinds(tmp_path):
     kinds = loaded["kinds"]
     assert "bigquery" in kinds["raw/cdc_user_article_views"] and "bigquery" in kinds["view_events"]
     assert "bigquery" in kinds["article_embeddings"]
-    assert "redis" in kinds["batch_recommendations"]
+    assert "redis" in kinds["batch_recommendations"] and "redis" in kinds["batch_shard_lists"]
+    assert loaded["executor"] == "k8s"  # each shard a Kubernetes job, chosen by the prod settings alone
     assert not [key for key, kind in kinds.items() if "duckdb" in kind or "sqlite" in kind]

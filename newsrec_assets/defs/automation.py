@@ -41,3 +41,22 @@ def batch_automation_condition(slower_deps: Sequence[str] = ()) -> dg.Automation
     if slower_deps:
         condition = condition.ignore(dg.AssetSelection.assets(*slower_deps))
     return condition
+
+
+def after_every_shard_condition() -> dg.AutomationCondition:
+    """Once per batch window, after every partition of its (sharded) upstream has been updated.
+
+    `on_cron` would fire after the first shard of the window: a dependency's condition holds for
+    a downstream asset when any one of its partitions holds it. So: no upstream partition may be
+    left un-updated since the tick (`~any_deps_match(~updated)`), and the publish sees all of them.
+    """
+    cron = cron_for_window(BATCH_WINDOW)
+    tick = dg.AutomationCondition.cron_tick_passed(cron)
+    updated = (dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()).since(
+        tick
+    )
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & tick.since_last_handled()
+        & ~dg.AutomationCondition.any_deps_match(~updated)
+    ).with_label(f"on_cron({cron}) once every shard is updated")

@@ -107,3 +107,17 @@ def build_resources(environment: Environment) -> dict[str, dg.ConfigurableResour
         "artifacts": ArtifactStoreResource(root=str(paths.artifacts)),
         "online_store": OnlineStoreResource(kind="sqlite", sqlite_path=str(paths.online_store)),
     }
+
+
+def build_executor(environment: Environment) -> dg.ExecutorDefinition:
+    """How a run's steps execute, by environment (the prod settings alone choose Kubernetes).
+
+    Locally: the multiprocess executor, two processes on the demo's two cores. In production every
+    step is its own Kubernetes job (dagster-k8s), so each batch shard gets a pod sized for one
+    shard (docs/scaling.md) and the shards of a cycle run side by side on spot nodes.
+    """
+    if environment == "prod":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    return dg.multiprocess_executor.configured({"max_concurrent": 2}, name="local_multiprocess")

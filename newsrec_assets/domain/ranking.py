@@ -81,6 +81,8 @@ def top_k_scores(
     k: int,
     exclude: ExcludeLike | None = None,
     chunk_size: int = 4096,
+    demote: ExcludeLike | None = None,
+    demotion: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k articles per user by dot product.
 
@@ -90,6 +92,8 @@ def top_k_scores(
         k: list length; clamped to the number of articles.
         exclude: article indices to leave out per user (already clicked), see `ExcludeLike`.
         chunk_size: users scored per matmul; bounds the score matrix to chunk_size x articles.
+        demote, demotion: article indices per user whose score is lowered by `demotion` (seen
+            without a click); an index also excluded stays excluded.
 
     Returns:
         `(indices, scores)`, both users x k, best first. Scores are float32. Where a user has fewer
@@ -110,9 +114,12 @@ def top_k_scores(
     out_scores = np.empty((n_users, k), dtype=np.float32)
     if n_users == 0 or k == 0:
         return out_indices, out_scores
-    indptr, indices = exclusion_csr(exclude, n_users) if exclude is not None else (None, None)
-    if indices is not None and len(indices) and (indices.min() < 0 or indices.max() >= n_articles):
-        raise ValueError("an excluded article index is out of range")
+    lowered = [(exclusion_csr(exclude, n_users), -np.inf)] if exclude is not None else []
+    if demote is not None and demotion:
+        lowered.insert(0, (exclusion_csr(demote, n_users), -float(demotion)))
+    for (_, indices), _ in lowered:
+        if len(indices) and (indices.min() < 0 or indices.max() >= n_articles):
+            raise ValueError("an excluded article index is out of range")
 
     layout = _GroupedLayout.plan(n_articles, k) if n_users >= _GROUPED_MIN_USERS else None
     if layout is None:
@@ -132,11 +139,14 @@ def top_k_scores(
         stop = min(start + chunk_size, n_users)
         scores = buffer[: stop - start]
         np.matmul(users[start:stop], articles_t, out=scores)  # chunk, width
-        if indptr is not None:
+        for (indptr, indices), change in lowered:  # demotions first: an exclusion wins
             counts = np.diff(indptr[start : stop + 1])
             rows = np.repeat(np.arange(stop - start), counts)
             cols = article_to_position[indices[indptr[start] : indptr[stop]]]
-            scores[rows, cols] = -np.inf
+            if change == -np.inf:
+                scores[rows, cols] = -np.inf
+            else:
+                scores[rows, cols] += np.float32(change)
         if layout is None:
             keys = _top_keys_exact(scores, k, position_to_article)
         else:

@@ -158,6 +158,9 @@ class BigQueryWarehouse(SQLWarehouse):
     def parameter(self, name: str) -> str:
         return f"@{name}"
 
+    def user_hash(self, column: str) -> str:
+        return f"cast(concat('0x', substr(to_hex(md5({column})), 1, 8)) as int64)"
+
     def _job_config(self, parameters: dict[str, Any] | None):
         from google.cloud import bigquery
 

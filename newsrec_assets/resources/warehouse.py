@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from newsrec_assets.domain.cdc import DEFAULT_LIMITS, SOURCE_TABLES, ChangeRecord, RecordLimits
 from newsrec_assets.domain.landing_format import FileKind, ParsedFile, landing_file_kind, parse_landing_file
+from newsrec_assets.domain.sharding import Shard
 from newsrec_assets.resources.landing import LandingFile, LandingZone
 
 RAW_SCHEMA = "raw"
@@ -267,13 +268,20 @@ class Warehouse(ABC):
         published_at, popularity, age_hours, clicks, impressions."""
 
     @abstractmethod
-    def user_click_histories(self) -> pa.Table:
-        """user_id, click_rank (1 = newest), article_id for every user's recent distinct clicks."""
+    def user_click_histories(self, shard: Shard | None = None) -> pa.Table:
+        """user_id, click_rank (1 = newest), article_id for every user's recent distinct clicks
+        (the users of `shard` only, filtered in the warehouse, when one is given)."""
 
     @abstractmethod
-    def user_subcategory_counts(self) -> pa.Table:
+    def user_subcategory_counts(self, shard: Shard | None = None) -> pa.Table:
         """Every user's impressions and clicks per subcategory so far, over current articles:
-        user_id, subcategory, impressions, clicks."""
+        user_id, subcategory, impressions, clicks (the users of `shard` only, when given)."""
+
+    @abstractmethod
+    def user_live_exposures(self, shard: Shard | None = None) -> pa.Table:
+        """Per user and live article the user was shown or clicked: user_id, article_id,
+        impressions (times served), clicked (ever clicked, every click, not only the latest 50);
+        the users of `shard` only, when given. Unordered (a sort of the whole log costs)."""
 
     @abstractmethod
     def variant_ctr(self) -> pa.Table:
@@ -315,6 +323,16 @@ class SQLWarehouse(Warehouse):
 
     @abstractmethod
     def has_relation(self, layer: RelationLayer, name: str) -> bool: ...
+
+    @abstractmethod
+    def user_hash(self, column: str) -> str:
+        """SQL for `sharding.user_hash` of a string column (an int64 in [0, 2**32))."""
+
+    def _shard_filter(self, column: str, shard: Shard | None, keyword: str = "where") -> str:
+        """`where mod(hash, count) = index` for a shard's users (ints only: nothing to escape)."""
+        if shard is None:
+            return ""
+        return f"{keyword} mod({self.user_hash(column)}, {int(shard.count)}) = {int(shard.index)}"
 
     def _scalar(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         table = self.run_query(sql, parameters)
@@ -384,17 +402,18 @@ class SQLWarehouse(Warehouse):
             "where a.is_live order by a.article_id"
         )
 
-    def user_click_histories(self) -> pa.Table:
+    def user_click_histories(self, shard: Shard | None = None) -> pa.Table:
         return self.run_query(
             f"select user_id, click_rank, article_id from {self.relation('marts', 'user_click_histories')} "
-            "order by user_id, click_rank"
+            f"{self._shard_filter('user_id', shard)} order by user_id, click_rank"
         )
 
-    def user_subcategory_counts(self) -> pa.Table:
+    def user_subcategory_counts(self, shard: Shard | None = None) -> pa.Table:
         return self.run_query(
             "select i.user_id, a.subcategory, count(*) as impressions, count(i.first_clicked_at) as clicks "
             f"from {self.relation('marts', 'training_impressions')} i "
             f"join {self.relation('marts', 'current_articles')} a on a.article_id = i.article_id "
+            f"{self._shard_filter('i.user_id', shard)} "
             "group by i.user_id, a.subcategory order by i.user_id, a.subcategory"
         )
 
@@ -404,6 +423,29 @@ class SQLWarehouse(Warehouse):
             "count(first_clicked_at) as clicks "
             f"from {self.relation('marts', 'training_impressions')} "
             "where variant is not null group by variant order by variant"
+        )
+
+    def user_live_exposures(self, shard: Shard | None = None) -> pa.Table:
+        # Clicks come from the view events too: a click need not follow a logged impression
+        # (imported histories, shared links).
+        marts = partial(self.relation, "marts")
+        return self.run_query(
+            f"""with shown as (
+                select user_id, article_id, count(*) as impressions, max(clicked) as clicked
+                from {marts("training_impressions")} {self._shard_filter("user_id", shard)}
+                group by user_id, article_id),
+            viewed as (
+                select distinct user_id, article_id from {marts("view_events")}
+                {self._shard_filter("user_id", shard)}),
+            exposures as (
+                select coalesce(s.user_id, v.user_id) as user_id,
+                    coalesce(s.article_id, v.article_id) as article_id,
+                    coalesce(s.impressions, 0) as impressions,
+                    coalesce(s.clicked, false) or v.user_id is not null as clicked
+                from shown s full outer join viewed v
+                  on v.user_id = s.user_id and v.article_id = s.article_id)
+            select e.user_id, e.article_id, e.impressions, e.clicked from exposures e
+            join {marts("current_articles")} a on a.article_id = e.article_id and a.is_live"""
         )
 
     def summary(self) -> dict[str, int]:
@@ -543,6 +585,9 @@ class DuckDBWarehouse(SQLWarehouse):
             )
 
     # -- the port's reads and the article vectors ------------------------------------------------
+
+    def user_hash(self, column: str) -> str:
+        return f"cast(('0x' || substr(md5({column}), 1, 8)) as bigint)"
 
     def relation(self, layer: RelationLayer, name: str) -> str:
         return f"{_DUCKDB_SCHEMAS[layer]}.{name}"

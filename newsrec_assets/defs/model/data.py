@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from newsrec_assets.domain.catalogue import Catalogue
 from newsrec_assets.domain.popularity import context_features
+from newsrec_assets.domain.sharding import Shard
 from newsrec_assets.domain.training import ImpressionLog
 from newsrec_assets.resources.warehouse import Warehouse
 
@@ -148,17 +149,19 @@ def impression_affinity_features(impressions: Impressions, catalogue: Catalogue)
     )
 
 
-def user_subcategory_counts(warehouse: Warehouse) -> pa.Table:
+def user_subcategory_counts(warehouse: Warehouse, shard: Shard | None = None) -> pa.Table:
     """Every user's impressions and clicks per subcategory so far.
 
     Columns `user_id, subcategory, impressions, clicks`.
 
     Impressions of articles no longer current (deleted) are left out, as training leaves them out.
     """
-    return warehouse.user_subcategory_counts()
+    return warehouse.user_subcategory_counts(shard)
 
 
-def user_affinity_counts(warehouse: Warehouse, catalogue: Catalogue, user_ids: np.ndarray) -> np.ndarray:
+def user_affinity_counts(
+    warehouse: Warehouse, catalogue: Catalogue, user_ids: np.ndarray, shard: Shard | None = None
+) -> np.ndarray:
     """Raw affinity features of every (user, subcategory id) pair now, for `user_ids` in that order.
 
     float32 [len(user_ids), n_subcategories, 6] (``affinity.user_counts``); subcategory ids are the
@@ -167,7 +170,7 @@ def user_affinity_counts(warehouse: Warehouse, catalogue: Catalogue, user_ids: n
     from newsrec_assets.domain.affinity import subcategory_categories, user_counts
     from newsrec_assets.domain.catalogue import encode
 
-    counts = user_subcategory_counts(warehouse)
+    counts = user_subcategory_counts(warehouse, shard)
     row_of = {user: i for i, user in enumerate(np.asarray(user_ids).tolist())}
     codes = np.fromiter((row_of.get(u, -1) for u in counts["user_id"].to_pylist()), dtype=np.int64)
     known = codes >= 0

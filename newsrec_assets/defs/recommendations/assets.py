@@ -1,42 +1,113 @@
-"""Recommendations, batch layer: every user's list, every 30 minutes, published atomically."""
+"""Recommendations, batch layer: every user's list, every 30 minutes, ranked by user shard and
+published atomically.
 
-import tempfile
-import time
-from datetime import UTC, datetime
-from pathlib import Path
+`batch_shard_lists` is partitioned into N hash shards of the users (`NEWSREC_BATCH_SHARDS`):
+each partition reads only its users from the warehouse and stages their lists, invisible, under
+the cycle's batch. `batch_recommendations` depends on every shard and flips the batch once all
+of them are staged, so readers see the whole new generation or the whole old one.
+"""
+
+from datetime import UTC
+from typing import Literal
 
 import dagster as dg
-import numpy as np
 
-from newsrec_assets.defs.automation import BATCH_FRESHNESS_POLICY, batch_automation_condition
+from newsrec_assets.defs.automation import (
+    BATCH_FRESHNESS_POLICY,
+    after_every_shard_condition,
+    batch_automation_condition,
+)
 from newsrec_assets.defs.embeddings.assets import article_embeddings
-from newsrec_assets.defs.model.assets import NAML_KIND, factorize, published_model
+from newsrec_assets.defs.model.assets import published_model
 from newsrec_assets.defs.resources import ArtifactStoreResource, OnlineStoreResource, WarehouseResource
-from newsrec_assets.settings import online_store_kind
+from newsrec_assets.domain.sharding import shard_keys
+from newsrec_assets.settings import batch_shards, online_store_kind
 
 GROUP = "recommendations"
-SNAPSHOT_KIND = "serving_snapshot"
+SHARDS = dg.StaticPartitionsDefinition(shard_keys(batch_shards()))
 
 
 class BatchRecommendationsConfig(dg.Config):
     list_length: int = 100
-    candidate_max_age_hours: float = 72.0
+    candidate_max_age_hours: float = 72.0  # in the data's event time (the features' as_of)
     cold_start_half_life_hours: float = 6.0
-    chunk_size: int = 4096
+    seen_min_impressions: int = 3  # served this often without a click: seen
+    seen_action: Literal["drop", "demote"] = "drop"
+    seen_demotion: float = 1.0  # subtracted from a seen article's score when demoting
+
+    def settings(self):  # noqa: ANN201 - the domain's type, imported lazily
+        from newsrec_assets.defs.recommendations.batch_layer import ListSettings
+        from newsrec_assets.domain.batch_lists import SeenPolicy
+
+        seen = SeenPolicy(self.seen_min_impressions, self.seen_action, self.seen_demotion)
+        return ListSettings(
+            self.list_length, self.candidate_max_age_hours, self.cold_start_half_life_hours, seen
+        )
 
 
 @dg.asset(
     group_name=GROUP,
+    partitions_def=SHARDS,
     deps=[
         published_model,
         article_embeddings,
         dg.AssetKey("user_click_histories"),
         dg.AssetKey("article_features"),
         dg.AssetKey("current_articles"),
+        dg.AssetKey("training_impressions"),
     ],
     kinds={"numpy", online_store_kind()},
-    freshness_policy=BATCH_FRESHNESS_POLICY,
     automation_condition=batch_automation_condition(slower_deps=["published_model"]),
+)
+def batch_shard_lists(
+    context: dg.AssetExecutionContext,
+    config: BatchRecommendationsConfig,
+    warehouse: WarehouseResource,
+    artifacts: ArtifactStoreResource,
+    online_store: OnlineStoreResource,
+) -> dg.MaterializeResult:
+    """One user shard's ranked lists, staged in the online store, invisible until the publish.
+
+    With the published NAML model: user vectors from each user's latest 50 clicks (plus the
+    affinity term, for a model that has it), candidates the live articles published within
+    `candidate_max_age_hours` of the data's newest event, scored by a chunked matmul + top-k.
+    Every article the user clicked is left out; one served `seen_min_impressions` times without a
+    click is dropped or demoted. A list short of k is filled from the popularity/recency ranker.
+    Before any model has passed the gate, that ranker makes the whole list (labelled so in its
+    model version). The shard's part of the speed layer's snapshot is saved beside.
+    """
+    from newsrec_assets.defs.recommendations.batch_layer import rank_shard, save_snapshot_part
+    from newsrec_assets.domain.sharding import Shard
+
+    shard = Shard.from_key(context.partition_key, len(SHARDS.get_partition_keys()))
+    store = artifacts.get()
+    lists = rank_shard(warehouse.get(read_only=True), store, shard, config.settings())
+    staged = online_store.lists().stage_shard(
+        lists.batch_key, shard.index, lists.records(), model_version=lists.model_version
+    )
+    part = save_snapshot_part(store, lists)
+    context.log.info(
+        f"shard {shard.index}/{shard.count}: staged {staged.users} lists of batch {lists.batch_key}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **lists.metadata,
+            "shard": f"{shard.index} of {shard.count}",
+            "batch": lists.batch_key,
+            "generation": staged.generation,
+            "model_version": lists.model_version,
+            "watermark": lists.watermark.isoformat(),
+            "snapshot_part": part or "none (no model)",
+        }
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    deps=[batch_shard_lists],
+    kinds={"numpy", online_store_kind()},
+    freshness_policy=BATCH_FRESHNESS_POLICY,
+    automation_condition=after_every_shard_condition(),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,
@@ -45,185 +116,79 @@ def batch_recommendations(
     artifacts: ArtifactStoreResource,
     online_store: OnlineStoreResource,
 ) -> dg.MaterializeResult:
-    """Every user's ranked list from the published NAML model, published to the online store at once.
+    """Publishes the newest batch whose shards are all staged: one atomic flip for readers.
 
-    User vectors come from each user's latest 50 clicks (attentive user encoder), plus, for a model
-    with the affinity term, the user's affinity to every subcategory from their impressions and
-    clicks so far (folded into the dot product with the prior); candidates are
-    live articles published within `candidate_max_age_hours`; already-clicked articles are left
-    out; scoring is a chunked matmul + top-k. Users without history get the cold-start list
-    (fresh + popular). The lists carry the batch's event-time watermark, so the publish never
-    replaces a fresher speed-layer list. A serving snapshot for the speed layer is written too.
+    Refuses (fails, nothing changes for readers) when a shard is missing. Then refreshes what is
+    not per user: the article metadata, the cold-start list (popular and fresh, in the data's
+    event time), the article vectors for read-time scoring and the speed layer's snapshot (the
+    shards' parts joined). The lists' watermark is the batch's event time, so the flip never
+    replaces a fresher speed-layer list.
     """
-    from newsrec_assets.defs.model.data import load_catalogue, user_affinity_counts
-    from newsrec_assets.domain.affinity import load_affinity_params, user_affinity
-    from newsrec_assets.domain.naml import encode_news_numpy, user_encoder_numpy_params
-    from newsrec_assets.domain.popularity import load_prior_params
-    from newsrec_assets.domain.ranking import cold_start_list
-    from newsrec_assets.domain.recommend import (
-        NO_ARTICLE,
-        ServingSnapshot,
-        candidate_priors,
-        encode_user_histories,
-        rank_for_users,
-        ranking_vectors,
-        to_microseconds,
+    from newsrec_assets.defs.recommendations.batch_layer import (
+        FallbackRanker,
+        merge_snapshot_parts,
+        save_snapshot,
     )
-    from newsrec_assets.domain.training import load_model
-    from newsrec_assets.domain.user_encoding import load_model_metadata
-    from newsrec_assets.resources.online_store.base import ArticleMeta, ColdStartList, UserRecommendations
+    from newsrec_assets.domain.recommend import ranking_news_vectors
+    from newsrec_assets.resources.online_store.base import ArticleMeta, ColdStartList, to_us
 
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    store = artifacts.get()
-    model_version = store.latest(NAML_KIND)
-    if model_version is None:
-        raise dg.Failure("No published model: materialise `published_model` first.")
-    model_folder = store.fetch(NAML_KIND, model_version)
-    model = load_model(model_folder)
-    extra = load_model_metadata(model_folder)["extra"]
-    db = warehouse.get(read_only=True)
-    catalogue = load_catalogue(
-        db, category_vocabulary=extra["categories"], subcategory_vocabulary=extra["subcategories"]
-    )
-    as_of = db.features_as_of() or datetime.now(UTC)
-    live = db.live_articles()
-    histories = db.user_click_histories()
-    timings["read"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    features = catalogue.features
-    news_vectors = encode_news_numpy(
-        model, features.title_vecs, features.body_vecs, features.cat_ids, features.subcat_ids
-    )
-    params = user_encoder_numpy_params(model)
-    timings["encode_news"] = time.perf_counter() - clock
-
-    # Candidates: live, recent, and embedded (rows of the catalogue).
-    live_ids = live["article_id"].to_pylist()
-    live_rows = catalogue.rows(live_ids)
-    published = live["published_at"].to_numpy().astype("datetime64[us]")
-    recent = published >= np.datetime64(as_of.replace(tzinfo=None)) - np.timedelta64(
-        int(config.candidate_max_age_hours * 3600), "s"
-    )
-    is_candidate = (live_rows >= 0) & recent
-    candidate_rows = live_rows[is_candidate]
-    # The model's popularity/recency prior for each candidate, as of the batch's watermark.
-    priors = candidate_priors(
-        load_prior_params(model_folder),
-        *(
-            np.asarray(live[column].to_pylist(), dtype=np.float32)[is_candidate]
-            for column in ("age_hours", "clicks", "impressions")
-        ),
-    )
-
-    # Histories: one padded row per user, newest first.
-    max_history = model.config.max_history
-    user_codes, user_ids = factorize(np.asarray(histories["user_id"].to_pylist(), dtype=object))
-    ranks = np.asarray(histories["click_rank"].to_pylist(), dtype=np.int64) - 1
-    article_rows = catalogue.rows(histories["article_id"].to_pylist())
-    history_rows = np.full((len(user_ids), max_history), NO_ARTICLE, dtype=np.int32)
-    keep = (ranks < max_history) & (article_rows >= 0)
-    history_rows[user_codes[keep], ranks[keep]] = article_rows[keep]
-
-    clock = time.perf_counter()
-    user_vectors = encode_user_histories(params, news_vectors, history_rows)
-    affinity_params = load_affinity_params(model_folder)
-    affinity = None
-    if affinity_params is not None:
-        affinity = user_affinity(affinity_params, user_affinity_counts(db, catalogue, user_ids))
-    timings["encode_users"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    ranking_users, ranking_candidates = ranking_vectors(
-        user_vectors, news_vectors[candidate_rows], priors, affinity, features.subcat_ids[candidate_rows]
-    )
-    top_index, top_scores = rank_for_users(
-        ranking_users, ranking_candidates, history_rows, candidate_rows, config.list_length
-    )
-    timings["score_top_k"] = time.perf_counter() - clock
-
-    computed_at = datetime.now(UTC)
-    candidate_ids = catalogue.article_ids[candidate_rows]
-
-    def records():
-        for user, user_id in enumerate(user_ids.tolist()):
-            finite = np.isfinite(top_scores[user])
-            yield UserRecommendations(
-                user_id=user_id,
-                article_ids=tuple(candidate_ids[top_index[user][finite]]),
-                scores=top_scores[user][finite],
-                model_version=model_version,
-                layer="batch",
-                computed_at=computed_at,
-                watermark=as_of,
-                user_vector=ranking_users[user],
-            )
-
-    clock = time.perf_counter()
+    shards = len(SHARDS.get_partition_keys())
     lists, articles = online_store.lists(), online_store.articles()
-    popularity = np.nan_to_num(np.asarray(live["popularity"].to_pylist(), dtype=np.float64))
-    cold_ids, cold_scores = cold_start_list(
-        live_ids,
-        published,
-        popularity,
-        np.datetime64(as_of.replace(tzinfo=None)),
-        config.list_length,
-        freshness_half_life_hours=config.cold_start_half_life_hours,
+    result = lists.publish_shards(shards)
+    if not result.published:
+        raise dg.Failure(f"the online store refused the batch publish: {result.reason}")
+    model_version = lists.get_model_version() or ""
+    key = f"{model_version}@{to_us(result.watermark)}"
+
+    db = warehouse.get(read_only=True)
+    live = db.live_articles()
+    settings = config.settings()
+    cold = FallbackRanker.of(live, result.watermark, settings.cold_start_half_life_hours)
+    lists.put_cold_start(
+        ColdStartList(
+            tuple(cold.article_ids[: settings.list_length]),
+            cold.scores[: settings.list_length],
+            result.watermark,
+            model_version,
+        )
     )
     articles.upsert_articles(
         ArticleMeta(article_id=a, title=t, category=c, subcategory=s, published_at=p.replace(tzinfo=UTC))
         for a, t, c, s, p in zip(
-            live_ids,
-            live["title"].to_pylist(),
-            live["category"].to_pylist(),
-            live["subcategory"].to_pylist(),
+            *(live[column].to_pylist() for column in ("article_id", "title", "category", "subcategory")),
             live["published_at"].to_pylist(),
             strict=True,
         )
     )
-    articles.put_article_vectors(list(candidate_ids), ranking_candidates, model_version)
-    lists.put_cold_start(ColdStartList(tuple(cold_ids), cold_scores, computed_at, model_version))
-    result = lists.publish_batch(records(), model_version=model_version)
-    if not result.published:
-        raise dg.Failure(f"the online store refused the batch publish: {result.reason}")
-    timings["publish"] = time.perf_counter() - clock
-
-    snapshot = ServingSnapshot(
-        model_version=model_version,
-        watermark=as_of,
-        article_ids=catalogue.article_ids,
-        news_vectors=news_vectors,
-        published_at_us=to_microseconds(catalogue.published_at),
-        candidate_rows=candidate_rows,
-        candidate_priors=priors,
-        user_ids=user_ids,
-        history_rows=history_rows,
-        encoder_params=params,
-        user_affinity=affinity,
-        article_subcategories=None if affinity is None else features.subcat_ids,
-    )
-    snapshot_version = f"{model_version}-{as_of:%Y%m%dT%H%M%S%f}"
-    with tempfile.TemporaryDirectory() as folder:
-        snapshot.save(Path(folder))
-        store.put(SNAPSHOT_KIND, snapshot_version, Path(folder))
-    store.set_latest(SNAPSHOT_KIND, snapshot_version)
-    forgotten = lists.forget_recent_clicks(int(as_of.timestamp() * 1_000_000))
-
+    snapshot = merge_snapshot_parts(artifacts.get(), key, shards)
+    snapshot_version = None
+    if snapshot is not None:
+        rows = snapshot.candidate_rows
+        n_subcategories = 0 if snapshot.user_affinity is None else snapshot.user_affinity.shape[1]
+        vectors = ranking_news_vectors(
+            snapshot.news_vectors[rows],
+            snapshot.candidate_priors,
+            None if snapshot.article_subcategories is None else snapshot.article_subcategories[rows],
+            n_subcategories,
+        )
+        articles.put_article_vectors(list(snapshot.article_ids[rows]), vectors, model_version)
+        snapshot_version = save_snapshot(artifacts.get(), snapshot)
+    forgotten = lists.forget_recent_clicks(to_us(result.watermark))
     context.log.info(
-        f"published {result.users_written} lists (generation {result.generation}, watermark {as_of}); "
-        f"{result.speed_lists_kept} fresher speed-layer lists kept"
+        f"published {result.users_written} lists of {shards} shards (generation {result.generation}, "
+        f"watermark {result.watermark}); {result.speed_lists_kept} fresher speed-layer lists kept"
     )
     return dg.MaterializeResult(
         metadata={
-            "users": len(user_ids),
-            "candidates": len(candidate_rows),
+            "users": result.users_written,
+            "shards": shards,
+            "candidates": 0 if snapshot is None else len(snapshot.candidate_rows),
             "model_version": model_version,
             "generation": result.generation,
-            "watermark": as_of.isoformat(),
+            "watermark": result.watermark.isoformat(),
             "speed_lists_kept": result.speed_lists_kept,
             "recent_clicks_forgotten": forgotten,
-            "cold_start_top5": ", ".join(cold_ids[:5]),
-            "snapshot_version": snapshot_version,
-            **{f"seconds_{name}": round(seconds, 3) for name, seconds in timings.items()},
+            "cold_start_top5": ", ".join(cold.article_ids[:5].tolist()),
+            "snapshot_version": snapshot_version or "none (no model)",
         }
     )

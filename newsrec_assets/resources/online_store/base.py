@@ -15,6 +15,11 @@ live apart; every live write and every flip takes a number from one write sequen
 resolves the current generation's row against the live row atomically: newer watermark, then higher
 sequence. One publish runs at a time (a lease); what a publish that died had staged is deleted by
 the next publish and when a writer opens the store. Times are UTC, stored as integer microseconds.
+
+A sharded batch stages in pieces: every shard (its own process or pod) stages its users under the
+batch's key (`stage_shard`, no lease: shards stage side by side), and `publish_shards` flips the
+newest batch whose shards are all staged, so readers still see all of it or none. A batch that
+never completes is dropped once a newer generation is published.
 """
 
 from __future__ import annotations
@@ -132,6 +137,17 @@ class PublishResult:
     users_written: int = 0
     speed_lists_kept: int = 0
     watermark: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StagedShard:
+    """One shard staged under a batch: its users and the newest watermark among them."""
+
+    batch_key: str
+    generation: int
+    shard: int
+    users: int
+    watermark: datetime | None
 
 
 @dataclass(frozen=True)
@@ -322,27 +338,78 @@ class ListStore(_Closable, ABC):
         """Publish every user's batch list (a generator is fine) as one new generation, atomically
         for readers, with `model_version` set in the same step; users missing from it have no batch
         list afterwards. Waits while another publish holds the lease."""
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
         with self._errors(), self._lease(wait=True) as lease:
             self._drop_staged()
-            generation = self._new_generation()
+            generation = self._new_generation(None)
             result = PublishResult(generation, published=False, reason="empty batch")
             try:
-                newest_us: int | None = None
-                for chunk in batched(records, chunk_size):
-                    rows = [(r.user_id, to_us(r.watermark), encode_record(r, self.capacity)) for r in chunk]
-                    chunk_newest = max(row[1] for row in rows)
-                    newest_us = chunk_newest if newest_us is None else max(newest_us, chunk_newest)
-                    self._stage(generation, rows, lease)
+                _, newest_us = self._stage_records(generation, records, chunk_size, lease)
                 if newest_us is not None:
                     result = self._flip(generation, newest_us, model_version, lease)
             finally:
                 if not result.published:  # an error, a refusal: the staged rows go now
                     self._drop_generation(generation)
-            if result.published:
-                result = replace(result, speed_lists_kept=self._finish(generation))
-        return result
+            return self._finished(result)
+
+    def stage_shard(
+        self,
+        batch_key: str,
+        shard: int,
+        records: Iterable[UserRecommendations],
+        *,
+        model_version: str,
+        chunk_size: int = 1000,
+    ) -> StagedShard:
+        """Stage one shard's lists under the batch `batch_key` (every shard of one batch names the
+        same key), invisible until `publish_shards` flips the batch. Staging a shard again (a retry)
+        replaces it; the shard counts as staged only once all its rows are written."""
+        if not batch_key or shard < 0:
+            raise ValueError("batch_key must be set and shard non-negative")
+        with self._errors():
+            generation = self._new_generation(batch_key)
+            users, newest_us = self._stage_records(generation, records, chunk_size, None)
+            self._mark_shard(generation, shard, (users, newest_us, model_version))
+        watermark = None if newest_us is None else from_us(newest_us)
+        return StagedShard(batch_key, generation, shard, users, watermark)
+
+    def publish_shards(self, shards: int) -> PublishResult:
+        """Flip the newest staged batch whose shards are exactly `0 .. shards - 1` (with the model
+        version its shards staged); without one, nothing changes for readers."""
+        if shards < 1:
+            raise ValueError("shards must be at least 1")
+        with self._errors(), self._lease(wait=True) as lease:
+            staged = self._staged_shards()
+            complete = [g for g, found in staged.items() if set(found) == set(range(shards))]
+            if not complete:
+                missing = {g: sorted(set(range(shards)) - set(found)) for g, found in staged.items()}
+                return PublishResult(
+                    0, False, f"no batch has all {shards} shards staged (missing: {missing})"
+                )
+            generation = max(complete)
+            watermarks = [w for _, w, _ in staged[generation].values() if w is not None]
+            if not watermarks:
+                return PublishResult(generation, False, "empty batch")
+            model_version = staged[generation][0][2]
+            return self._finished(self._flip(generation, max(watermarks), model_version, lease))
+
+    def _stage_records(
+        self, generation: int, records: Iterable[UserRecommendations], chunk_size: int, lease: Any
+    ) -> tuple[int, int | None]:
+        """Stage records in chunks; returns (users, newest watermark µs or None when empty)."""
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        users, newest_us = 0, None
+        for chunk in batched(records, chunk_size):
+            rows = [(r.user_id, to_us(r.watermark), encode_record(r, self.capacity)) for r in chunk]
+            newest_us = max([row[1] for row in rows] + ([] if newest_us is None else [newest_us]))
+            self._stage(generation, rows, lease)
+            users += len(rows)
+        return users, newest_us
+
+    def _finished(self, result: PublishResult) -> PublishResult:
+        if not result.published:
+            return result
+        return replace(result, speed_lists_kept=self._finish(result.generation))
 
     def clean_abandoned(self) -> int:
         """Delete generations staged by publishes that died (never a running one); returns how many."""
@@ -355,15 +422,26 @@ class ListStore(_Closable, ABC):
 
     @abstractmethod
     def _drop_staged(self) -> int:
-        """With the lease held: delete every staged generation (their publishes are gone)."""
+        """With the lease held: delete the generations `publish_batch` staged (their publishes are
+        gone) and the sharded ones older than the current generation (they can never flip)."""
 
     @abstractmethod
-    def _new_generation(self) -> int:
-        """Allocate the next generation number and record it as staging."""
+    def _new_generation(self, batch_key: str | None) -> int:
+        """Allocate the next generation number and record it as staging; for a sharded batch, the
+        generation of `batch_key`, allocated by whichever of its shards comes first."""
 
     @abstractmethod
     def _stage(self, generation: int, rows: list[tuple[str, int, bytes]], lease: Any) -> None:
-        """Write `(user_id, watermark_us, record)` rows into the staged generation."""
+        """Write `(user_id, watermark_us, record)` rows into the staged generation (renewing the
+        publish lease, if one is given)."""
+
+    @abstractmethod
+    def _mark_shard(self, generation: int, shard: int, staged: tuple[int, int | None, str]) -> None:
+        """Record a shard as staged: `(users, newest watermark µs, model version)`."""
+
+    @abstractmethod
+    def _staged_shards(self) -> dict[int, dict[int, tuple[int, int | None, str]]]:
+        """Per sharded generation still staging, its staged shards (see `_mark_shard`)."""
 
     @abstractmethod
     def _flip(self, generation: int, newest_us: int, model_version: str | None, lease: Any) -> PublishResult:

@@ -224,28 +224,53 @@ class RedisListStore(_Keys, base.ListStore):
         """The publish lease; every staged chunk renews its TTL."""
         return self._lock("publish_lease", self.lease_ms, self.lease_ms / 1000 + 5 if wait else None)
 
+    def _generations(self, state: str) -> list[int]:
+        described = self.client.hgetall(self.key("gens")).items()
+        return [int(g) for g, info in described if orjson.loads(info)["state"] == state]
+
     def _drop_staged(self) -> int:
-        staged = [g for g, state in self.client.hgetall(self.key("gens")).items() if b"staging" in state]
+        current = int(self.client.hget(self.key("current"), "gen") or 0)
+        staged = self._generations("staging") + [g for g in self._generations("sharded") if g < current]
         for generation in staged:
-            self._drop_generation(int(generation))
+            self._drop_generation(generation)
         return len(staged)
 
-    def _new_generation(self) -> int:
+    def _new_generation(self, batch_key: str | None) -> int:
+        if batch_key is not None and (found := self.client.hget(self.key("shard_batches"), batch_key)):
+            return int(found)
         generation = int(self.client.incr(self.key("gen_counter")))
-        self.client.hset(self.key("gens"), str(generation), orjson.dumps({"state": "staging"}))
+        if batch_key is not None and not self.client.hsetnx(self.key("shard_batches"), batch_key, generation):
+            return int(self.client.hget(self.key("shard_batches"), batch_key))  # another shard was first
+        state = {"state": "staging"} if batch_key is None else {"state": "sharded", "batch_key": batch_key}
+        self.client.hset(self.key("gens"), str(generation), orjson.dumps(state))
         return generation
 
     def _stage(self, generation: int, rows: list[tuple[str, int, bytes]], lease: Any) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(self.key(f"b:{generation}"), mapping={user: record for user, _, record in rows})
         pipe.hset(self.key(f"bw:{generation}"), mapping={user: watermark for user, watermark, _ in rows})
-        pipe.pexpire(self.key("publish_lease"), self.lease_ms).execute()
+        if lease is not None:
+            pipe.pexpire(self.key("publish_lease"), self.lease_ms)
+        pipe.execute()
+
+    def _mark_shard(self, generation: int, shard: int, staged: tuple[int, int | None, str]) -> None:
+        self.client.hset(self.key(f"shards:{generation}"), str(shard), orjson.dumps(staged))
+
+    def _staged_shards(self) -> dict[int, dict[int, tuple[int, int | None, str]]]:
+        return {
+            generation: {
+                int(shard): tuple(orjson.loads(staged))
+                for shard, staged in self.client.hgetall(self.key(f"shards:{generation}")).items()
+            }
+            for generation in self._generations("sharded")
+        }
 
     def _flip(
         self, generation: int, newest_us: int, model_version: str | None, lease: Any
     ) -> base.PublishResult:
         users, now_us = int(self.client.hlen(self.key(f"b:{generation}"))), base.to_us(base.now_utc())
         model = b"" if model_version is None else _model_json(model_version)
+        prior = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
         described = {"state": "published", "watermark_us": newest_us, "model_version": model_version}
         flipped, detail = self._flip_script(
             keys=[self.key(k) for k in ("current", "gens", "seq", "genwm", "model", "publish_lease")],
@@ -257,13 +282,18 @@ class RedisListStore(_Keys, base.ListStore):
                 lease,
             ],
         )
+        if flipped and "batch_key" in prior:  # a shard retried later stages apart, never into it
+            self.client.hdel(self.key("shard_batches"), prior["batch_key"])
         reason = "published" if flipped else detail.decode()
         return base.PublishResult(
             generation, bool(flipped), reason, users if flipped else 0, watermark=base.from_us(newest_us)
         )
 
     def _drop_generation(self, generation: int) -> None:
-        self.client.unlink(self.key(f"b:{generation}"), self.key(f"bw:{generation}"))
+        info = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
+        if "batch_key" in info:
+            self.client.hdel(self.key("shard_batches"), info["batch_key"])
+        self.client.unlink(*(self.key(f"{k}:{generation}") for k in ("b", "bw", "shards")))
         self.client.hdel(self.key("gens"), str(generation))
         self.client.hdel(self.key("genwm"), str(generation))
 

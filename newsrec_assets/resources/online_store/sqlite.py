@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS generations (
 CREATE TABLE IF NOT EXISTS batch_recs (
     generation INTEGER NOT NULL, user_id TEXT NOT NULL, watermark_us INTEGER NOT NULL, record BLOB NOT NULL,
     PRIMARY KEY (generation, user_id));
+CREATE TABLE IF NOT EXISTS shard_batches (
+    batch_key TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staged_shards (
+    generation INTEGER NOT NULL, shard INTEGER NOT NULL, users INTEGER NOT NULL, watermark_us INTEGER,
+    model_version TEXT NOT NULL, PRIMARY KEY (generation, shard)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS live_recs (
     user_id TEXT PRIMARY KEY, watermark_us INTEGER NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS model_version (
@@ -81,6 +86,12 @@ DELETE FROM live_recs WHERE rowid IN (
     SELECT l.rowid FROM live_recs AS l JOIN current_generation AS c
     JOIN batch_recs AS b ON b.generation = c.generation AND b.user_id = l.user_id
     WHERE b.watermark_us > l.watermark_us OR (b.watermark_us = l.watermark_us AND c.seq > l.seq))
+"""
+# What `publish_batch` staged (its publisher died: the caller holds the lease), and the sharded
+# batches older than the current generation (a flip would refuse them).
+_ABANDONED_SQL = """
+SELECT generation FROM generations WHERE state = 'staging' OR (state = 'sharded'
+    AND generation < (SELECT coalesce(max(generation), 0) FROM current_generation))
 """
 # Metadata stays '{}': the column predates the port's split and existing files keep it.
 _SET_MODEL_SQL = "INSERT OR REPLACE INTO model_version VALUES (1, ?, '{}', ?)"
@@ -250,23 +261,44 @@ class SQLiteListStore(base.ListStore):
 
     def _drop_staged(self) -> int:
         conn = self._lists.writer()
-        staged = [g for (g,) in conn.execute("SELECT generation FROM generations WHERE state = 'staging'")]
+        staged = [g for (g,) in conn.execute(_ABANDONED_SQL)]
         for generation in staged:
             self._drop_generation(generation)
         if staged:
             self._release_free_pages(conn)
         return len(staged)
 
-    def _new_generation(self) -> int:
+    def _new_generation(self, batch_key: str | None) -> int:
         with _transaction(self._lists.writer()) as conn:
+            if batch_key is not None:
+                found = conn.execute(
+                    "SELECT generation FROM shard_batches WHERE batch_key = ?", (batch_key,)
+                ).fetchone()
+                if found is not None:
+                    return found[0]
             (generation,) = conn.execute(
                 "SELECT coalesce(max(generation), 0) + 1 FROM generations"
             ).fetchone()
             conn.execute(
-                "INSERT INTO generations (generation, state, started_at_us) VALUES (?, 'staging', ?)",
-                (generation, base.to_us(base.now_utc())),
+                "INSERT INTO generations (generation, state, started_at_us) VALUES (?, ?, ?)",
+                (generation, "staging" if batch_key is None else "sharded", base.to_us(base.now_utc())),
             )
+            if batch_key is not None:
+                conn.execute("INSERT INTO shard_batches VALUES (?, ?)", (batch_key, generation))
         return generation
+
+    def _mark_shard(self, generation: int, shard: int, staged: tuple[int, int | None, str]) -> None:
+        with _transaction(self._lists.writer()) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO staged_shards VALUES (?, ?, ?, ?, ?)", (generation, shard, *staged)
+            )
+
+    def _staged_shards(self) -> dict[int, dict[int, tuple[int, int | None, str]]]:
+        found: dict[int, dict[int, tuple[int, int | None, str]]] = {}
+        sql = "SELECT s.* FROM staged_shards AS s JOIN generations USING (generation) WHERE state = 'sharded'"
+        for generation, shard, *staged in self._lists.writer().execute(sql):
+            found.setdefault(generation, {})[shard] = tuple(staged)
+        return found
 
     def _stage(self, generation: int, rows: list[tuple[str, int, bytes]], lease: Any) -> None:
         with _transaction(self._lists.writer()) as conn:
@@ -306,13 +338,16 @@ class SQLiteListStore(base.ListStore):
             )
             if model_version is not None:
                 conn.execute(_SET_MODEL_SQL, (model_version, now_us))
+            # A shard retried later stages a batch of its own, never into the visible generation.
+            conn.execute("DELETE FROM shard_batches WHERE generation = ?", (generation,))
         return base.PublishResult(generation, True, "published", users_written=users, watermark=watermark)
 
     def _drop_generation(self, generation: int) -> None:
         conn = self._lists.writer()
         self._delete_rows(conn, "generation = ?", (generation,))
         with _transaction(conn):
-            conn.execute("DELETE FROM generations WHERE generation = ?", (generation,))
+            for table in ("generations", "shard_batches", "staged_shards"):
+                conn.execute(f"DELETE FROM {table} WHERE generation = ?", (generation,))
 
     def _finish(self, generation: int) -> int:
         conn = self._lists.writer()
@@ -324,7 +359,8 @@ class SQLiteListStore(base.ListStore):
             ).fetchone()
         self._delete_rows(conn, "generation < ?", (generation,))
         with _transaction(conn):
-            conn.execute("DELETE FROM generations WHERE generation < ?", (generation,))
+            for table in ("generations", "shard_batches", "staged_shards"):
+                conn.execute(f"DELETE FROM {table} WHERE generation < ?", (generation,))
         self._release_free_pages(conn)
         return kept
 
