@@ -9,7 +9,7 @@ from newsrec_assets.defs.embeddings.assets import article_embeddings
 from newsrec_assets.defs.model.assets import published_model
 from newsrec_assets.defs.plots import figure_markdown, grouped_bars, markdown_table
 from newsrec_assets.defs.resources import ArtifactStoreResource, WarehouseResource
-from newsrec_assets.settings import local_paths
+from newsrec_assets.settings import local_paths, warehouse_kind
 
 GROUP = "evaluation"
 
@@ -80,7 +80,7 @@ def freshness_replay(
     )
 
 
-@dg.asset(group_name=GROUP, deps=[dg.AssetKey("training_impressions")], kinds={"duckdb"})
+@dg.asset(group_name=GROUP, deps=[dg.AssetKey("training_impressions")], kinds={warehouse_kind()})
 def ab_variant_ctr(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Click-through rate per A/B variant of the API (`NEWSREC_VARIANTS`): the exposures each
     variant served (`impressions` records carry it) joined with the clicks that came from those
