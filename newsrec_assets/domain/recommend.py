@@ -87,6 +87,22 @@ class ServingSnapshot:
         # O(articles), built once per loaded snapshot: the catalogue, not the user base
         return {a: i for i, a in enumerate(self.article_ids.tolist())}
 
+    @cached_property
+    def ranking_candidates(self) -> np.ndarray:
+        """The live candidates in ranking form (``ranking_news_vectors``), as of the batch.
+
+        The same for every speed update of this snapshot: computed once per loaded snapshot.
+        """
+        n_subcategories = 0 if self.user_affinity is None else self.user_affinity.shape[1]
+        subcategories = (
+            None if self.article_subcategories is None else self.article_subcategories[self.candidate_rows]
+        )
+        return np.ascontiguousarray(
+            ranking_news_vectors(
+                self.news_vectors[self.candidate_rows], self.candidate_priors, subcategories, n_subcategories
+            )
+        )
+
     def article_rows(self, article_ids: Sequence[str]) -> np.ndarray:
         return np.array([self._article_row.get(a, NO_ARTICLE) for a in article_ids], dtype=np.int64)
 
@@ -361,15 +377,8 @@ def speed_lists(
         history_rows[i] = merge_history(batch_history, recent, snapshot.max_history)
     user_vectors = encode_user_histories(snapshot.encoder_params, news_vectors, history_rows)
     # the affinity blocks stay as of the batch: the speed layer sees clicks, not impressions
-    ranking_users, batch_candidates = ranking_vectors(
-        user_vectors,
-        snapshot.news_vectors[snapshot.candidate_rows],
-        snapshot.candidate_priors,
-        snapshot.affinity_of(changed),
-        None
-        if snapshot.article_subcategories is None
-        else snapshot.article_subcategories[snapshot.candidate_rows],
-    )
+    ranking_users = ranking_user_vectors(user_vectors, snapshot.affinity_of(changed))
+    batch_candidates = snapshot.ranking_candidates
     ranking_candidates = np.vstack([batch_candidates, fresh_ranking]) if len(fresh_ids) else batch_candidates
     top_index, top_scores = rank_for_users(ranking_users, ranking_candidates, history_rows, candidate_rows, k)
 

@@ -81,8 +81,10 @@ class SpeedUpdate:
 
 
 # The code server evaluating the sensor lives as long as `dagster dev`: keep the newest snapshot
-# open (memory-mapped) between ticks instead of reopening it every few seconds.
+# open (memory-mapped) and the online store's connections open between ticks instead of reopening
+# them every few seconds. A tick that fails drops the connections, so the next one reconnects.
 _open_snapshots: dict[str, object] = {}
+_open_stores: dict[str, tuple] = {}
 
 
 def _open_snapshot(folder) -> object:
@@ -113,8 +115,23 @@ def update_speed_lists(
         return None
     snapshot = _open_snapshot(store.fetch(SNAPSHOT_KIND, snapshot_version))
 
-    with online_store.lists() as lists, online_store.articles() as articles:
+    key = f"{type(online_store).__qualname__}:{online_store.model_dump_json()}"
+    if key not in _open_stores:
+        _close_stores()
+        _open_stores[key] = (online_store.lists(), online_store.articles())
+    lists, articles = _open_stores[key]
+    try:
         return _write_speed_lists(events, snapshot, snapshot_version, lists, articles, list_length, started)
+    except Exception:
+        _close_stores()
+        raise
+
+
+def _close_stores() -> None:
+    for stores in _open_stores.values():
+        for store in stores:
+            store.close()
+    _open_stores.clear()
 
 
 def _write_speed_lists(
