@@ -275,6 +275,11 @@ def speed_layer_sensor(
                 },
             )
         ],
+        # No run is requested, so Dagster lists the tick as skipped: say what it did instead.
+        skip_reason=(
+            f"No run needed: {update.lists_written} lists written within the tick for {update.events} "
+            f"events ({update.lists_refused_stale} refused as stale); see speed_recommendations."
+        ),
         cursor=newest.cursor,
     )
 
