@@ -81,9 +81,19 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
 
-def _instance_bytes(dagster_home: Path) -> int:
-    """What the Dagster instance holds on disk: run, event-log and schedule storage, compute logs."""
-    return sum(path.stat().st_size for path in dagster_home.rglob("*") if path.is_file())
+def _instance_bytes(dagster_home: Path) -> dict[str, int]:
+    """What the Dagster instance holds on disk, by part: per-run event logs, the event-log index,
+    ticks and automation evaluations, captured logs (`storage/`)."""
+    parts: dict[str, int] = {}
+    for path in dagster_home.rglob("*"):
+        if path.is_file():
+            relative = path.relative_to(dagster_home)
+            if relative.parts[:2] == ("history", "runs") and not relative.name.startswith("index"):
+                part = "history/runs/<run>.db"
+            else:
+                part = "/".join(relative.parts[:2]).split("-")[0]
+            parts[part] = parts.get(part, 0) + path.stat().st_size
+    return parts
 
 
 def _runs_by_job(dagster_home: Path, since: float) -> dict[str, int]:
@@ -214,7 +224,12 @@ def measure(home: Path, events: int, spacing_s: float, log, timeout_s: float = 9
         posting_done.set()
         poller.join(timeout_s + 10)
         measured_s = time.monotonic() - posting_started
-        instance_growth = _instance_bytes(stack.dagster_home) - instance_before
+        instance_after = _instance_bytes(stack.dagster_home)
+        growth_by_part = {
+            part: instance_after.get(part, 0) - instance_before.get(part, 0)
+            for part in sorted(set(instance_before) | set(instance_after))
+        }
+        instance_growth = sum(growth_by_part.values())
         runs = _runs_by_job(stack.dagster_home, wall_started)
     values = np.array(latencies)
     return {
@@ -233,6 +248,9 @@ def measure(home: Path, events: int, spacing_s: float, log, timeout_s: float = 9
         "events_per_s": len(users) / measured_s,
         "instance_growth_mb": instance_growth / 1e6,
         "instance_growth_mb_per_day": instance_growth / 1e6 * 86400 / measured_s,
+        "instance_growth_mb_per_day_by_part": {
+            part: round(grown / 1e6 * 86400 / measured_s, 1) for part, grown in growth_by_part.items()
+        },
         "runs_by_job": runs,
     }
 
