@@ -106,7 +106,7 @@ class _Store:
         self.users = users
         self.home = Path(tempfile.mkdtemp(prefix=f"newsrec-speed-update-{users}-"))
         self.user_ids = _build(self.home, users, seed, log)
-        # a resource subclass per size, so that the speed layer keeps both sizes' stores open
+        # each size has its own store files; `update` swaps its open snapshot and store in
         self.artifacts = ArtifactStoreResource(root=str(self.home / "artifacts"))
         self.online = OnlineStoreResource(sqlite_path=str(self.home / "online.sqlite"))
         self.snapshot = None
