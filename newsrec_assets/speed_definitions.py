@@ -1,7 +1,8 @@
-"""The `newsrec_speed` code location: the speed layer alone, so its runs start fast.
+"""The `newsrec_speed` code location: the speed layer alone, so its sensor ticks stay light.
 
-Every sensor-triggered run loads its code location in a fresh process; this one imports dagster,
-numpy and the online store only (no dbt, no torch at module level) and runs in-process.
+`speed_layer_sensor` computes lists inside its tick, in this location's code server, and the new
+articles' runs load it in a fresh process: it imports dagster, numpy and the online store only (no
+dbt, no torch at module level) and runs in-process.
 """
 
 import dagster as dg

@@ -131,7 +131,7 @@ def test_cli_reports_an_unimplemented_benchmark_as_not_run(tmp_path, monkeypatch
 def test_registry_plans_the_speed_path():
     speed = next(b for b in REGISTRY if b.name == "speed_path")
     assert speed.module == "bench.speed_path"
-    assert [(f.goal, f.kind) for f in speed.planned] == [(8.0, "at_most"), (15.0, "at_most")]
+    assert [(f.goal, f.kind) for f in speed.planned] == [(4.0, "at_most"), (8.0, "at_most")]
 
 
 def test_scoring_benchmark_at_tiny_size():

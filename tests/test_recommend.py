@@ -93,3 +93,83 @@ def test_ranking_vectors_fold_the_prior_into_the_dot_product():
     ranking_users, ranking_news = ranking_vectors(users, news, priors)
     np.testing.assert_allclose(ranking_users @ ranking_news.T, users @ news.T + priors)
     assert candidate_priors(None, np.ones(2), np.zeros(2), np.zeros(2)).tolist() == [0.0, 0.0]
+
+
+def small_snapshot(user_ids: list[str], history_rows: np.ndarray, **extra) -> ServingSnapshot:
+    rng = np.random.default_rng(1)
+    return ServingSnapshot(
+        model_version="naml-test",
+        watermark=datetime(2026, 11, 20, 10, tzinfo=UTC),
+        article_ids=np.array(["a0", "a1", "a2", "a3"], dtype=object),
+        news_vectors=rng.normal(size=(4, 8)).astype(np.float32),
+        published_at_us=np.arange(4, dtype=np.int64),
+        candidate_rows=np.arange(4),
+        candidate_priors=np.zeros(4, dtype=np.float32),
+        user_ids=np.array(user_ids, dtype=object),
+        history_rows=history_rows,
+        encoder_params=encoder_params(8),
+        **extra,
+    )
+
+
+def test_a_loaded_snapshot_maps_its_per_user_arrays_and_finds_users_by_binary_search(tmp_path):
+    users = ["u10", "u1", "u2", "u100"]  # unsorted, and ids that are prefixes of others
+    history = np.array([[3, NO_ARTICLE], [0, NO_ARTICLE], [1, 2], [2, NO_ARTICLE]], dtype=np.int32)
+    affinity = np.arange(8, dtype=np.float32).reshape(4, 2)
+    small_snapshot(users, history, user_affinity=affinity, article_subcategories=np.array([0, 1, 0, 1])).save(
+        tmp_path
+    )
+    loaded = ServingSnapshot.load(tmp_path)
+    # The per-user arrays stay on disk: a speed update pages in only the rows it reads.
+    assert all(isinstance(a, np.memmap) for a in (loaded.user_ids, loaded.history_rows, loaded.user_affinity))
+    assert loaded.user_ids.tolist() == sorted(users)
+    assert [loaded.history_of(u) for u in users] == [[3], [0], [1, 2], [2]]
+    assert loaded.histories_of(["u", "u1000", "u3"]) == [[], [], []]
+    np.testing.assert_array_equal(loaded.affinity_of(["u100", "nobody"]), [[6, 7], [0, 0]])
+
+
+def test_a_snapshot_in_the_former_single_archive_format_still_loads(tmp_path):
+    import json
+
+    snapshot = small_snapshot(["u2", "u1"], np.array([[1, 0], [2, NO_ARTICLE]], dtype=np.int32))
+    np.savez(
+        tmp_path / "snapshot.npz",
+        article_ids=snapshot.article_ids.astype(str),
+        news_vectors=snapshot.news_vectors,
+        published_at_us=snapshot.published_at_us,
+        candidate_rows=snapshot.candidate_rows,
+        candidate_priors=snapshot.candidate_priors,
+        user_ids=np.array(["u2", "u1"]),
+        history_rows=np.array([[1, 0], [2, NO_ARTICLE]], dtype=np.int32),
+    )
+    np.savez(tmp_path / "user_encoder.npz", **snapshot.encoder_params)
+    meta = {"model_version": "naml-test", "watermark": snapshot.watermark.isoformat()}
+    (tmp_path / "snapshot.json").write_text(json.dumps(meta))
+    loaded = ServingSnapshot.load(tmp_path)
+    assert loaded.history_of("u2") == [1, 0] and loaded.history_of("u1") == [2]
+
+
+def test_speed_lists_rank_the_merged_history_like_the_batch_would():
+    from newsrec_assets.domain.recommend import speed_lists
+
+    snapshot = small_snapshot(
+        ["u1", "u2"], np.array([[0, NO_ARTICLE, NO_ARTICLE], [1, 2, 3]], dtype=np.int32)
+    )
+    fresh_ids = np.array(["new"], dtype=object)
+    fresh_ranking = np.array([[0.5] * 8 + [0.0]], dtype=np.float32)  # [news vector, prior]
+    clicks = {"u1": [("new", 20), ("a2", 10)], "u2": []}
+    computed = speed_lists(snapshot, clicks, fresh_ids, fresh_ranking, k=10)
+
+    assert computed.user_ids == ["u1"] and computed.watermarks_us == [20]  # u2 has no new click
+    news = np.vstack([snapshot.news_vectors, fresh_ranking[:, :8]])
+    history = np.array([[4, 2, 0]], dtype=np.int32)  # new clicks first, then the batch history
+    expected_user = ranking_vectors(
+        encode_user_histories(snapshot.encoder_params, news, history), news[:1], np.zeros(1)
+    )[0]
+    np.testing.assert_allclose(computed.user_vectors, expected_user, rtol=1e-5, atol=1e-6)
+    candidates = np.vstack([ranking_vectors(expected_user[:, :8], news[:4], np.zeros(4))[1], fresh_ranking])
+    index, scores = rank_for_users(expected_user, candidates, history, np.arange(5), k=10)
+    finite = np.isfinite(scores[0])
+    ids = np.array(["a0", "a1", "a2", "a3", "new"], dtype=object)
+    assert computed.article_ids[0] == tuple(ids[index[0][finite]])
+    assert set(computed.article_ids[0]) == {"a1", "a3"}  # clicked ones (a0, a2, new) left out

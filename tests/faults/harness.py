@@ -97,16 +97,8 @@ class DagsterHarness:
         patch = self._stack.enter_context(pytest.MonkeyPatch.context())
         for name, value in environment.items():
             patch.setenv(name, value)
-        bin_dir = Path(sys.executable).parent
-        log = (self.home / "daemon.log").open("w")
-        self._stack.callback(log.close)
-        self.daemon = subprocess.Popen(
-            [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
-            env={**environment, "PATH": f"{bin_dir}{os.pathsep}{environment.get('PATH', '')}"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self._environment = environment
+        self._start_daemon()
         self._stack.callback(self._stop_daemon)
         self.instance = self._stack.enter_context(dg.DagsterInstance.from_config(str(self.home)))
         self.workspace_file = workspace
@@ -114,6 +106,26 @@ class DagsterHarness:
 
     def __exit__(self, *exc_info) -> None:
         self._stack.close()
+
+    def _start_daemon(self) -> None:
+        bin_dir = Path(sys.executable).parent
+        log = (self.home / "daemon.log").open("a")
+        self._stack.callback(log.close)
+        self.daemon = subprocess.Popen(
+            [str(bin_dir / "dagster-daemon"), "run", "-w", str(self.home / "workspace.yaml")],
+            env={**self._environment, "PATH": f"{bin_dir}{os.pathsep}{self._environment.get('PATH', '')}"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill_daemon(self) -> None:
+        """SIGKILL the daemon and everything it started (its code servers share its session)."""
+        os.killpg(self.daemon.pid, signal.SIGKILL)
+        self.daemon.wait()
+
+    def restart_daemon(self) -> None:
+        self._start_daemon()
 
     def _stop_daemon(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:

@@ -10,6 +10,10 @@ started it are SIGKILLed. Run monitoring must mark the run failed, its `duckdb_w
 be freed and the automatic retry must succeed; the warehouse must then hold every change once and
 the marts the truth of tests/faults/world.py: nothing lost, nothing doubled. How long monitoring
 and the slot took is reported in the scenario table, not asserted (the machine is shared).
+
+The speed layer runs no run: its sensor writes lists inside the tick. There the daemon and the code
+server evaluating the tick are SIGKILLed after the tick's first list write; after a restart the
+same events are redone (the cursor had not moved) and every list converges.
 """
 
 from __future__ import annotations
@@ -18,18 +22,26 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import psutil
 import pytest
+from dagster._core.scheduler.instigation import InstigatorType
 
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
+from newsrec_assets.domain.cdc import ChangeRecord
+from newsrec_assets.domain.recommend import ServingSnapshot
+from newsrec_assets.resources.artifacts import LocalArtifactStore
 from newsrec_assets.resources.landing import LocalLandingZone
+from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
 from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG
 from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT
@@ -37,6 +49,7 @@ from tests.conftest import fresh_postgres_database
 from tests.faults.harness import DagsterHarness, wait_until
 from tests.faults.location import PAUSED_MARKER
 from tests.faults.observed import current_titles, stored_changes, tally, view_events
+from tests.faults.speed_location import SPEED_PAUSED_MARKER
 from tests.faults.world import FaultWorld, build_world
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -228,5 +241,137 @@ def test_kill_9_during_ingestion_then_during_dbt(crash, scenarios):
     )
     scenarios.check(
         f"{crash.instance} instance: after the dbt retry: current articles", world.articles, articles
+    )
+    scenarios.verify()
+
+
+# ---- the speed layer: kill -9 of the daemon (and the code server evaluating the tick) mid-tick
+
+
+@pytest.fixture(scope="module")
+def speed_crash(tmp_path_factory):
+    home = tmp_path_factory.mktemp("crash-speed")
+    newsrec = home / "newsrec"
+    store = LocalArtifactStore(newsrec / "artifacts")
+    with tempfile.TemporaryDirectory() as folder:
+        speed_snapshot().save(Path(folder))
+        store.put("serving_snapshot", "v1", Path(folder))
+    store.set_latest("serving_snapshot", "v1")
+    env = {"NEWSREC_HOME": str(newsrec), "NEWSREC_FAULTS_DIR": str(home), "DO_NOT_TRACK": "1"}
+    with DagsterHarness(
+        home / "dagster_home", INSTANCES["local"], TEST_OVERRIDES, "tests.faults.speed_location", env
+    ) as harness:
+        yield CrashSetup(harness, None, newsrec, home, "local")
+
+
+def speed_snapshot() -> ServingSnapshot:
+    rng = np.random.default_rng(0)
+    return ServingSnapshot(
+        model_version="naml-faults",
+        watermark=SPEED_BATCH_AT,
+        article_ids=np.array([f"a{i}" for i in range(8)], dtype=object),
+        news_vectors=rng.normal(size=(8, 4)).astype(np.float32),
+        published_at_us=np.zeros(8, dtype=np.int64),
+        candidate_rows=np.arange(8),
+        candidate_priors=np.zeros(8, dtype=np.float32),
+        user_ids=np.array(["u1", "u2", "u3"], dtype=object),
+        history_rows=np.array([[0, -1], [1, -1], [2, 3]], dtype=np.int32),
+        encoder_params={"proj_weight": np.ones((2, 4)), "proj_bias": np.zeros(2), "query": np.ones(2)},
+    )
+
+
+SPEED_BATCH_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+
+
+def speed_sensor_cursor(harness: DagsterHarness) -> str | None:
+    for state in harness.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.name == "speed_layer_sensor" and state.instigator_data is not None:
+            return state.instigator_data.cursor
+    return None
+
+
+def land_views(newsrec_home: Path, views: dict[str, tuple[str, datetime]]) -> None:
+    """One landing file with one view per user, as the API lands a window of events."""
+    lines = [
+        ChangeRecord(
+            table="user_article_views",
+            change_type="INSERT",
+            payload={
+                "user_id": user_id,
+                "article_id": article_id,
+                "view_count": 1,
+                "first_viewed_at": viewed_at,
+                "last_viewed_at": viewed_at,
+                "last_impression_id": None,
+            },
+            source_timestamp=viewed_at,
+            read_timestamp=viewed_at,
+            log_file="api-events",
+            log_position=position,
+        ).to_json_line()
+        for position, (user_id, (article_id, viewed_at)) in enumerate(views.items())
+    ]
+    moment = max(viewed_at for _, viewed_at in views.values())
+    path = f"user_article_views/{moment:%Y-%m-%d}/api-{moment:%Y%m%dT%H%M%S%f}Z.jsonl"
+    LocalLandingZone(newsrec_home / "landing").write_file(path, "\n".join(lines).encode() + b"\n")
+
+
+def test_kill_9_of_the_daemon_during_a_speed_layer_tick(speed_crash, scenarios):
+    harness, newsrec = speed_crash.harness, speed_crash.newsrec_home
+    lists = SQLiteListStore(newsrec / "online_store.sqlite")
+    first_cursor = wait_until(lambda: speed_sensor_cursor(harness), 180, "the speed sensor's first tick")
+
+    viewed_at = datetime.now(UTC).replace(microsecond=0)
+    views = {f"u{i}": (f"a{4 + i}", viewed_at + timedelta(milliseconds=i)) for i in (1, 2, 3)}
+    land_views(newsrec, views)
+    marker = speed_crash.faults_dir / SPEED_PAUSED_MARKER
+    wait_until(marker.exists, 120, "the speed tick to stop after its first list write")
+    paused_pid = int(wait_until(marker.read_text, 10, "the paused process's pid"))
+    speed_lists_at_kill = sum(
+        1 for user in views if (got := lists.get_recommendations(user)) and got.layer == "speed"
+    )
+    cursor_at_kill = speed_sensor_cursor(harness)
+    harness.kill_daemon()
+    if psutil.pid_exists(paused_pid):  # a code server outside the daemon's session
+        os.kill(paused_pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    harness.restart_daemon()
+
+    def converged() -> bool:
+        served = [lists.get_recommendations(user) for user in views]
+        return all(
+            got is not None and got.layer == "speed" and got.watermark == views[user][1]
+            for user, got in zip(views, served, strict=True)
+        )
+
+    try:
+        wait_until(converged, 180, "every list to reflect its view after the restart")
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; daemon log:\n{harness.daemon_log()[-3000:]}") from None
+    converged_after = time.monotonic() - killed_at
+    cursor_after = wait_until(
+        lambda: (cursor := speed_sensor_cursor(harness)) != first_cursor and cursor, 60, "the cursor to move"
+    )
+    print(f"speed tick: lists converged {converged_after:.1f} s after the kill")
+    probe = lists.get_recommendations("u1")
+    later = replace(probe, user_id="u-probe", watermark=probe.watermark + timedelta(seconds=1))
+    writable = lists.put_recommendations(later).accepted  # a lock left held would time out here
+
+    at_watermark = sum(1 for user in views if lists.get_recommendations(user).watermark == views[user][1])
+    observed = [
+        f"{speed_lists_at_kill} of 3 lists written at the kill",
+        f"cursor {'not moved' if cursor_at_kill == first_cursor else 'moved'}; after the restart "
+        f"{at_watermark} of 3 lists at their views' watermarks",
+        f"cursor {'moved past the file' if cursor_after != first_cursor else 'stuck'}",
+        f"store {'writable' if writable else 'refused a write'}",
+        "a pool slot held" if harness.pool_holders(WAREHOUSE_WRITER_POOL) else "no pool slot held",
+    ]
+    scenarios.check(
+        f"kill -9 of the daemon and its code server mid speed-layer tick "
+        f"(lists converged {converged_after:.1f} s after the kill)",
+        "1 of 3 lists written at the kill, cursor not moved; after the restart 3 of 3 lists at their "
+        "views' watermarks, cursor moved past the file, store writable, no pool slot held",
+        ", ".join(observed),
     )
     scenarios.verify()
