@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO_ROOT, free_port
+from bench.common import free_port
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES
 
 API_KEY = "bench-speed-path"
 
@@ -59,7 +60,7 @@ class Stack:
         from newsrec_assets.orchestration import service_commands, start_services
 
         dagster_home = Path(tempfile.mkdtemp(prefix="newsrec-speed-dagster-"))
-        shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        shutil.copy(DAGSTER_INSTANCE_TEMPLATES["local"], dagster_home / "dagster.yaml")
         env = {
             "NEWSREC_HOME": str(self.home),
             "DAGSTER_HOME": str(dagster_home),

@@ -27,7 +27,7 @@ from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
 from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG
-from newsrec_assets.settings import REPO_ROOT
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT
 from tests.faults.harness import DagsterHarness, wait_until
 from tests.faults.location import PAUSED_MARKER
 from tests.faults.observed import current_titles, stored_changes, tally, view_events
@@ -43,7 +43,7 @@ TEST_OVERRIDES = {
     "auto_materialize": {"enabled": False, "use_sensors": False},
     "freshness": {"enabled": False},
 }
-INSTANCES = {"local": REPO_ROOT / "dagster.yaml"}
+INSTANCES = {"local": DAGSTER_INSTANCE_TEMPLATES["local"]}
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
