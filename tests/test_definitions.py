@@ -8,7 +8,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from newsrec_assets.defs.automation import BATCH_WINDOW, cron_for_window
+from newsrec_assets.defs.automation import BATCH_CADENCE, BATCH_WINDOW, cron_for_window
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,9 @@ def test_the_batch_cadence_is_a_visible_freshness_policy_with_a_derived_conditio
     node = main_defs.resolve_asset_graph().get(dg.AssetKey("batch_recommendations"))
     policy = node.freshness_policy
     assert policy is not None and policy.fail_window.to_timedelta() == BATCH_WINDOW
-    assert "*/30 * * * *" in str(node.automation_condition.get_label() or node.automation_condition)
+    cron = cron_for_window(BATCH_CADENCE)  # derived from the window and the batch's duration
+    assert cron == "*/15 * * * *"
+    assert cron in str(node.automation_condition.get_label() or node.automation_condition)
     assert cron_for_window(timedelta(minutes=30)) == "*/30 * * * *"
     assert cron_for_window(timedelta(hours=2)) == "0 */2 * * *"
     with pytest.raises(ValueError):
