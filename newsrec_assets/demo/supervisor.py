@@ -7,7 +7,7 @@
 3. The `initial_build` job is launched in Dagster for the assets never materialised (none on a
    second demo), so the lineage turns green in the UI; the batch's lists then replace the
    popularity list, and automation and sensors keep everything current.
-4. The live app appends view events to the landing folder.
+4. Once everything is built, the live app appends view events to the landing folder.
 
 This process imports neither dagster nor torch (it stays small while the demo idles): children do
 the work, Dagster is asked over HTTP, and every child's output goes to `$NEWSREC_HOME/logs/`.
@@ -61,7 +61,7 @@ class DemoState:
     api_ready: bool = False
     history: str = "starting"
     serving: str = "nothing yet"
-    live: str = "waits for the history"
+    live: str = "starts when the initial build is done"
     build: str = "waits for the history and Dagster"
     run_url: str | None = None
     steps: list[tuple[str, str, float | None]] = field(default_factory=list)  # name, status, seconds
@@ -150,6 +150,8 @@ class DemoSupervisor:
         self.children: dict[str, subprocess.Popen] = {}
         self.run_id: str | None = None
         self._step_names: list[str] = []
+        self.launches = 0
+        self.built = False
         self.started = time.monotonic()
         self.stopping = False
         self.events: dict[str, float] = {}  # milestone -> seconds since start (printed at the end)
@@ -198,6 +200,9 @@ class DemoSupervisor:
                     self.state.serving = "nothing yet (computing the popularity list...)"
                     self._show()
                     seeded = self._seed()
+                    self.state.live = "starts when the initial build is done"
+                if self.built and "live" not in self.children:
+                    # not before: the speed layer needs the batch's published model and lists
                     rate = self.options.live_rate
                     self._start("live", self._newsrec("simulate", "--live", "--rate", str(rate)))
                     self.state.live = f"~{rate:g} view events/s into {self.paths.landing}"
@@ -256,8 +261,9 @@ class DemoSupervisor:
                 missing = self.dagster.unmaterialized_assets(LOCATION, INITIAL_BUILD_JOB)
                 if not missing:
                     self.state.build = "everything built before: reusing it (automation keeps it fresh)"
-                    self.run_id = ""
+                    self.run_id, self.built = "", True
                     return
+                self.launches += 1
                 self.run_id = self.dagster.launch(LOCATION, INITIAL_BUILD_JOB, missing, dict([DEMO_TAG]))
                 self._milestone("initial build launched")
             if self.run_id:
@@ -280,8 +286,12 @@ class DemoSupervisor:
         done = sum(1 for _, status, _ in self.state.steps if status == "SUCCESS")
         self.state.build = f"initial_build run: {run.status.lower()}, {done}/{len(names)} steps done"
         if run.status == "SUCCESS":
+            self.built = True
             self._milestone("initial build done")
-        elif run.status == "FAILURE":
+        elif run.status in ("FAILURE", "CANCELED") and self.launches < 2:
+            # e.g. a run an earlier demo left when it was stopped: build what is missing once more
+            self.run_id, self._step_names, self.state.run_url = None, [], None
+        elif run.status in ("FAILURE", "CANCELED"):
             self.state.problem = f"the initial build failed: see {self.state.run_url}"
 
     def _check_children(self) -> None:
@@ -295,7 +305,10 @@ class DemoSupervisor:
                 self.stopping = True
 
     def _show(self) -> None:
-        self.writer.show(render_status(self.state))
+        lines = render_status(self.state)
+        self.writer.show(lines)
+        # the whole status, also for a terminal that only got the changed lines
+        (self.log_dir / "status.txt").write_text("\n".join(lines) + "\n")
 
     def _stop(self, *_: object) -> None:
         self.stopping = True
