@@ -30,6 +30,9 @@ def browser(width: int, height: int) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(argument)
+    # offline: every host name but the loopback address fails to resolve, so a page that needs a
+    # CDN (Swagger UI's default) renders blank
+    options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
     options.add_argument(f"--window-size={width},{height}")
     return webdriver.Chrome(options=options, service=webdriver.ChromeService("/usr/bin/chromedriver"))
 
