@@ -35,8 +35,9 @@ $(EMULATORS_VENV)/.installed: tools/emulators/requirements.lock | $(if $(filter 
 	VIRTUAL_ENV=$(EMULATORS_VENV) $(UV_SYNC) tools/emulators/requirements.lock
 	touch $@
 
+# `make demo DEMO_ARGS="--ui-port 3001 --api-port 8001"` when those ports are taken.
 demo: setup
-	$(BIN)/newsrec demo
+	$(BIN)/newsrec demo $(DEMO_ARGS)
 
 test: setup emulators
 	$(BIN)/ruff check .
