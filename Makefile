@@ -56,14 +56,14 @@ bench: setup
 # own lock (its dependencies clash with ours), then a smoke run: load 1,000 lists, serve, look one up.
 FEAST_VENV := bench/feast/.venv
 bench-feast-setup: setup
-	test -x $(FEAST_VENV)/bin/python || uv venv --quiet --python $(PYTHON) $(FEAST_VENV)
-	VIRTUAL_ENV=$(FEAST_VENV) uv pip sync --quiet bench/feast/requirements.lock
+	test -x $(FEAST_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(FEAST_VENV)
+	VIRTUAL_ENV=$(FEAST_VENV) $(UV) pip sync --quiet bench/feast/requirements.lock
 	$(BIN)/python -m bench.feast_peer feast-sqlite --users 1000
 
 # Re-pin after editing requirements.in (uv resolves in seconds; pip's resolver takes many minutes).
-lock:
-	uv pip compile requirements.in --python-version 3.11 --find-links /opt/wheels -o requirements.lock
-	uv pip compile tools/emulators/requirements.in --python-version 3.11 -o tools/emulators/requirements.lock
+lock: setup
+	$(UV) pip compile requirements.in --python-version 3.11 --find-links /opt/wheels -o requirements.lock
+	$(UV) pip compile tools/emulators/requirements.in --python-version 3.11 -o tools/emulators/requirements.lock
 
 clean:
 	rm -rf var dbt_project/target dbt_project/logs .pytest_cache
