@@ -66,6 +66,7 @@ class DemoState:
     run_url: str | None = None
     steps: list[tuple[str, str, float | None]] = field(default_factory=list)  # name, status, seconds
     problem: str | None = None
+    article_id: str = "ARTICLE_ID"  # a served article, once there is one: the curl is ready to paste
 
 
 _MARK = {"SUCCESS": "done", "FAILURE": "FAILED", "IN_PROGRESS": "running", "SKIPPED": "skipped"}
@@ -74,7 +75,7 @@ _MARK = {"SUCCESS": "done", "FAILURE": "FAILED", "IN_PROGRESS": "running", "SKIP
 def render_status(state: DemoState) -> list[str]:
     """The compact status: where to click, how to call the API, what is being built, where logs are."""
     api = state.api_url
-    event = json.dumps({"user_id": DEMO_USER, "article_id": "ARTICLE_ID"})
+    event = json.dumps({"user_id": DEMO_USER, "article_id": state.article_id})
     lines = [
         "newsrec demo (Ctrl-C stops everything)",
         f"  Dagster UI  {state.ui_url}  {'ready' if state.ui_ready else 'starting...'}",
@@ -237,6 +238,7 @@ class DemoSupervisor:
         if not answer or not answer.get("items"):
             return
         provenance = answer["provenance"]
+        self.state.article_id = answer["items"][0]["article_id"]
         if provenance["layer"] == "cold_start":
             self.state.serving = "the popularity list (until a batch publishes)"
             self._milestone("API serves popularity list")
