@@ -20,7 +20,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from newsrec_assets.settings import local_paths
 
 TERMINAL_PAGE = """<!doctype html><html><head><meta charset="utf-8"><style>
-body {{ margin: 0; background: #1e1e1e; }}
+body {{ margin: 0; background: #1e1e1e; overflow: hidden; }}
 pre {{ margin: 0; padding: 16px 20px; color: #d4d4d4; font: 14px/1.45 'DejaVu Sans Mono', monospace; }}
 .bar {{ background: #3c3c3c; color: #ccc; font: 13px sans-serif; padding: 6px 12px; }}
 </style></head><body><div class="bar">$ make demo</div><pre>{text}</pre></body></html>"""
@@ -48,7 +48,7 @@ def main() -> None:
     text = args.status.read_text()
     with tempfile.NamedTemporaryFile("w", suffix=".html", delete=False) as page:
         page.write(TERMINAL_PAGE.format(text=html.escape(text)))
-    driver = browser(1250, 120 + 21 * len(text.splitlines()))
+    driver = browser(1250, 200 + 22 * len(text.splitlines()))
     try:
         driver.get(f"file://{page.name}")
         driver.save_screenshot(str(args.out / "demo-terminal.png"))
