@@ -10,6 +10,7 @@ batch 60 s later. Every gap between two landings of the lists must stay inside t
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 from dagster._core.test_utils import freeze_time
 
 from newsrec_assets.defs.automation import (
@@ -31,6 +32,7 @@ def test_the_default_cadence_leaves_room_for_two_batch_durations():
     assert batch_cadence(timedelta(minutes=2), timedelta(minutes=4)) == timedelta(minutes=1)
 
 
+@pytest.mark.slow  # ~30 s: 120 automation evaluations
 def test_the_batch_lands_inside_the_warn_window_every_cycle():
     cadence = batch_cadence(WARN, DURATION)
 
