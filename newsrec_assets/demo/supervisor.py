@@ -70,7 +70,13 @@ class DemoState:
     article_id: str = "ARTICLE_ID"  # a served article, once there is one: the curl is ready to paste
 
 
-_MARK = {"SUCCESS": "done", "FAILURE": "FAILED", "IN_PROGRESS": "running", "SKIPPED": "skipped"}
+_MARK = {
+    "SUCCESS": "done",
+    "EARLIER": "built before",
+    "FAILURE": "FAILED",
+    "IN_PROGRESS": "running",
+    "SKIPPED": "skipped",
+}
 
 
 def render_status(state: DemoState) -> list[str]:
@@ -91,7 +97,7 @@ def render_status(state: DemoState) -> list[str]:
     ]
     for name, status, seconds in state.steps:
         took = f" {seconds:.0f} s" if seconds is not None else ""
-        lines.append(f"    {_MARK.get(status, 'waiting'):<8} {name}{took}")
+        lines.append(f"    {_MARK.get(status, 'waiting'):<12} {name}{took}")
     lines.append(f"  logs        {state.log_dir}/ (dagster, api, live, simulate, seed)")
     if state.problem:
         lines.append(f"  PROBLEM     {state.problem}")
@@ -287,11 +293,13 @@ class DemoSupervisor:
         names = [n for n in self._step_names if n in by_key] + [
             n for n in self._step_names if n not in by_key
         ]
+        finished = run.status in ("SUCCESS", "FAILURE", "CANCELED")
+        # a run for what was missing leaves out what an earlier run built
+        absent = "EARLIER" if finished else "NOT_STARTED"
         self.state.steps = [
-            (n, by_key[n].status, by_key[n].seconds) if n in by_key else (n, "NOT_STARTED", None)
-            for n in names
+            (n, by_key[n].status, by_key[n].seconds) if n in by_key else (n, absent, None) for n in names
         ]
-        done = sum(1 for _, status, _ in self.state.steps if status == "SUCCESS")
+        done = sum(1 for _, status, _ in self.state.steps if status in ("SUCCESS", "EARLIER"))
         self.state.build = f"initial_build run: {run.status.lower()}, {done}/{len(names)} steps done"
         if run.status == "SUCCESS":
             self.built = True
