@@ -24,8 +24,9 @@ from datetime import timedelta
 
 import dagster as dg
 
-# One batch cycle (dbt features + article embeddings + lists for 3,000 users) on the 2-core demo
-# machine while the demo runs; see README "Freshness".
+# One steady-state batch cycle (incremental dbt features + embeddings of new articles + lists for
+# 3,000 users) on a quiet 2-core machine, estimated from the steps' durations in the demo's first
+# build; set NEWSREC_BATCH_SECONDS to the duration the batch runs show where it differs.
 DEFAULT_BATCH_SECONDS = 240
 
 
