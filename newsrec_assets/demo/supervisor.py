@@ -25,7 +25,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -328,7 +327,3 @@ class DemoSupervisor:
 
     def _stop(self, *_: object) -> None:
         self.stopping = True
-
-
-def run_demo(options: DemoOptions, say: Callable[[str], None] | None = None) -> int:
-    return DemoSupervisor(options).run()
