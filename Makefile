@@ -2,8 +2,11 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch==2.13.0+cpu comes from a local wheel folder where the machine has one (PIP_FIND_LINKS).
-PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check
+# Installs go through uv (seconds instead of pip's minutes): the one on PATH, or one that `make setup`
+# puts into $(VENV)/.uv from PyPI with the interpreter's pip. torch==2.13.0+cpu comes from a local
+# wheel folder where the machine has one (PIP_FIND_LINKS, which uv reads as --find-links).
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(VENV)/.uv/bin/uv)
+UV_SYNC = $(UV) pip sync $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS))
 
 # The prod tests' local BigQuery and GCS emulators, in a venv of their own (their pins clash with
 # the project's: bqemulator pins duckdb 2.0).
@@ -13,21 +16,28 @@ EMULATORS_VENV := tools/emulators/.venv
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -r requirements.lock
-	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
+$(VENV)/.uv/bin/uv:
+	@echo "setup: installing uv from PyPI into $(VENV)/.uv"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(VENV)/.uv uv
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(if $(filter $(VENV)/.uv/bin/uv,$(UV)),$(UV))
+	@echo "setup: syncing $(VENV) with requirements.lock ($$(grep -c '==' requirements.lock) pinned packages)"
+	test -x $(BIN)/python || $(UV) venv --allow-existing --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV_SYNC) requirements.lock
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --no-deps -e .
 	touch $@
 
 emulators: $(EMULATORS_VENV)/.installed
 
-$(EMULATORS_VENV)/.installed: tools/emulators/requirements.lock
-	test -x $(EMULATORS_VENV)/bin/python || $(PYTHON) -m venv $(EMULATORS_VENV)
-	$(EMULATORS_VENV)/bin/pip install --quiet --disable-pip-version-check -r tools/emulators/requirements.lock
+$(EMULATORS_VENV)/.installed: tools/emulators/requirements.lock | $(if $(filter $(VENV)/.uv/bin/uv,$(UV)),$(UV))
+	@echo "setup: syncing $(EMULATORS_VENV) with tools/emulators/requirements.lock"
+	test -x $(EMULATORS_VENV)/bin/python || $(UV) venv --python $(PYTHON) $(EMULATORS_VENV)
+	VIRTUAL_ENV=$(EMULATORS_VENV) $(UV_SYNC) tools/emulators/requirements.lock
 	touch $@
 
+# `make demo DEMO_ARGS="--ui-port 3001 --api-port 8001"` when those ports are taken.
 demo: setup
-	$(BIN)/newsrec demo
+	$(BIN)/newsrec demo $(DEMO_ARGS)
 
 test: setup emulators
 	$(BIN)/ruff check .
@@ -46,14 +56,14 @@ bench: setup
 # own lock (its dependencies clash with ours), then a smoke run: load 1,000 lists, serve, look one up.
 FEAST_VENV := bench/feast/.venv
 bench-feast-setup: setup
-	test -x $(FEAST_VENV)/bin/python || uv venv --quiet --python $(PYTHON) $(FEAST_VENV)
-	VIRTUAL_ENV=$(FEAST_VENV) uv pip sync --quiet bench/feast/requirements.lock
+	test -x $(FEAST_VENV)/bin/python || $(UV) venv --quiet --python $(PYTHON) $(FEAST_VENV)
+	VIRTUAL_ENV=$(FEAST_VENV) $(UV) pip sync --quiet bench/feast/requirements.lock
 	$(BIN)/python -m bench.feast_peer feast-sqlite --users 1000
 
 # Re-pin after editing requirements.in (uv resolves in seconds; pip's resolver takes many minutes).
-lock:
-	uv pip compile requirements.in --python-version 3.11 --find-links /opt/wheels -o requirements.lock
-	uv pip compile tools/emulators/requirements.in --python-version 3.11 -o tools/emulators/requirements.lock
+lock: setup
+	$(UV) pip compile requirements.in --python-version 3.11 --find-links /opt/wheels -o requirements.lock
+	$(UV) pip compile tools/emulators/requirements.in --python-version 3.11 -o tools/emulators/requirements.lock
 
 clean:
 	rm -rf var dbt_project/target dbt_project/logs .pytest_cache

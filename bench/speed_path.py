@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO_ROOT, free_port
+from bench.common import free_port
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES
 
 API_KEY = "bench-speed-path"
 
@@ -61,7 +62,7 @@ class Stack:
         from newsrec_assets.orchestration import service_commands, start_services
 
         self.dagster_home = dagster_home = Path(tempfile.mkdtemp(prefix="newsrec-speed-dagster-"))
-        shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+        shutil.copy(DAGSTER_INSTANCE_TEMPLATES["local"], dagster_home / "dagster.yaml")
         env = {
             "NEWSREC_HOME": str(self.home),
             "DAGSTER_HOME": str(dagster_home),

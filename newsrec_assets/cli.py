@@ -271,7 +271,7 @@ def import_mind(news_path: Path, behaviors_path: Path, landing: Path, window_min
     "--serve/--no-serve",
     default=True,
     show_default=True,
-    help="Keep Dagster, the API and the live app running.",
+    help="Run Dagster, the API and the live app (--no-serve: simulate, build everything once here, exit).",
 )
 @click.option("--ui-port", type=int, default=3000, show_default=True)
 @click.option("--api-port", type=int, default=8000, show_default=True)
@@ -279,12 +279,23 @@ def import_mind(news_path: Path, behaviors_path: Path, landing: Path, window_min
 def demo(
     users: int, articles: int, days: float, serve: bool, ui_port: int, api_port: int, live_rate: float
 ) -> None:
-    """The whole system on this laptop: simulate, materialise the graph once, then run it live.
+    """The whole system on this laptop: Dagster, the API and a live news app, until Ctrl-C.
 
-    1. simulates the news app's history (unless $NEWSREC_HOME/landing already holds it);
-    2. materialises every asset once (ingestion, dbt, encoder, embeddings, NAML, batch lists);
-    3. runs `dagster dev` (UI, sensors, automation), the API and the live app together until Ctrl-C.
+    Dagster and the API start at once; the news app's history is simulated (unless
+    $NEWSREC_HOME/landing holds one) and the API serves its popularity list; the `initial_build`
+    job then builds what was never built (ingestion, dbt, encoder, embeddings, NAML, the batch's
+    lists) as a run you can watch in the UI. The terminal shows a compact status; every log goes to
+    $NEWSREC_HOME/logs/.
+
+    With --no-serve (scripts, benchmarks): simulate if needed, materialise everything once in this
+    process, print the warehouse's counts and exit.
     """
+    if serve:
+        from newsrec_assets.demo.supervisor import DemoOptions, DemoSupervisor
+
+        options = DemoOptions(users, articles, days, ui_port, api_port, live_rate)
+        raise SystemExit(DemoSupervisor(options).run())
+
     import time
 
     from newsrec_assets.orchestration import ensure_dagster_home, materialize_selection, warehouse_summary
@@ -292,12 +303,9 @@ def demo(
     paths = local_paths()
     ensure_dagster_home()
     started = time.perf_counter()
-    if not any(paths.landing.rglob("*.jsonl")) if paths.landing.exists() else True:
-        click.secho(
-            f"1/3 simulating {users} users, {articles} articles, {days} days -> {paths.landing}", bold=True
-        )
-        ctx = click.get_current_context()
-        ctx.invoke(
+    if not paths.landing.exists() or not any(paths.landing.rglob("*.jsonl")):
+        click.secho(f"simulating {users} users, {articles} articles, {days} days", bold=True)
+        click.get_current_context().invoke(
             simulate,
             users=users,
             articles=articles,
@@ -306,16 +314,21 @@ def demo(
             ground_truth=paths.ground_truth,
             at_least_once=True,
         )
-    else:
-        click.secho(f"1/3 reusing the simulated history in {paths.landing}", bold=True)
-    click.secho("2/3 materialising the asset graph once (the on-demand evaluation aside)", bold=True)
+    click.secho("materialising the asset graph once (the on-demand evaluation aside)", bold=True)
     result = materialize_selection("not group:evaluation")
     click.echo(json.dumps(warehouse_summary(), indent=2))
     click.echo(f"materialised in {time.perf_counter() - started:.0f} s; success: {result.success}")
-    if not result.success:
-        raise SystemExit(1)
-    if serve:
-        from newsrec_assets.orchestration import run_live_demo
+    raise SystemExit(0 if result.success else 1)
 
-        click.secho("3/3 running Dagster, the API and the live news app (Ctrl-C stops everything)", bold=True)
-        run_live_demo(ui_port=ui_port, api_port=api_port, live_rate=live_rate)
+
+@main.command(name="seed-popular")
+@click.option("--k", type=click.IntRange(min=1), default=100, show_default=True, help="List length.")
+def seed_popular(k: int) -> None:
+    """Put the popularity list of the landed history into the online store (unless it holds one).
+
+    `newsrec demo` runs this before anything is built, so that the API serves popular articles at once.
+    """
+    from newsrec_assets.demo.seed import seed_popular as seed
+
+    paths = local_paths()
+    click.echo(json.dumps(seed(paths.landing, paths.online_store, k)))

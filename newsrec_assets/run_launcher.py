@@ -5,7 +5,7 @@ cannot tell the monitoring daemon whether that process is alive, so a run whose 
 (`kill -9`, out of memory, a reboot) stays STARTED forever and keeps its concurrency-pool slot:
 every later run in the `duckdb_writer` pool waits behind it. `MonitoredRunLauncher` launches the
 same way and answers the health check from the worker's pid, which the run's RUN_START event
-records. With run monitoring on (dagster.yaml), the daemon fails such a run within one poll
+records. With run monitoring on (deploy/dagster.local.yaml), the daemon fails such a run within one poll
 interval; `free_slots_after_run_end_seconds` then frees its slots, and run retries re-execute it.
 
 A pid only means something on the host that ran the process, so each run is tagged with its

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt_project"
 # The Dagster instance settings each environment starts from (copied into DAGSTER_HOME).
 DAGSTER_INSTANCE_TEMPLATES = {
-    "local": REPO_ROOT / "dagster.yaml",
+    "local": REPO_ROOT / "deploy" / "dagster.local.yaml",
     "prod": REPO_ROOT / "deploy" / "dagster.yaml",
 }
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
-from newsrec_assets.defs.automation import BATCH_WINDOW, cron_for_window
+from newsrec_assets.defs.automation import BATCH_CADENCE, BATCH_WINDOW, cron_for_window
 from newsrec_assets.defs.recommendations.assets import SHARDS
 
 
@@ -75,7 +75,9 @@ def test_the_batch_cadence_is_a_visible_freshness_policy_with_a_derived_conditio
     node = main_defs.resolve_asset_graph().get(dg.AssetKey("batch_recommendations"))
     policy = node.freshness_policy
     assert policy is not None and policy.fail_window.to_timedelta() == BATCH_WINDOW
-    assert "*/30 * * * *" in str(node.automation_condition.get_label() or node.automation_condition)
+    cron = cron_for_window(BATCH_CADENCE)  # derived from the window and the batch's duration
+    assert cron == "*/15 * * * *"
+    assert cron in str(node.automation_condition.get_label() or node.automation_condition)
     assert cron_for_window(timedelta(minutes=30)) == "*/30 * * * *"
     assert cron_for_window(timedelta(hours=2)) == "0 */2 * * *"
     with pytest.raises(ValueError):
@@ -141,6 +143,32 @@ def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs)
     result = staged([last], 42)  # every shard staged: the publish
     assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
     assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == 0
+
+
+def test_a_first_build_without_the_batch_layer_is_followed_by_every_shard_then_the_publish(main_defs):
+    """`make demo`'s `initial_build` leaves the batch layer out; the automation builds it at once."""
+    from datetime import UTC, datetime
+
+    from dagster._core.test_utils import freeze_time
+
+    instance = dg.DagsterInstance.ephemeral()
+    job = main_defs.resolve_job_def("initial_build")
+    assert job.partitions_def is None  # one run, no shards in it
+    built = set(job.asset_layer.executable_asset_keys)
+    assert not built & {dg.AssetKey("batch_shard_lists"), dg.AssetKey("batch_recommendations")}
+    with freeze_time(datetime(2026, 11, 20, 10, 5, tzinfo=UTC)):  # between two cadence ticks
+        for key in built:
+            instance.report_runless_asset_event(dg.AssetMaterialization(key))
+        result = dg.evaluate_automation_conditions(main_defs, instance)
+    assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == len(SHARDS.get_partition_keys())
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 0
+    with freeze_time(datetime(2026, 11, 20, 10, 7, tzinfo=UTC)):
+        for shard in SHARDS.get_partition_keys():
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(dg.AssetKey("batch_shard_lists"), partition=shard)
+            )
+        result = dg.evaluate_automation_conditions(main_defs, instance, cursor=result.cursor)
+    assert result.get_num_requested(dg.AssetKey("batch_recommendations")) == 1
 
 
 def test_local_runs_use_the_multiprocess_executor(main_defs):

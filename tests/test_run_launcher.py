@@ -19,7 +19,7 @@ from newsrec_assets.run_launcher import (
     this_host,
     worker_host_from_grpc_info,
 )
-from newsrec_assets.settings import REPO_ROOT
+from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES
 from tests.faults.harness import wait_until
 
 WORKER = textwrap.dedent(
@@ -42,7 +42,7 @@ WORKER = textwrap.dedent(
 
 @pytest.fixture
 def instance(tmp_path):
-    (tmp_path / "dagster.yaml").write_text((REPO_ROOT / "dagster.yaml").read_text())
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_INSTANCE_TEMPLATES["local"].read_text())
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         yield instance
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from newsrec_assets.domain.progress import BudgetBar
 from newsrec_assets.domain.torch_utils import seed_everything, torch_threads
 
 ENCODER_META_FILE = "newsrec_encoder.json"
@@ -296,7 +297,8 @@ def fine_tune_simcse(
         batch_size = max(2, min(config.batch_size, len(texts)))
         perm, cursor = rng.permutation(len(texts)), 0
         train_start = time.perf_counter()
-        bar = tqdm(total=config.max_steps, desc="SimCSE", disable=not config.progress, leave=False)
+        # the time budget, not max_steps, is what stops this loop in practice: the bar counts it
+        bar = BudgetBar("SimCSE", max(0.0, deadline - train_start), config.max_steps, enabled=config.progress)
         for _ in range(config.max_steps if len(texts) >= 2 else 0):
             expected = float(np.mean(step_seconds[-10:])) if step_seconds else 0.0
             if time.perf_counter() + expected >= deadline:
@@ -320,7 +322,7 @@ def fine_tune_simcse(
             optimizer.step()
             losses.append(float(loss.detach()))
             step_seconds.append(time.perf_counter() - step_start)
-            bar.update(1)
+            bar.step()
         bar.close()
         train_seconds = time.perf_counter() - train_start
         model.eval()

@@ -17,6 +17,7 @@ reported in the `IngestReport`, not read.
 from __future__ import annotations
 
 import hashlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -474,12 +475,25 @@ class DuckDBWarehouse(SQLWarehouse):
         self.read_only = read_only
         self.limits = limits
 
+    # How long a connection waits for another process's lock on the file. DuckDB allows one process
+    # to open the file for writing and none to read it meanwhile: a step that reads (the encoder,
+    # NAML, the batch) while an ingestion run writes, or the reverse, waits for it here instead
+    # of failing. Writers hold it for a step (minutes at most); the pool keeps writers in line.
+    lock_wait_seconds: float = 600.0
+
     def connect(self):
         import duckdb
 
         if not self.read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        return duckdb.connect(str(self.path), read_only=self.read_only)
+        deadline = time.monotonic() + self.lock_wait_seconds
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def ensure_raw_tables(self, connection) -> None:
         for statement in _REGISTRY_DDL:

@@ -9,7 +9,7 @@ from newsrec_assets.settings import warehouse_kind
 
 GROUP = "ingestion"
 # DuckDB allows one writing process per file: every asset that writes the warehouse runs in this
-# pool (limit 1, see dagster.yaml) so runs queue for it instead of failing on the file lock.
+# pool (limit 1, see deploy/dagster.local.yaml) so runs queue for it instead of failing on the file lock.
 WAREHOUSE_WRITER_POOL = "duckdb_writer"
 # For idempotent warehouse steps whose failures can pass: a read of the bucket that broke off, the
 # file lock still held by a writer that outlived its killed run. Bad records never raise.

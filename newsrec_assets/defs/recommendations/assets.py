@@ -16,6 +16,7 @@ from newsrec_assets.defs.automation import (
     BATCH_FRESHNESS_POLICY,
     after_every_shard_condition,
     batch_automation_condition,
+    when_missing_and_ready,
 )
 from newsrec_assets.defs.embeddings.assets import article_embeddings
 from newsrec_assets.defs.model.assets import published_model
@@ -57,7 +58,10 @@ class BatchRecommendationsConfig(dg.Config):
         dg.AssetKey("training_impressions"),
     ],
     kinds={"numpy", online_store_kind()},
-    automation_condition=batch_automation_condition(slower_deps=["published_model"]),
+    # A shard never built (a new deployment, a new shard count) is built as soon as its inputs
+    # exist, not at the next cadence tick: the first personalised lists come minutes after the model.
+    automation_condition=batch_automation_condition(slower_deps=["published_model"])
+    | when_missing_and_ready(),
 )
 def batch_shard_lists(
     context: dg.AssetExecutionContext,
@@ -107,7 +111,7 @@ def batch_shard_lists(
     deps=[batch_shard_lists],
     kinds={"numpy", online_store_kind()},
     freshness_policy=BATCH_FRESHNESS_POLICY,
-    automation_condition=after_every_shard_condition(),
+    automation_condition=after_every_shard_condition() | when_missing_and_ready(),
 )
 def batch_recommendations(
     context: dg.AssetExecutionContext,

@@ -376,10 +376,17 @@ def fresh_article_vectors(
     return dg.MaterializeResult(metadata={"vectorised": len(live), "removed": removed})
 
 
+new_article_vectors_job = dg.define_asset_job(
+    "new_article_vectors",
+    selection=[fresh_article_vectors],
+    description="Vectorise new and edited articles for read-time merging.",
+)
+
+
 @dg.sensor(
     name="new_articles_sensor",
     description="New `articles` change records: vectorise new and edited articles for read-time merging.",
-    target=[fresh_article_vectors],
+    target=new_article_vectors_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )

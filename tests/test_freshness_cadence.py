@@ -1,0 +1,86 @@
+"""The batch lands inside the warn window every cycle: the cadence derived from the window and the
+batch's duration, run through Dagster's automation evaluation with a shortened window.
+
+A 6-minute fail window (warn at 5) and a 60 s batch give a 3-minute cadence. The test plays the
+daemon: every 30 simulated seconds it evaluates the real `batch_automation_condition` on a
+features -> lists graph fed by an ingestion that lands every 2 minutes, and lands each requested
+batch 60 s later. Every gap between two landings of the lists must stay inside the warn window.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import freeze_time
+
+from newsrec_assets.defs.automation import (
+    BATCH_CADENCE,
+    BATCH_WARN_WINDOW,
+    BATCH_WINDOW,
+    batch_automation_condition,
+    batch_cadence,
+)
+
+WINDOW, WARN, DURATION = timedelta(minutes=6), timedelta(minutes=5), timedelta(seconds=60)
+
+
+def test_the_default_cadence_leaves_room_for_two_batch_durations():
+    assert BATCH_WARN_WINDOW < BATCH_WINDOW
+    assert BATCH_CADENCE < BATCH_WARN_WINDOW
+    assert batch_cadence(timedelta(minutes=25), timedelta(minutes=4)) == timedelta(minutes=15)
+    assert batch_cadence(WARN, DURATION) == timedelta(minutes=3)
+    assert batch_cadence(timedelta(minutes=2), timedelta(minutes=4)) == timedelta(minutes=1)
+
+
+@pytest.mark.slow  # ~30 s: 120 automation evaluations
+def test_the_batch_lands_inside_the_warn_window_every_cycle():
+    cadence = batch_cadence(WARN, DURATION)
+
+    @dg.asset
+    def raw():
+        """Ingestion: landed by the test every 2 minutes (the landing sensor's interval)."""
+
+    @dg.asset(deps=[raw], automation_condition=batch_automation_condition(cadence=cadence))
+    def features():
+        """The dbt features."""
+
+    @dg.asset(
+        deps=[features],
+        automation_condition=batch_automation_condition(cadence=cadence),
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=WINDOW, warn_window=WARN),
+    )
+    def lists():
+        """The batch's lists."""
+
+    defs = dg.Definitions(assets=[raw, features, lists])
+    start = datetime(2026, 12, 5, 0, 1, tzinfo=UTC)
+    landings: list[datetime] = []
+    pending: list[tuple[datetime, list[dg.AssetKey]]] = []
+    cursor = None
+    with dg.instance_for_test() as instance:
+
+        def land(keys):
+            for key in keys:
+                instance.report_runless_asset_event(dg.AssetMaterialization(key))
+
+        for tick in range(0, 60 * 60, 30):  # one simulated hour
+            now = start + timedelta(seconds=tick)
+            with freeze_time(now):
+                if tick % 120 == 0:
+                    land([raw.key])
+                for due, keys in [p for p in pending if p[0] <= now]:
+                    pending.remove((due, keys))
+                    land(keys)
+                    if lists.key in keys:
+                        landings.append(due)
+                result = dg.evaluate_automation_conditions(defs, instance, evaluation_time=now, cursor=cursor)
+                cursor = result.cursor
+                requested = [r.key for r in result.results if r.true_subset.size]
+                if requested:
+                    pending.append((now + DURATION, sorted(requested)))
+
+    gaps = [later - earlier for earlier, later in zip(landings, landings[1:], strict=False)]
+    assert max(gaps) <= WARN, gaps
+    assert len(landings) >= 60 // 3 - 2  # about one batch per cadence
+    # and a cron of the window itself would not: its gaps are the whole fail window
+    assert cadence + DURATION < WINDOW
