@@ -283,9 +283,9 @@ def demo(
 
     Dagster and the API start at once; the news app's history is simulated (unless
     $NEWSREC_HOME/landing holds one) and the API serves its popularity list; the `initial_build`
-    job then builds what was never built (ingestion, dbt, encoder, embeddings, NAML, the batch's
-    lists) as a run you can watch in the UI. The terminal shows a compact status; every log goes to
-    $NEWSREC_HOME/logs/.
+    job then builds what was never built (ingestion, dbt, encoder, embeddings, NAML) as a run you
+    can watch in the UI, and the automation ranks the user shards and publishes their lists. The
+    terminal shows a compact status; every log goes to $NEWSREC_HOME/logs/.
 
     With --no-serve (scripts, benchmarks): simulate if needed, materialise everything once in this
     process, print the warehouse's counts and exit.
