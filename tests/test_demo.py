@@ -95,6 +95,7 @@ def test_status_shows_urls_key_a_curl_per_route_and_the_logs(tmp_path):
     state.steps = [("raw_cdc_log", "SUCCESS", 12.0), ("text_encoder", "IN_PROGRESS", None)]
     text = "\n".join(render_status(state))
     assert "http://127.0.0.1:3000" in text and "http://127.0.0.1:8000/docs" in text
+    assert "http://127.0.0.1:8000/demo?key=" in text  # the feed page, with the key filled in
     assert "demo-k" in text and str(tmp_path / "api_key") in text
     assert "curl -s -X POST http://127.0.0.1:8000/v1/events -H 'X-API-Key: demo-k'" in text
     assert "done         raw_cdc_log 12 s" in text and "running      text_encoder" in text

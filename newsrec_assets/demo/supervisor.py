@@ -87,6 +87,7 @@ def render_status(state: DemoState) -> list[str]:
         f"  Dagster UI  {state.ui_url}  {'ready' if state.ui_ready else 'starting...'}",
         f"  API         {api}/docs  {'ready' if state.api_ready else 'starting...'}; serving {state.serving}",
         f"  API key     {state.api_key}  (also in {state.key_file})",
+        f"  demo feed   {api}/demo?key={state.api_key}  (pick a user, click an article)",
         f"  a list      curl -s '{api}/v1/users/{DEMO_USER}/recommendations?k=5'",
         f"  a view      curl -s -X POST {api}/v1/events -H 'X-API-Key: {state.api_key}' \\",
         f"                -H 'Content-Type: application/json' -d '{event}'",
