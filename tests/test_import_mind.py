@@ -272,8 +272,10 @@ def test_a_mind_set_whose_articles_are_all_older_than_the_window_is_served_popul
         at = START + timedelta(hours=80, minutes=20 * i)
         user = f"U{i % 10 + 1}"
         clicked = news_ids[i % 7]
-        rows.append(f"{i + 1}\t{user}\t{at:{MIND_TIME_FORMAT}}\t\t{clicked}-1 N19-0")
-    _, landing = import_mind(tmp_path, news, "\n".join(rows))
+        unknown = " N404-0" if i == 1 else ""  # news missing from news.tsv: counted, left out
+        rows.append(f"{i + 1}\t{user}\t{at:{MIND_TIME_FORMAT}}\t\t{clicked}-1 N19-0{unknown}")
+    report, landing = import_mind(tmp_path, news, "\n".join(rows))
+    assert report["unknown_news_references"] == 1
 
     warehouse, home = tmp_path / "warehouse.duckdb", tmp_path / "home"
     monkeypatch.setenv("NEWSREC_DUCKDB_PATH", str(warehouse))
@@ -309,3 +311,15 @@ def test_a_mind_set_whose_articles_are_all_older_than_the_window_is_served_popul
         clicked = {news_ids[i % 7] for i in range(1, 31) if f"U{i % 10 + 1}" == user}
         assert not clicked & set(record.article_ids)
         assert "N19" not in record.article_ids  # shown three times, never clicked
+
+    # ... and the API serves them, labelled as the popularity/recency ranker's.
+    from fastapi.testclient import TestClient
+
+    from serving.core.config import Settings
+    from serving.main import create_app
+
+    settings = Settings(store_backend="sqlite", sqlite_path=home / "online.sqlite", landing_dir=landing)
+    with TestClient(create_app(settings)) as client:
+        served = client.get(f"/v1/users/{users[0]}/recommendations", params={"k": 5}).json()
+    assert served["provenance"]["model_version"] == POPULARITY_VERSION
+    assert served["provenance"]["layer"] == "batch" and len(served["items"]) == 5
