@@ -16,6 +16,7 @@ which makes them appear whole (locally with an fsync: an acknowledged event surv
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,6 +108,15 @@ class EventLanding:
         ]
 
 
+# Placeholders of the per-article fields in a rendered impressions record (see ExposureLanding).
+_UUID, _ARTICLE = "@@uuid@@", "@@article_id@@"
+_POSITION, _LOG_POSITION = 9_000_000_000_000_000_001, 9_000_000_000_000_000_002
+_UUID_BYTES, _ARTICLE_BYTES = _UUID.encode(), _ARTICLE.encode()
+_POSITION_BYTES, _LOG_POSITION_BYTES = str(_POSITION).encode(), str(_LOG_POSITION).encode()
+_TOKENS = (_UUID_BYTES, _ARTICLE_BYTES, _POSITION_BYTES, _LOG_POSITION_BYTES)
+_PLACEHOLDERS = re.compile(b"(" + b"|".join(map(re.escape, _TOKENS)) + b")")
+
+
 class ExposureLanding:
     """Lands a window of exposures (`WindowBatcher.flush`) as `impressions` change records."""
 
@@ -115,27 +125,37 @@ class ExposureLanding:
         self._id = uuid.uuid4().hex
         self.log_file = f"api-exposures-{self._id[:16]}"  # this process's own log
         self._positions = itertools.count(1)
+        self._uuid_prefix = f"{self._id[:8]}-{self._id[8:12]}-{self._id[12:16]}-{self._id[16:20]}-"
 
     def __call__(self, exposures: list[Exposure]) -> list[None]:
         written_at, lines = now_utc(), []
         for exposure in exposures:
-            # One record rendered by the format's writer, its per-row fields then filled in: a
-            # whole record per row held the GIL for ~20 µs, beside the requests being served.
-            payload = {"impression_id": exposure.request_id, "user_id": exposure.user_id, "article_id": "",
-                       "position": 0, "shown_at": exposure.served_at,
+            # One record per list rendered by the format's writer with placeholders, then one line
+            # per article by joining bytes: rendering a whole record per article held the GIL for
+            # ~6.5 µs a row, and a window's flush (50 rows per list) stalled the requests being
+            # served beside it (p99 82 ms at 500 req/s with k=50, 1.2 ms without exposures).
+            payload = {"impression_id": exposure.request_id, "user_id": exposure.user_id,
+                       "article_id": _ARTICLE, "position": _POSITION, "shown_at": exposure.served_at,
                        "variant": exposure.variant}  # fmt: skip
             row = ChangeRecord(
                 "impressions", "INSERT", payload, exposure.served_at, written_at, log_file=self.log_file,
-                log_position=0, read_method="newsrec-api", stream_name="newsrec-api",
+                log_position=_LOG_POSITION, read_method="newsrec-api", stream_name="newsrec-api",
             ).to_json()  # fmt: skip
+            row["uuid"] = _UUID
+            parts = _PLACEHOLDERS.split(orjson.dumps(row))
+            slots = {token: [i for i, part in enumerate(parts) if part == token] for token in _TOKENS}
             for position, article_id in enumerate(exposure.article_ids, exposure.offset):
                 log_position = next(self._positions)
-                row["uuid"] = (
-                    f"{self._id[:8]}-{self._id[8:12]}-{self._id[12:16]}-{self._id[16:20]}-{log_position:012x}"
+                values = (
+                    f"{self._uuid_prefix}{log_position:012x}".encode(),
+                    article_id.encode(),  # ID_PATTERN: nothing JSON would escape
+                    b"%d" % position,
+                    b"%d" % log_position,
                 )
-                row["payload"]["article_id"], row["payload"]["position"] = article_id, position
-                row["sort_keys"][-1] = row["source_metadata"]["log_position"] = log_position
-                lines.append(orjson.dumps(row))
+                for token, value in zip(_TOKENS, values, strict=True):
+                    for i in slots[token]:
+                        parts[i] = value
+                lines.append(b"".join(parts))
         if lines:
             land(self.zone, "impressions", lines, written_at)
         return [None] * len(exposures)
