@@ -38,11 +38,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.exposures = None
         if settings.log_exposures:
+            exposure_landing = ExposureLanding(stores.landing)
             app.state.exposures = WindowBatcher(
-                ExposureLanding(stores.landing),
+                exposure_landing,
                 settings.exposure_window_seconds,
                 settings.exposure_queue_size,
                 metrics.exposures_dropped.inc,
+                prepare=exposure_landing.render,
             )
         batchers = [batcher for batcher in (app.state.events, app.state.exposures) if batcher is not None]
         for batcher in batchers:

@@ -30,8 +30,10 @@ class WindowBatcher(Generic[T]):
         window_s: float,
         max_pending: int,
         on_drop: Callable[[int], None],
+        prepare: Callable[[Any], T] | None = None,
     ) -> None:
         self.flush, self.window_s, self.max_pending, self.on_drop = flush, window_s, max_pending, on_drop
+        self.prepare = prepare  # applied by `offer` on the event loop, e.g. rendering what lands
         self._pending: list[tuple[T, asyncio.Future[Any] | None]] = []
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -41,12 +43,12 @@ class WindowBatcher(Generic[T]):
         """Start the flushing task on the running event loop (the app's lifespan)."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="window-batcher")
 
-    def offer(self, item: T) -> bool:
-        """Queue an item without waiting for it to land; False if it was dropped."""
+    def offer(self, item: Any) -> bool:
+        """Queue an item (`prepare`d, if given) without waiting for it to land; False if dropped."""
         if len(self._pending) >= self.max_pending or self._closing:
             self.on_drop(1)
             return False
-        self._pending.append((item, None))
+        self._pending.append((item if self.prepare is None else self.prepare(item), None))
         self._wake.set()
         return True
 
