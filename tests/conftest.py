@@ -48,6 +48,26 @@ def fresh_postgres_database(prefix: str) -> Iterator[dict[str, str]]:
         admin.close()
 
 
+def first_view_record(user_id: str, article_id: str, viewed_at: datetime, log_position: int) -> ChangeRecord:
+    """A user's first view of an article, as the API lands it (`user_article_views` INSERT)."""
+    return ChangeRecord(
+        table="user_article_views",
+        change_type="INSERT",
+        payload={
+            "user_id": user_id,
+            "article_id": article_id,
+            "view_count": 1,
+            "first_viewed_at": viewed_at,
+            "last_viewed_at": viewed_at,
+            "last_impression_id": None,
+        },
+        source_timestamp=viewed_at,
+        read_timestamp=viewed_at,
+        log_file="api-events",
+        log_position=log_position,
+    )
+
+
 def post_view_of_top_article(client, user_id: str, api_key: str) -> tuple[str, datetime]:
     """POST /v1/events: `user_id` viewed the top article of their served list a second from now.
     Returns the article and the view's time."""

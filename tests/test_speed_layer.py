@@ -14,12 +14,12 @@ import pytest
 
 from newsrec_assets.defs.recommendations.speed import SPEED_RECOMMENDATIONS, speed_layer_sensor
 from newsrec_assets.defs.resources import ArtifactStoreResource, LandingZoneResource, OnlineStoreResource
-from newsrec_assets.domain.cdc import ChangeRecord
 from newsrec_assets.domain.recommend import NO_ARTICLE, ServingSnapshot
 from newsrec_assets.resources.artifacts import LocalArtifactStore
 from newsrec_assets.resources.landing import START_OF_TIME_CURSOR, LocalLandingZone
 from newsrec_assets.resources.online_store.base import StoreUnavailable
 from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
+from tests.conftest import first_view_record
 
 BATCH_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
 DIM = 4
@@ -66,22 +66,7 @@ def speed_home(tmp_path):
 
 
 def land_view(home, user_id: str, article_id: str, viewed_at: datetime) -> None:
-    record = ChangeRecord(
-        table="user_article_views",
-        change_type="INSERT",
-        payload={
-            "user_id": user_id,
-            "article_id": article_id,
-            "view_count": 1,
-            "first_viewed_at": viewed_at,
-            "last_viewed_at": viewed_at,
-            "last_impression_id": None,
-        },
-        source_timestamp=viewed_at,
-        read_timestamp=viewed_at,
-        log_file="api-events",
-        log_position=int(viewed_at.timestamp() * 1e6),
-    )
+    record = first_view_record(user_id, article_id, viewed_at, int(viewed_at.timestamp() * 1e6))
     path = f"user_article_views/{viewed_at:%Y-%m-%d}/test-{viewed_at:%H%M%S%f}-{user_id}.jsonl"
     LocalLandingZone(home / "landing").write_file(path, record.to_json_line().encode() + b"\n")
 

@@ -37,7 +37,6 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType
 
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
-from newsrec_assets.domain.cdc import ChangeRecord
 from newsrec_assets.domain.recommend import ServingSnapshot
 from newsrec_assets.resources.artifacts import LocalArtifactStore
 from newsrec_assets.resources.landing import LocalLandingZone
@@ -45,7 +44,7 @@ from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
 from newsrec_assets.run_launcher import RUN_WORKER_HOST_TAG
 from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES, REPO_ROOT
-from tests.conftest import fresh_postgres_database
+from tests.conftest import first_view_record, fresh_postgres_database
 from tests.faults.harness import DagsterHarness, wait_until
 from tests.faults.location import PAUSED_MARKER
 from tests.faults.observed import current_titles, stored_changes, tally, view_events
@@ -293,22 +292,7 @@ def speed_sensor_cursor(harness: DagsterHarness) -> str | None:
 def land_views(newsrec_home: Path, views: dict[str, tuple[str, datetime]]) -> None:
     """One landing file with one view per user, as the API lands a window of events."""
     lines = [
-        ChangeRecord(
-            table="user_article_views",
-            change_type="INSERT",
-            payload={
-                "user_id": user_id,
-                "article_id": article_id,
-                "view_count": 1,
-                "first_viewed_at": viewed_at,
-                "last_viewed_at": viewed_at,
-                "last_impression_id": None,
-            },
-            source_timestamp=viewed_at,
-            read_timestamp=viewed_at,
-            log_file="api-events",
-            log_position=position,
-        ).to_json_line()
+        first_view_record(user_id, article_id, viewed_at, position).to_json_line()
         for position, (user_id, (article_id, viewed_at)) in enumerate(views.items())
     ]
     moment = max(viewed_at for _, viewed_at in views.values())
