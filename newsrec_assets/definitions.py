@@ -2,7 +2,7 @@
 
 Kept light on purpose: nothing here imports torch or transformers (assets import them inside
 their bodies). The speed layer lives in its own, lighter code location (`speed_definitions`), so
-its sensor-triggered runs do not pay for importing dbt.
+its sensor ticks, which compute the lists themselves, do not pay for importing dbt.
 """
 
 import dagster as dg
