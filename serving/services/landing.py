@@ -114,7 +114,11 @@ _POSITION, _LOG_POSITION = 9_000_000_000_000_000_001, 9_000_000_000_000_000_002
 _UUID_BYTES, _ARTICLE_BYTES = _UUID.encode(), _ARTICLE.encode()
 _POSITION_BYTES, _LOG_POSITION_BYTES = str(_POSITION).encode(), str(_LOG_POSITION).encode()
 _TOKENS = (_UUID_BYTES, _ARTICLE_BYTES, _POSITION_BYTES, _LOG_POSITION_BYTES)
-_PLACEHOLDERS = re.compile(b"(" + b"|".join(map(re.escape, _TOKENS)) + b")")
+# The numbers only where JSON puts a number (an id made of the same digits is a string).
+_PLACEHOLDERS = re.compile(
+    b"(%s|%s|(?<=[:,\\[])(?:%s|%s)(?=[,\\]}]))"
+    % (_UUID_BYTES, _ARTICLE_BYTES, _POSITION_BYTES, _LOG_POSITION_BYTES)
+)
 
 
 class ExposureLanding:
