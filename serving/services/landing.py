@@ -151,7 +151,7 @@ class ExposureLanding:
         ).to_json()  # fmt: skip
         row["uuid"] = _UUID
         parts = _PLACEHOLDERS.split(orjson.dumps(row))
-        slots = [(token, [i for i, part in enumerate(parts) if part == token]) for token in _TOKENS]
+        slots = [[i for i, part in enumerate(parts) if part == token] for token in _TOKENS]
         lines = []
         for position, article_id in enumerate(exposure.article_ids, exposure.offset):
             log_position = next(self._positions)
@@ -161,7 +161,7 @@ class ExposureLanding:
                 b"%d" % position,
                 b"%d" % log_position,
             )
-            for (_, indexes), value in zip(slots, values, strict=True):
+            for indexes, value in zip(slots, values, strict=True):
                 for i in indexes:
                     parts[i] = value
             lines.append(b"".join(parts))
