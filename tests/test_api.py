@@ -345,7 +345,7 @@ def test_variants_are_assigned_by_a_stable_hash_returned_and_logged_with_exposur
         again = client.get("/v1/users/u000001/recommendations?k=2").json()["provenance"]["variant"]
     assert served == {user: assign_variant(user, weights) for user in users}
     assert set(served.values()) == {"a", "b"} and again == served["u000001"]
-    records = [record for window in landed(api.settings, "impressions") for record in window]
+    records = [record for window in landed(api.settings, "served_lists") for record in window]
     logged = {record.payload["user_id"]: record.payload["variant"] for record in records}
     assert logged == served
 
@@ -463,22 +463,23 @@ def landed(settings: Settings, table: str) -> list:
     ]
 
 
-def test_served_lists_land_as_impressions_one_object_per_window(api):
+def test_served_lists_land_as_one_record_each_one_object_per_window(api):
     settings = api.settings.model_copy(update={"exposure_window_seconds": 30})
     with TestClient(create_app(settings)) as client:  # one window: all four requests are in it
-        bodies = [client.get(f"/v1/users/u00000{i}/recommendations?k=3").json() for i in (1, 2, 3)]
+        bodies = [client.get(f"/v1/users/u00000{i}/recommendations?k=3").json() for i in (1, 2)]
+        bodies.append(client.get("/v1/users/u000003/recommendations?k=2&offset=1").json())  # a page
         bodies.append(client.get("/v1/users/u999999/recommendations?k=2").json())  # cold start too
-        assert not landed(settings, "impressions")  # the window is still open
-    (records,) = landed(settings, "impressions")  # shutting down landed the window, as one object
-    by_impression: dict[str, list] = {}
-    for record in records:
-        by_impression.setdefault(record.payload["impression_id"], []).append(record)
-    assert set(by_impression) == {body["request_id"] for body in bodies}
-    for body in bodies:
-        shown = sorted(by_impression[body["request_id"]], key=lambda r: r.payload["position"])
-        assert [r.payload["article_id"] for r in shown] == [item["article_id"] for item in body["items"]]
-        assert {r.payload["user_id"] for r in shown} == {body["user_id"]}
+        assert not landed(settings, "served_lists")  # the window is still open
+    (records,) = landed(settings, "served_lists")  # shutting down landed the window, as one object
+    assert [record.payload["impression_id"] for record in records] == [body["request_id"] for body in bodies]
+    for record, body in zip(records, bodies, strict=True):
+        assert record.payload["article_ids"].split(" ") == [item["article_id"] for item in body["items"]]
+        assert record.payload["first_position"] == body["items"][0]["rank"] - 1 == body["offset"]
+        assert (record.payload["user_id"], record.payload["variant"], record.change_type) == (
+            body["user_id"], body["provenance"]["variant"], "INSERT"
+        )  # fmt: skip
     assert len({record.change_key for record in records}) == len(records)  # none deduplicated away
+    assert not landed(settings, "impressions")
 
 
 def test_a_full_exposure_queue_drops_and_counts_without_failing_requests(tmp_path):

@@ -98,25 +98,3 @@ def test_closing_lands_what_waits_at_once():
 
     run(scenario)
     assert flush.batches == [[7]]
-
-
-def test_rendered_impressions_are_the_records_of_each_article_whatever_the_ids(tmp_path):
-    from datetime import UTC, datetime
-
-    from newsrec_assets.domain.cdc import parse_change_line
-    from newsrec_assets.resources.landing import LocalLandingZone
-    from serving.services.landing import Exposure, ExposureLanding
-
-    landing = ExposureLanding(LocalLandingZone(tmp_path))
-    # ids made of the placeholders' digits stay what they are
-    user, articles = "9000000000000000001", ["9000000000000000002", "a2", "a3"]
-    served_at = datetime(2026, 12, 5, 8, 0, tzinfo=UTC)
-    lines = landing.render(Exposure("r1", user, articles, served_at, 10, "control")).split(b"\n")
-    records = [parse_change_line(line) for line in lines]
-    assert [(r.payload["user_id"], r.payload["article_id"], r.payload["position"]) for r in records] == [
-        (user, article, 10 + i) for i, article in enumerate(articles)
-    ]
-    assert [r.log_position for r in records] == [1, 2, 3] and len({r.uuid for r in records}) == 3
-    assert {(r.payload["impression_id"], r.payload["variant"], r.table) for r in records} == {
-        ("r1", "control", "impressions")
-    }

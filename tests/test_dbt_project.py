@@ -27,7 +27,7 @@ import pytest
 
 from newsrec_assets.defs.evaluation.assets import ab_variant_ctr
 from newsrec_assets.defs.resources import WarehouseResource
-from newsrec_assets.domain.cdc import ChangeRecord
+from newsrec_assets.domain.cdc import SOURCE_TABLES, ChangeRecord
 from newsrec_assets.domain.events import ViewEvent, reconstruct_view_events
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
@@ -153,17 +153,25 @@ class SimulatedApp:
         impression_id = f"imp{self.impressions_served:05d}"
         live = self.live_articles(at)
         shown = self.rng.sample(live, min(size, len(live)))
-        for position, article_id in enumerate(shown):
+        variant = ("a", "b", None)[self.impressions_served % 3]
+        # The API logs a list as one `served_lists` row, sometimes a page further down the list.
+        first_position = self.rng.choice((0, 0, 10)) if variant is not None else 0
+        for position, article_id in enumerate(shown, first_position):
             row = {
                 "impression_id": impression_id,
                 "user_id": user_id,
                 "article_id": article_id,
                 "position": position,
                 "shown_at": at,
-                "variant": ("a", "b", None)[self.impressions_served % 3],  # None: not from the API
+                "variant": variant,  # None: not from the API
             }
             self.shown.append(row)
-            self.emit("impressions", "INSERT", row, at)
+            if variant is None:
+                self.emit("impressions", "INSERT", row, at)
+        if variant is not None and shown:
+            served = {"impression_id": impression_id, "user_id": user_id, "article_ids": " ".join(shown),
+                      "first_position": first_position, "shown_at": at, "variant": variant}  # fmt: skip
+            self.emit("served_lists", "INSERT", served, at)
         return impression_id, shown
 
     # ---- behaviour table, updated in place
@@ -351,7 +359,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltWarehouse:
 @pytest.mark.slow
 def test_build_runs_every_model_unit_test_and_data_test(built: BuiltWarehouse) -> None:
     kinds = Counter(key.split(".")[0] for key in built.statuses)
-    assert kinds["model"] == 14 and kinds["unit_test"] >= 8 and kinds["test"] >= 50, kinds
+    models = len(list((DBT_PROJECT_DIR / "models").rglob("*.sql")))
+    assert kinds["model"] == models and kinds["unit_test"] >= 8 and kinds["test"] >= 50, kinds
     assert all(status in ("success", "pass") for status in built.statuses.values()), built.statuses
     print(f"dbt build on the fixture: {built.seconds:.1f} s, {dict(kinds)}")
 
@@ -549,7 +558,7 @@ def test_dbt_parse_for_bigquery_works_offline_without_credentials(tmp_path: Path
     assert models["view_events"].config.materialized == "incremental"
     assert models["stg_newsapp__articles"].config.materialized == "view"
     sources = {source.name: source for source in manifest.sources.values()}
-    assert set(sources) == {"cdc_articles", "cdc_user_article_views", "cdc_impressions"}
+    assert set(sources) == {f"cdc_{table}" for table in SOURCE_TABLES}
     assert {(source.database, source.schema) for source in sources.values()} == {("newsrec-dev", "raw")}
 
 
@@ -600,7 +609,7 @@ def test_models_compile_to_bigquery_sql(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     compiled = sorted((tmp_path / "target" / "compiled" / "newsrec" / "models").glob("*/*.sql"))
-    assert len(compiled) == 14
+    assert len(compiled) == len(list((DBT_PROJECT_DIR / "models").rglob("*.sql")))
     for path in compiled:
         sql = path.read_text()
         assert "::" not in sql, f"{path.name} uses a DuckDB/PostgreSQL cast"

@@ -96,6 +96,22 @@ SOURCE_TABLES: dict[str, SourceTable] = {
             # staging casts position to a 32-bit integer
             int_ranges={"position": (0, 2**31 - 1)},
         ),
+        # The API's exposure log: one row per served list, its articles space-separated in rank
+        # order (as MIND's impression logs hold them); dbt expands it into `impressions` rows.
+        SourceTable(
+            name="served_lists",
+            primary_keys=("impression_id",),
+            columns={
+                "impression_id": "str",
+                "user_id": "str",
+                "article_ids": "str",
+                "first_position": "int",
+                "shown_at": "ts",
+                "variant": "str",
+            },
+            nullable=frozenset({"variant"}),
+            int_ranges={"first_position": (0, 2**31 - 1)},
+        ),
     )
 }
 

@@ -1,12 +1,58 @@
--- One row per article shown in a served list, with whether the user clicked it: a view event
--- that came from that list (impression_id) for that article.
+-- One row per article shown in a served list, from the app's `impressions` rows and the API's
+-- `served_lists`, with whether the user clicked it: a view event that came from that list
+-- (impression_id) for that article.
 
 with
 
+app_changes as (
+
+    select
+        impression_id,
+        position,
+        user_id,
+        article_id,
+        shown_at,
+        variant,
+        is_deleted,
+        change_seq
+
+    from {{ ref('stg_newsapp__impressions') }}
+    where change_type in ('INSERT', 'UPDATE-INSERT', 'DELETE')
+
+),
+
+served_lists as (
+
+    select * from {{ ref('stg_newsapp__served_lists') }}
+    where change_type in ('INSERT', 'UPDATE-INSERT', 'DELETE')
+
+),
+
+api_changes as (
+
+    -- The API logs one row per served list (article ids space-separated, best first): one row
+    -- per article here, at its position in the whole list.
+    select
+        served_lists.impression_id,
+        served_lists.first_position + integers.n - 1 as position,
+        served_lists.user_id,
+        {{ list_item('served_lists.article_ids', 'integers.n') }} as article_id,
+        served_lists.shown_at,
+        served_lists.variant,
+        served_lists.is_deleted,
+        served_lists.change_seq
+
+    from served_lists
+    inner join {{ generate_integers(var('max_served_list_length')) }}
+        on integers.n <= {{ list_length('served_lists.article_ids') }}
+
+),
+
 changes as (
 
-    select * from {{ ref('stg_newsapp__impressions') }}
-    where change_type in ('INSERT', 'UPDATE-INSERT', 'DELETE')
+    select * from app_changes
+    union all
+    select * from api_changes
 
 ),
 

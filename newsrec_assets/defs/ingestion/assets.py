@@ -30,6 +30,7 @@ _TABLE_DESCRIPTIONS = {
         "that a plain table sync would have overwritten."
     ),
     "impressions": "The exposure log: every article the app showed to a user, with its position.",
+    "served_lists": "The API's exposure log: every list it served, its articles in rank order.",
 }
 
 
