@@ -7,6 +7,7 @@ its sensor ticks, which compute the lists themselves, do not pay for importing d
 
 import dagster as dg
 
+from newsrec_assets.defs.automation import AUTOMATION_INTERVAL
 from newsrec_assets.defs.embeddings.assets import article_embeddings, text_encoder
 from newsrec_assets.defs.evaluation.assets import ab_variant_ctr, freshness_replay
 from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
@@ -52,7 +53,7 @@ defs = dg.Definitions(
             "batch_automation_sensor",
             target=dg.AssetSelection.all(),
             default_status=dg.DefaultSensorStatus.RUNNING,
-            minimum_interval_seconds=30,
+            minimum_interval_seconds=int(AUTOMATION_INTERVAL.total_seconds()),
         ),
     ],
     resources={**build_resources(get_environment()), "dbt": dbt_resource()},

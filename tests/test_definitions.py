@@ -75,8 +75,11 @@ def test_the_batch_cadence_is_a_visible_freshness_policy_with_a_derived_conditio
     node = main_defs.resolve_asset_graph().get(dg.AssetKey("batch_recommendations"))
     policy = node.freshness_policy
     assert policy is not None and policy.fail_window.to_timedelta() == BATCH_WINDOW
-    cron = cron_for_window(BATCH_CADENCE)  # derived from the window and the batch's duration
-    assert cron == "*/15 * * * *"
+    # derived from the window, the batch's duration and the automation sensor's interval
+    cron = cron_for_window(BATCH_CADENCE)
+    assert cron == "*/12 * * * *"
+    sensor = next(s for s in main_defs.sensors if s.name == "batch_automation_sensor")
+    assert sensor.minimum_interval_seconds == 300
     assert cron in str(node.automation_condition.get_label() or node.automation_condition)
     assert cron_for_window(timedelta(minutes=30)) == "*/30 * * * *"
     assert cron_for_window(timedelta(hours=2)) == "0 */2 * * *"
@@ -122,7 +125,7 @@ def test_the_30_minute_batch_runs_without_waiting_for_the_daily_model(main_defs)
         materialized(every_key)
         cursor = dg.evaluate_automation_conditions(main_defs, instance).cursor
     batch = {dg.AssetKey("batch_shard_lists"), dg.AssetKey("batch_recommendations")}
-    with freeze_time(datetime(2026, 11, 20, 10, 35, tzinfo=UTC)):  # after the 10:30 tick
+    with freeze_time(datetime(2026, 11, 20, 10, 37, tzinfo=UTC)):  # after the 10:36 tick (*/12)
         materialized([key for key in every_key if key not in slower | batch])
         result = dg.evaluate_automation_conditions(main_defs, instance, cursor=cursor)
     assert result.get_num_requested(dg.AssetKey("batch_shard_lists")) == len(SHARDS.get_partition_keys())

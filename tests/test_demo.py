@@ -5,6 +5,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
+
 from newsrec_assets.demo.seed import seed_popular
 from newsrec_assets.demo.supervisor import DemoState, api_key_for_demo, render_status
 from newsrec_assets.domain.cdc import ChangeRecord
@@ -117,3 +119,56 @@ def test_the_supervisor_imports_neither_dagster_nor_torch():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+SHARDED_DEFS = '''
+import dagster as dg
+
+shards = dg.StaticPartitionsDefinition(["0", "1"])
+
+
+@dg.asset(partitions_def=shards)
+def batch_shard_lists():
+    """A shard."""
+
+
+@dg.asset(deps=[batch_shard_lists])
+def batch_recommendations():
+    """The publish."""
+
+
+defs = dg.Definitions(assets=[batch_shard_lists, batch_recommendations])
+'''
+
+
+def test_the_batch_layer_backfill_covers_every_shard_then_the_publish(tmp_path):
+    # The supervisor's GraphQL, run against Dagster's own schema on a graph shaped like the batch
+    # layer (a partitioned asset and an unpartitioned one downstream).
+    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
+
+    from newsrec_assets.demo.dagster_client import LAUNCH_BACKFILL, UNMATERIALIZED, backfill_params
+    from newsrec_assets.demo.supervisor import BATCH_LAYER, DEMO_TAG
+
+    definitions = tmp_path / "sharded.py"
+    definitions.write_text(SHARDED_DEFS)
+    with (
+        dg.instance_for_test() as instance,
+        define_out_of_process_context(str(definitions), None, instance) as ctx,
+    ):
+        keys = {"keys": [{"path": path} for path in BATCH_LAYER]}
+        missing = execute_dagster_graphql(ctx, UNMATERIALIZED, keys).data["assetNodes"]
+        assert sorted(n["assetKey"]["path"] for n in missing if not n["assetMaterializations"]) == sorted(
+            BATCH_LAYER
+        )
+        result = execute_dagster_graphql(
+            ctx, LAUNCH_BACKFILL, {"params": backfill_params(BATCH_LAYER, dict([DEMO_TAG]))}
+        )
+        assert result.data["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", result.data
+        (backfill,) = instance.get_backfills()
+        assert backfill.tags[DEMO_TAG[0]] == DEMO_TAG[1]
+        targeted = backfill.asset_backfill_data.target_subset
+        assert {(key.path[0], partition) for key, partition in targeted.iterate_asset_partitions()} == {
+            ("batch_shard_lists", "0"),
+            ("batch_shard_lists", "1"),
+            ("batch_recommendations", None),
+        }

@@ -96,6 +96,11 @@ class DagsterClient:
             if node["isMaterializable"] and not node["assetMaterializations"]
         ]
 
+    def unmaterialized(self, asset_keys: list[list[str]]) -> list[list[str]]:
+        """Those of `asset_keys` (as paths) never materialised, in any partition."""
+        data = self.query(UNMATERIALIZED, {"keys": [{"path": path} for path in asset_keys]})
+        return [node["assetKey"]["path"] for node in data["assetNodes"] if not node["assetMaterializations"]]
+
     def unfinished_run(self, job: str, tag: tuple[str, str]) -> str | None:
         """The id of a run of `job` with `tag` that has not finished, if any."""
         data = self.query(
@@ -148,6 +153,19 @@ class DagsterClient:
             raise RuntimeError(f"could not launch {job}: {result}")
         return result["run"]["runId"]
 
+    def launch_backfill(self, asset_keys: list[list[str]], tags: dict[str, str]) -> str:
+        """Launch an asset backfill of every partition of `asset_keys` (partitioned or not, in
+        dependency order: the daemon runs the shards, then what depends on them); returns its id."""
+        data = self.query(
+            LAUNCH_BACKFILL,
+            timeout_s=max(self.timeout_s, 300.0),
+            variables={"params": backfill_params(asset_keys, tags)},
+        )
+        result = data["launchPartitionBackfill"]
+        if result["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"could not launch a backfill of {asset_keys}: {result}")
+        return result["backfillId"]
+
     def run_state(self, run_id: str) -> RunState:
         data = self.query(
             """query($runId: ID!) {
@@ -167,6 +185,26 @@ class DagsterClient:
             for s in run.get("stepStats") or []
         ]
         return RunState(run["runId"], run["status"], steps)
+
+
+UNMATERIALIZED = """query($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) { assetKey { path } assetMaterializations(limit: 1) { runId } }
+}"""
+LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}"""
+
+
+def backfill_params(asset_keys: list[list[str]], tags: dict[str, str]) -> dict:
+    return {
+        "assetSelection": [{"path": path} for path in asset_keys],
+        "allPartitions": True,
+        "tags": [{"key": k, "value": v} for k, v in tags.items()],
+    }
 
 
 def _selector(location: str, job: str) -> dict:

@@ -5,8 +5,10 @@
    it); then `seed-popular` puts the popularity list in the online store, so the API serves it
    while nothing else is built.
 3. The `initial_build` job is launched in Dagster for the assets never materialised (none on a
-   second demo), so the lineage turns green in the UI; the batch's lists then replace the
-   popularity list, and automation and sensors keep everything current.
+   second demo), so the lineage turns green in the UI; then a backfill of the batch layer (every
+   user shard, then the publish) replaces the popularity list with the batch's lists, without
+   waiting for the automation sensor's next evaluation (every 5 minutes). Automation and sensors
+   keep everything current from there.
 4. Once everything is built, the live app appends view events to the landing folder.
 
 This process imports neither dagster nor torch (it stays small while the demo idles): children do
@@ -33,6 +35,7 @@ from newsrec_assets.orchestration import ensure_dagster_home, service_commands, 
 from newsrec_assets.settings import local_paths
 
 LOCATION, INITIAL_BUILD_JOB = "newsrec", "initial_build"
+BATCH_LAYER = [["batch_shard_lists"], ["batch_recommendations"]]
 API_KEY_FILE = "api_key"
 DEMO_USER = "u000001"
 DEMO_TAG = ("newsrec/trigger", "demo")
@@ -160,6 +163,7 @@ class DemoSupervisor:
         self._step_names: list[str] = []
         self.launches = 0
         self.built = False
+        self.batch_requested = False
         self._api_checked = -math.inf
         self.started = time.monotonic()
         self.stopping = False
@@ -280,6 +284,8 @@ class DemoSupervisor:
                 self.launches += 1
                 self.run_id = self.dagster.launch(LOCATION, INITIAL_BUILD_JOB, missing, dict([DEMO_TAG]))
                 self._milestone("initial build launched")
+            if self.built and not self.batch_requested:
+                self._request_batch_layer()
             if self.run_id:
                 if not self._step_names:
                     self.state.run_url = f"{self.ui_url}/runs/{self.run_id}"
@@ -287,6 +293,14 @@ class DemoSupervisor:
                 self._follow(self.dagster.run_state(self.run_id))
         except DagsterUnavailable:
             return
+
+    def _request_batch_layer(self) -> None:
+        """A backfill of the batch layer, unless a batch was published before."""
+        self.batch_requested = True
+        if self.state.serving.startswith("personalised") or not self.dagster.unmaterialized(BATCH_LAYER):
+            return
+        self.dagster.launch_backfill(BATCH_LAYER, dict([DEMO_TAG]))
+        self._milestone("batch layer backfill launched")
 
     def _follow(self, run: RunState) -> None:
         by_key = {step.key: step for step in run.steps}

@@ -19,7 +19,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from newsrec_assets.defs.automation import batch_automation_condition
+from newsrec_assets.defs.automation import features_automation_condition
 from newsrec_assets.defs.ingestion.assets import TRANSIENT_FAILURE_RETRIES, WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
 from newsrec_assets.settings import DBT_PROJECT_DIR, Environment, get_environment, local_paths
@@ -100,7 +100,7 @@ class NewsrecDbtTranslator(DagsterDbtTranslator):
         props = self.get_resource_props(manifest, unique_id)
         if props["resource_type"] == "source":
             return spec.replace_attributes(key=dg.AssetKey([RAW_SCHEMA, props["name"]]))
-        return spec.replace_attributes(group_name=GROUP, automation_condition=batch_automation_condition())
+        return spec.replace_attributes(group_name=GROUP, automation_condition=features_automation_condition())
 
 
 @dbt_assets(

@@ -68,6 +68,9 @@ ingestion_job = dg.define_asset_job(
     "ingest_landing_files",
     selection=[raw_cdc_log],
     description="Store files that landed since the last run in the raw CDC log (landing sensor).",
+    # One step: run it in the run's own process, without a step process (or pod) to start and
+    # its engine events to store, every two minutes.
+    executor_def=dg.in_process_executor,
 )
 
 
