@@ -224,16 +224,9 @@ class RedisListStore(_Keys, base.ListStore):
         """The publish lease; every staged chunk renews its TTL."""
         return self._lock("publish_lease", self.lease_ms, self.lease_ms / 1000 + 5 if wait else None)
 
-    def _generations(self, state: str) -> list[int]:
+    def _generation_states(self) -> dict[int, str]:
         described = self.client.hgetall(self.key("gens")).items()
-        return [int(g) for g, info in described if orjson.loads(info)["state"] == state]
-
-    def _drop_staged(self) -> int:
-        current = int(self.client.hget(self.key("current"), "gen") or 0)
-        staged = self._generations("staging") + [g for g in self._generations("sharded") if g < current]
-        for generation in staged:
-            self._drop_generation(generation)
-        return len(staged)
+        return {int(g): orjson.loads(info)["state"] for g, info in described}
 
     def _new_generation(self, batch_key: str | None) -> int:
         if batch_key is not None and (found := self.client.hget(self.key("shard_batches"), batch_key)):
@@ -262,7 +255,8 @@ class RedisListStore(_Keys, base.ListStore):
                 int(shard): tuple(orjson.loads(staged))
                 for shard, staged in self.client.hgetall(self.key(f"shards:{generation}")).items()
             }
-            for generation in self._generations("sharded")
+            for generation, state in self._generation_states().items()
+            if state == "sharded"
         }
 
     def _flip(
@@ -289,23 +283,19 @@ class RedisListStore(_Keys, base.ListStore):
             generation, bool(flipped), reason, users if flipped else 0, watermark=base.from_us(newest_us)
         )
 
-    def _drop_generation(self, generation: int) -> None:
-        info = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
-        if "batch_key" in info:
-            self.client.hdel(self.key("shard_batches"), info["batch_key"])
-        self.client.unlink(*(self.key(f"{k}:{generation}") for k in ("b", "bw", "shards")))
-        self.client.hdel(self.key("gens"), str(generation))
-        self.client.hdel(self.key("genwm"), str(generation))
+    def _drop_generations(self, generations: list[int]) -> None:
+        for generation in generations:
+            info = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
+            if "batch_key" in info:
+                self.client.hdel(self.key("shard_batches"), info["batch_key"])
+            self.client.unlink(*(self.key(f"{k}:{generation}") for k in ("b", "bw", "shards")))
+            self.client.hdel(self.key("gens"), str(generation))
+            self.client.hdel(self.key("genwm"), str(generation))
 
-    def _finish(self, generation: int) -> int:
-        kept = 0
+    def _drop_dominated(self, generation: int) -> int:
         users = (user for user, _ in self.client.hscan_iter(self.key("livemeta"), count=1000))
-        for chunk in base.batched(users, 500):
-            kept += int(self._clean_live(keys=self.live, args=[self.batch[1], *chunk]))
-        for old in self.client.hkeys(self.key("gens")):
-            if int(old) < generation:
-                self._drop_generation(int(old))
-        return kept
+        chunks = base.batched(users, 500)
+        return sum(int(self._clean_live(keys=self.live, args=[self.batch[1], *chunk])) for chunk in chunks)
 
     def current_generation(self) -> base.GenerationInfo | None:
         with _errors():
@@ -314,8 +304,7 @@ class RedisListStore(_Keys, base.ListStore):
         if info is None:
             return None
         watermark, published = (
-            None if info.get(k) is None else base.from_us(info[k])
-            for k in ("watermark_us", "published_at_us")
+            base.from_us_or_none(info.get(k)) for k in ("watermark_us", "published_at_us")
         )
         return base.GenerationInfo(
             int(raw), watermark, info.get("model_version"), int(info.get("users", 0)), published
