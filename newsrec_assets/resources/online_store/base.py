@@ -330,9 +330,16 @@ class ListStore(_Closable, ABC):
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         """The list readers see for the user (newest watermark wins), or None for unknown users."""
 
-    @abstractmethod
     def put_recommendations(self, record: UserRecommendations) -> WriteResult:
         """Write one user's list (the speed layer's write); refused if its watermark is older."""
+        blob = encode_record(record, self.capacity)
+        with self._errors():
+            accepted, seen_us = self._write_live(record.user_id, to_us(record.watermark), blob)
+        return WriteResult(accepted, "written" if accepted else "stale_watermark", from_us_or_none(seen_us))
+
+    @abstractmethod
+    def _write_live(self, user_id: str, watermark_us: int, record: bytes) -> tuple[bool, int | None]:
+        """Store a live list unless the reader sees a newer watermark: (accepted, the one it saw)."""
 
     def publish_batch(
         self,

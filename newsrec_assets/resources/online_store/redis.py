@@ -31,42 +31,50 @@ from redis import exceptions as redis_errors
 
 from newsrec_assets.resources.online_store import base
 
-# KEYS: current, live, livemeta.  ARGV: user, batch key prefix, batch watermark key prefix.
-_READ_LUA = """
-local live_w, live_s
-local meta = redis.call('HGET', KEYS[3], ARGV[1])
-if meta then
-  local w, s = string.match(meta, '^(-?%d+):(%d+)$')
-  live_w, live_s = tonumber(w), tonumber(s)
-end
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if cur[1] then
-  local bw = tonumber(redis.call('HGET', ARGV[3] .. cur[1], ARGV[1]))
-  if bw and ((not live_w) or bw > live_w or (bw == live_w and tonumber(cur[2]) > live_s)) then
-    return redis.call('HGET', ARGV[2] .. cur[1], ARGV[1])
+# The row a reader sees (KEYS[1] current, KEYS[3] livemeta): the current generation's if its
+# watermark is newer than the live row's, or equal and flipped after the live write (sequence), else
+# the live row. Returns 'batch', 'live' or false; the winner's watermark as stored; the current
+# generation; whether the other row exists.
+_SEEN_LUA = """
+local function seen(user, bw_prefix)
+  local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
+  local lw, ls = false, false
+  local meta = redis.call('HGET', KEYS[3], user)
+  if meta then lw, ls = string.match(meta, '^(-?%d+):(%d+)$') end
+  local bw = cur[1] and redis.call('HGET', bw_prefix .. cur[1], user)
+  if bw and ((not lw) or tonumber(bw) > tonumber(lw)
+             or (tonumber(bw) == tonumber(lw) and tonumber(cur[2]) > tonumber(ls))) then
+    return 'batch', bw, cur[1], lw
   end
+  if lw then return 'live', lw, cur[1], bw end
+  return false
 end
-if live_w then return redis.call('HGET', KEYS[2], ARGV[1]) end
+"""
+
+# KEYS: current, live, livemeta.  ARGV: user, batch key prefix, batch watermark key prefix.
+_READ_LUA = (
+    _SEEN_LUA
+    + """
+local who, _, gen = seen(ARGV[1], ARGV[3])
+if who == 'batch' then return redis.call('HGET', ARGV[2] .. gen, ARGV[1]) end
+if who == 'live' then return redis.call('HGET', KEYS[2], ARGV[1]) end
 return false
 """
+)
 
 # KEYS: current, live, livemeta, seq.  ARGV: user, watermark µs, record, batch wm key prefix.
 # Returns {accepted 0/1, the watermark the reader saw before or false}.
-_WRITE_LIVE_LUA = """
-local seen, seen_s
-local meta = redis.call('HGET', KEYS[3], ARGV[1])
-if meta then seen_s = string.match(meta, '^(-?%d+):'); seen = tonumber(seen_s) end
-local cur = redis.call('HGET', KEYS[1], 'gen')
-if cur then
-  local bw_s = redis.call('HGET', ARGV[4] .. cur, ARGV[1])
-  if bw_s and ((not seen) or tonumber(bw_s) > seen) then seen, seen_s = tonumber(bw_s), bw_s end
-end
-if seen and tonumber(ARGV[2]) < seen then return {0, seen_s} end
+_WRITE_LIVE_LUA = (
+    _SEEN_LUA
+    + """
+local _, seen_w = seen(ARGV[1], ARGV[4])
+if seen_w and tonumber(ARGV[2]) < tonumber(seen_w) then return {0, seen_w} end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. ':' .. seq)
-return {1, seen_s or false}
+return {1, seen_w or false}
 """
+)
 
 # KEYS: current, gens, seq, genwm, model, publish_lease.
 # ARGV: gen, generation watermark µs, gen JSON, model JSON or '', lease token. Returns {1, seq} or {0, why}.
@@ -89,25 +97,22 @@ return {1, seq}
 
 # KEYS: current, live, livemeta.  ARGV: batch wm key prefix, user...
 # Deletes those users' live rows that the current generation dominates; returns how many win.
-_CLEAN_LIVE_LUA = """
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if not cur[1] then return 0 end
+_CLEAN_LIVE_LUA = (
+    _SEEN_LUA
+    + """
 local kept = 0
 for i = 2, #ARGV do
-  local meta = redis.call('HGET', KEYS[3], ARGV[i])
-  local bw = redis.call('HGET', ARGV[1] .. cur[1], ARGV[i])
-  if meta and bw then
-    local w, s = string.match(meta, '^(-?%d+):(%d+)$')
-    if tonumber(bw) > tonumber(w) or (tonumber(bw) == tonumber(w) and tonumber(cur[2]) > tonumber(s)) then
-      redis.call('HDEL', KEYS[2], ARGV[i])
-      redis.call('HDEL', KEYS[3], ARGV[i])
-    else
-      kept = kept + 1
-    end
+  local who, _, _, other = seen(ARGV[i], ARGV[1])
+  if who == 'batch' and other then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  elseif who == 'live' and other then
+    kept = kept + 1
   end
 end
 return kept
 """
+)
 
 _RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _VECTOR_HEADER = struct.Struct("<H")  # length of the model version that precedes the float32s
@@ -161,7 +166,7 @@ class RedisListStore(_Keys, base.ListStore):
         super().__init__(prefix)
         self.lease_ms = int(lease_seconds * 1000)
         self.client = _client(url, socket_timeout)
-        self._read, self._write_live, self._flip_script, self._clean_live, self._release = (
+        self._read, self._write_script, self._flip_script, self._clean_live, self._release = (
             self.client.register_script(script)
             for script in (_READ_LUA, _WRITE_LIVE_LUA, _FLIP_LUA, _CLEAN_LIVE_LUA, _RELEASE_LUA)
         )
@@ -187,19 +192,10 @@ class RedisListStore(_Keys, base.ListStore):
             blob = self._read(keys=self.live, args=[user_id, *self.batch])
         return None if blob is None else base.decode_record(user_id, blob)
 
-    def put_recommendations(self, record: base.UserRecommendations) -> base.WriteResult:
-        with _errors():
-            accepted, seen = self._write_live(
-                keys=[*self.live, self.key("seq")],
-                args=[
-                    record.user_id,
-                    base.to_us(record.watermark),
-                    base.encode_record(record, self.capacity),
-                    self.batch[1],
-                ],
-            )
-        stored = None if seen is None else base.from_us(int(seen))
-        return base.WriteResult(bool(accepted), "written" if accepted else "stale_watermark", stored)
+    def _write_live(self, user_id: str, watermark_us: int, record: bytes) -> tuple[bool, int | None]:
+        keys = [*self.live, self.key("seq")]
+        accepted, seen = self._write_script(keys=keys, args=[user_id, watermark_us, record, self.batch[1]])
+        return bool(accepted), None if seen is None else int(seen)
 
     # -- the publish steps (see base.ListStore.publish_batch) ------------------------------------
 

@@ -231,19 +231,17 @@ class SQLiteListStore(base.ListStore):
             row = self._seen(self._lists.get(), user_id)
         return None if row is None else base.decode_record(user_id, row[0])
 
-    def put_recommendations(self, record: base.UserRecommendations) -> base.WriteResult:
-        watermark_us, blob = base.to_us(record.watermark), base.encode_record(record, self.capacity)
-        with _errors(), _transaction(self._lists.writer()) as conn:
-            current = self._seen(conn, record.user_id)
-            stored = None if current is None else base.from_us(current[1])
-            if current is not None and watermark_us < current[1]:
-                return base.WriteResult(False, "stale_watermark", stored)
+    def _write_live(self, user_id: str, watermark_us: int, record: bytes) -> tuple[bool, int | None]:
+        with _transaction(self._lists.writer()) as conn:
+            seen = self._seen(conn, user_id)
+            seen_us = None if seen is None else seen[1]
+            if seen_us is not None and watermark_us < seen_us:
+                return False, seen_us
             (seq,) = conn.execute(_NEXT_SEQ_SQL).fetchone()
             conn.execute(
-                "INSERT OR REPLACE INTO live_recs VALUES (?, ?, ?, ?)",
-                (record.user_id, watermark_us, seq, blob),
+                "INSERT OR REPLACE INTO live_recs VALUES (?, ?, ?, ?)", (user_id, watermark_us, seq, record)
             )
-        return base.WriteResult(True, "written", stored)
+        return True, seen_us
 
     # -- the publish steps (see base.ListStore.publish_batch) ------------------------------------
 
