@@ -358,7 +358,7 @@ class ListStore(_Closable, ABC):
             try:
                 _, newest_us = self._stage_records(generation, records, chunk_size, lease)
                 if newest_us is not None:
-                    result = self._flip(generation, newest_us, model_version, lease)
+                    result = self._publish(generation, newest_us, model_version, lease)
             finally:
                 if not result.published:  # an error, a refusal: the staged rows go now
                     self._drop_generations([generation])
@@ -403,7 +403,7 @@ class ListStore(_Closable, ABC):
             if not watermarks:
                 return PublishResult(generation, False, "empty batch")
             model_version = staged[generation][0][2]
-            return self._finished(self._flip(generation, max(watermarks), model_version, lease))
+            return self._finished(self._publish(generation, max(watermarks), model_version, lease))
 
     def _stage_records(
         self, generation: int, records: Iterable[UserRecommendations], chunk_size: int, lease: Any
@@ -418,6 +418,14 @@ class ListStore(_Closable, ABC):
             self._stage(generation, rows, lease)
             users += len(rows)
         return users, newest_us
+
+    def _publish(
+        self, generation: int, newest_us: int, model_version: str | None, lease: Any
+    ) -> PublishResult:
+        users, refusal = self._flip(generation, newest_us, model_version, lease)
+        return PublishResult(
+            generation, refusal is None, refusal or "published", users, watermark=from_us(newest_us)
+        )
 
     def _finished(self, result: PublishResult) -> PublishResult:
         """After a flip: drop the live lists and the generations the new generation supersedes."""
@@ -470,8 +478,11 @@ class ListStore(_Closable, ABC):
         """Per sharded generation still staging, its staged shards (see `_mark_shard`)."""
 
     @abstractmethod
-    def _flip(self, generation: int, newest_us: int, model_version: str | None, lease: Any) -> PublishResult:
-        """Make the staged generation current in one atomic step, unless a newer one is current."""
+    def _flip(
+        self, generation: int, newest_us: int, model_version: str | None, lease: Any
+    ) -> tuple[int, str | None]:
+        """Make the staged generation current in one atomic step, unless a newer one is current:
+        `(its users, None)`, or `(0, why not)`."""
 
     @abstractmethod
     def _drop_generations(self, generations: list[int]) -> None:

@@ -257,7 +257,7 @@ class RedisListStore(_Keys, base.ListStore):
 
     def _flip(
         self, generation: int, newest_us: int, model_version: str | None, lease: Any
-    ) -> base.PublishResult:
+    ) -> tuple[int, str | None]:
         users, now_us = int(self.client.hlen(self.key(f"b:{generation}"))), base.to_us(base.now_utc())
         model = b"" if model_version is None else _model_json(model_version)
         prior = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
@@ -274,10 +274,7 @@ class RedisListStore(_Keys, base.ListStore):
         )
         if flipped and "batch_key" in prior:  # a shard retried later stages apart, never into it
             self.client.hdel(self.key("shard_batches"), prior["batch_key"])
-        reason = "published" if flipped else detail.decode()
-        return base.PublishResult(
-            generation, bool(flipped), reason, users if flipped else 0, watermark=base.from_us(newest_us)
-        )
+        return (users, None) if flipped else (0, detail.decode())
 
     def _drop_generations(self, generations: list[int]) -> None:
         for generation in generations:

@@ -198,11 +198,7 @@ class SQLiteListStore(base.ListStore):
     _errors = staticmethod(_errors)
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        read_only: bool = False,
-        busy_timeout_ms: int = 5000,
+        self, path: str | os.PathLike[str], *, read_only: bool = False, busy_timeout_ms: int = 5000
     ) -> None:
         self.path, self.read_only = Path(path), read_only
         self._lists = _Connections(self.path, read_only, busy_timeout_ms, _SCHEMA)
@@ -300,8 +296,7 @@ class SQLiteListStore(base.ListStore):
 
     def _flip(
         self, generation: int, newest_us: int, model_version: str | None, lease: Any
-    ) -> base.PublishResult:
-        watermark = base.from_us(newest_us)
+    ) -> tuple[int, str | None]:
         with _transaction(self._lists.writer()) as conn:
             (users,) = conn.execute(
                 "SELECT count(*) FROM batch_recs WHERE generation = ?", (generation,)
@@ -316,9 +311,7 @@ class SQLiteListStore(base.ListStore):
             elif current_us is not None and newest_us < current_us:
                 why = "reflects newer events"
             if why:
-                return base.PublishResult(
-                    generation, False, f"generation {current} {why}", watermark=watermark
-                )
+                return 0, f"generation {current} {why}"
             (seq,) = conn.execute(_NEXT_SEQ_SQL).fetchone()
             now_us = base.to_us(base.now_utc())
             conn.execute("INSERT OR REPLACE INTO current_generation VALUES (1, ?, ?)", (generation, seq))
@@ -331,7 +324,7 @@ class SQLiteListStore(base.ListStore):
                 conn.execute(_SET_MODEL_SQL, (model_version, now_us))
             # A shard retried later stages a batch of its own, never into the visible generation.
             conn.execute("DELETE FROM shard_batches WHERE generation = ?", (generation,))
-        return base.PublishResult(generation, True, "published", users_written=users, watermark=watermark)
+        return users, None
 
     def _drop_generations(self, generations: list[int]) -> None:
         conn = self._lists.writer()
