@@ -372,7 +372,7 @@ class RedisListStore(_Keys, base.ListStore):
         with _errors():
             found = pipe.execute()
         return {
-            user_id: [(m.decode().split("\0")[0], int(m.decode().split("\0")[1])) for m in members]
+            user_id: [(article_id, int(at)) for article_id, at in (m.decode().split("\0") for m in members)]
             for user_id, members in zip(user_ids, found, strict=True)
         }
 
