@@ -72,6 +72,10 @@ def from_us(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=int(micros))
 
 
+def from_us_or_none(micros: int | None) -> datetime | None:
+    return None if micros is None else from_us(micros)
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -82,6 +86,14 @@ def _float32_vector(values: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be finite")
     array.setflags(write=False)
     return array
+
+
+def _set_ranking(ranked: UserRecommendations | ColdStartList) -> None:
+    """Normalise a ranked list's `article_ids` (str) and `scores` (float32) and check they pair up."""
+    object.__setattr__(ranked, "article_ids", tuple(str(article_id) for article_id in ranked.article_ids))
+    object.__setattr__(ranked, "scores", _float32_vector(ranked.scores, "scores"))
+    if len(ranked.article_ids) != len(ranked.scores):
+        raise ValueError(f"{len(ranked.article_ids)} article ids but {len(ranked.scores)} scores")
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,10 +114,7 @@ class UserRecommendations:
         if not isinstance(self.user_id, str) or not self.user_id:
             raise ValueError("user_id must be a non-empty string")
         set_ = object.__setattr__
-        set_(self, "article_ids", tuple(str(article_id) for article_id in self.article_ids))
-        set_(self, "scores", _float32_vector(self.scores, "scores"))
-        if len(self.article_ids) != len(self.scores):
-            raise ValueError(f"{len(self.article_ids)} article ids but {len(self.scores)} scores")
+        _set_ranking(self)
         if len(set(self.article_ids)) != len(self.article_ids):
             raise ValueError("article_ids must be distinct")
         if self.layer not in ("batch", "speed"):
@@ -210,10 +219,7 @@ class ColdStartList:
     model_version: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "article_ids", tuple(str(article_id) for article_id in self.article_ids))
-        object.__setattr__(self, "scores", _float32_vector(self.scores, "scores"))
-        if len(self.article_ids) != len(self.scores):
-            raise ValueError(f"{len(self.article_ids)} article ids but {len(self.scores)} scores")
+        _set_ranking(self)
         object.__setattr__(self, "computed_at", to_utc(self.computed_at))
 
 
@@ -241,11 +247,13 @@ def _pack(header: dict[str, Any], *arrays: np.ndarray) -> bytes:
     return b"".join([_HEADER.pack(_MAGIC, len(text)), text, *(a.tobytes() for a in arrays)])
 
 
-def _unpack(blob: bytes) -> tuple[dict[str, Any], int]:
+def _unpack(blob: bytes) -> tuple[dict[str, Any], np.ndarray]:
+    """The header and the float32s after it (read-only views of `blob`)."""
     magic, length = _HEADER.unpack_from(blob, 0)
     if magic != _MAGIC:
         raise StoreError(f"unknown record format {magic!r}")
-    return orjson.loads(blob[_HEADER.size : _HEADER.size + length]), _HEADER.size + length
+    start = _HEADER.size + length
+    return orjson.loads(blob[_HEADER.size : start]), np.frombuffer(blob, np.float32, offset=start)
 
 
 def encode_record(record: UserRecommendations, capacity: int = DEFAULT_CAPACITY) -> bytes:
@@ -264,21 +272,19 @@ def encode_record(record: UserRecommendations, capacity: int = DEFAULT_CAPACITY)
 
 def decode_record(user_id: str, blob: bytes) -> UserRecommendations:
     """Inverse of `encode_record`."""
-    header, offset = _unpack(blob)
+    header, floats = _unpack(blob)
     count, dim = len(header["ids"]), header["dim"]
-    scores = np.frombuffer(blob, dtype=np.float32, count=count, offset=offset)
-    vector = None if dim < 0 else np.frombuffer(blob, np.float32, count=dim, offset=offset + 4 * count)
     # Trusted data on the read path: fill the frozen instance without validating it again.
     record = object.__new__(UserRecommendations)
     record.__dict__.update(
         user_id=user_id,
         article_ids=tuple(header["ids"]),
-        scores=scores,
+        scores=floats[:count],
         model_version=header["mv"],
         layer=header["layer"],
         computed_at=from_us(header["computed_at_us"]),
         watermark=from_us(header["watermark_us"]),
-        user_vector=vector,
+        user_vector=None if dim < 0 else floats[count : count + dim],
     )
     return record
 
@@ -289,8 +295,8 @@ def encode_cold_start(cold_start: ColdStartList) -> bytes:
 
 
 def decode_cold_start(blob: bytes) -> ColdStartList:
-    header, offset = _unpack(blob)
-    scores = np.frombuffer(blob, dtype=np.float32, count=len(header["ids"]), offset=offset)
+    header, floats = _unpack(blob)
+    scores = floats[: len(header["ids"])]
     return ColdStartList(tuple(header["ids"]), scores, from_us(header["computed_at_us"]), header["mv"])
 
 
@@ -314,8 +320,8 @@ class _Closable:
 class ListStore(_Closable, ABC):
     """Port of the recommendation lists; adapters `SQLiteListStore`, `RedisListStore` (thread-safe).
     They raise `StoreUnavailable` when the backend cannot be reached, `StoreError` for other
-    failures, `ValueError` for bad arguments, and supply the steps (`_lease` ... `_finish`) of the
-    publish protocol written here."""
+    failures, `ValueError` for bad arguments, and supply the steps (`_lease` ... `_drop_dominated`) of
+    the publish protocol written here."""
 
     capacity: int = DEFAULT_CAPACITY
     _errors: Any  # the adapter's context manager turning its client's errors into the port's
@@ -324,9 +330,16 @@ class ListStore(_Closable, ABC):
     def get_recommendations(self, user_id: str) -> UserRecommendations | None:
         """The list readers see for the user (newest watermark wins), or None for unknown users."""
 
-    @abstractmethod
     def put_recommendations(self, record: UserRecommendations) -> WriteResult:
         """Write one user's list (the speed layer's write); refused if its watermark is older."""
+        blob = encode_record(record, self.capacity)
+        with self._errors():
+            accepted, seen_us = self._write_live(record.user_id, to_us(record.watermark), blob)
+        return WriteResult(accepted, "written" if accepted else "stale_watermark", from_us_or_none(seen_us))
+
+    @abstractmethod
+    def _write_live(self, user_id: str, watermark_us: int, record: bytes) -> tuple[bool, int | None]:
+        """Store a live list unless the reader sees a newer watermark: (accepted, the one it saw)."""
 
     def publish_batch(
         self,
@@ -345,10 +358,10 @@ class ListStore(_Closable, ABC):
             try:
                 _, newest_us = self._stage_records(generation, records, chunk_size, lease)
                 if newest_us is not None:
-                    result = self._flip(generation, newest_us, model_version, lease)
+                    result = self._publish(generation, newest_us, model_version, lease)
             finally:
                 if not result.published:  # an error, a refusal: the staged rows go now
-                    self._drop_generation(generation)
+                    self._drop_generations([generation])
             return self._finished(result)
 
     def stage_shard(
@@ -390,7 +403,7 @@ class ListStore(_Closable, ABC):
             if not watermarks:
                 return PublishResult(generation, False, "empty batch")
             model_version = staged[generation][0][2]
-            return self._finished(self._flip(generation, max(watermarks), model_version, lease))
+            return self._finished(self._publish(generation, max(watermarks), model_version, lease))
 
     def _stage_records(
         self, generation: int, records: Iterable[UserRecommendations], chunk_size: int, lease: Any
@@ -406,10 +419,32 @@ class ListStore(_Closable, ABC):
             users += len(rows)
         return users, newest_us
 
+    def _publish(
+        self, generation: int, newest_us: int, model_version: str | None, lease: Any
+    ) -> PublishResult:
+        users, refusal = self._flip(generation, newest_us, model_version, lease)
+        return PublishResult(
+            generation, refusal is None, refusal or "published", users, watermark=from_us(newest_us)
+        )
+
     def _finished(self, result: PublishResult) -> PublishResult:
+        """After a flip: drop the live lists and the generations the new generation supersedes."""
         if not result.published:
             return result
-        return replace(result, speed_lists_kept=self._finish(result.generation))
+        kept = self._drop_dominated(result.generation)
+        self._drop_generations([g for g in self._generation_states() if g < result.generation])
+        return replace(result, speed_lists_kept=kept)
+
+    def _drop_staged(self) -> int:
+        """With the lease held: delete the generations `publish_batch` staged (their publishes are
+        gone) and the sharded ones older than the current generation (they can never flip)."""
+        states = self._generation_states()
+        current = max((g for g, state in states.items() if state == "published"), default=0)
+        staged = [
+            g for g, state in states.items() if state == "staging" or (state == "sharded" and g < current)
+        ]
+        self._drop_generations(staged)
+        return len(staged)
 
     def clean_abandoned(self) -> int:
         """Delete generations staged by publishes that died (never a running one); returns how many."""
@@ -421,9 +456,8 @@ class ListStore(_Closable, ABC):
         """Hold the publish lease (a token), or None when not waiting and another process holds it."""
 
     @abstractmethod
-    def _drop_staged(self) -> int:
-        """With the lease held: delete the generations `publish_batch` staged (their publishes are
-        gone) and the sharded ones older than the current generation (they can never flip)."""
+    def _generation_states(self) -> dict[int, str]:
+        """Every generation described, with its state: 'staging', 'sharded' or 'published'."""
 
     @abstractmethod
     def _new_generation(self, batch_key: str | None) -> int:
@@ -444,16 +478,19 @@ class ListStore(_Closable, ABC):
         """Per sharded generation still staging, its staged shards (see `_mark_shard`)."""
 
     @abstractmethod
-    def _flip(self, generation: int, newest_us: int, model_version: str | None, lease: Any) -> PublishResult:
-        """Make the staged generation current in one atomic step, unless a newer one is current."""
+    def _flip(
+        self, generation: int, newest_us: int, model_version: str | None, lease: Any
+    ) -> tuple[int, str | None]:
+        """Make the staged generation current in one atomic step, unless a newer one is current:
+        `(its users, None)`, or `(0, why not)`."""
 
     @abstractmethod
-    def _drop_generation(self, generation: int) -> None:
-        """Delete one generation's rows and description."""
+    def _drop_generations(self, generations: list[int]) -> None:
+        """Delete these generations' rows and descriptions."""
 
     @abstractmethod
-    def _finish(self, generation: int) -> int:
-        """After the flip: drop what the new generation supersedes; returns the speed lists kept."""
+    def _drop_dominated(self, generation: int) -> int:
+        """After the flip to `generation`: delete the live lists it dominates; returns those kept."""
 
     @abstractmethod
     def current_generation(self) -> GenerationInfo | None:

@@ -31,42 +31,50 @@ from redis import exceptions as redis_errors
 
 from newsrec_assets.resources.online_store import base
 
-# KEYS: current, live, livemeta.  ARGV: user, batch key prefix, batch watermark key prefix.
-_READ_LUA = """
-local live_w, live_s
-local meta = redis.call('HGET', KEYS[3], ARGV[1])
-if meta then
-  local w, s = string.match(meta, '^(-?%d+):(%d+)$')
-  live_w, live_s = tonumber(w), tonumber(s)
-end
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if cur[1] then
-  local bw = tonumber(redis.call('HGET', ARGV[3] .. cur[1], ARGV[1]))
-  if bw and ((not live_w) or bw > live_w or (bw == live_w and tonumber(cur[2]) > live_s)) then
-    return redis.call('HGET', ARGV[2] .. cur[1], ARGV[1])
+# The row a reader sees (KEYS[1] current, KEYS[3] livemeta): the current generation's if its
+# watermark is newer than the live row's, or equal and flipped after the live write (sequence), else
+# the live row. Returns 'batch', 'live' or false; the winner's watermark as stored; the current
+# generation; whether the other row exists.
+_SEEN_LUA = """
+local function seen(user, bw_prefix)
+  local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
+  local lw, ls = false, false
+  local meta = redis.call('HGET', KEYS[3], user)
+  if meta then lw, ls = string.match(meta, '^(-?%d+):(%d+)$') end
+  local bw = cur[1] and redis.call('HGET', bw_prefix .. cur[1], user)
+  if bw and ((not lw) or tonumber(bw) > tonumber(lw)
+             or (tonumber(bw) == tonumber(lw) and tonumber(cur[2]) > tonumber(ls))) then
+    return 'batch', bw, cur[1], lw
   end
+  if lw then return 'live', lw, cur[1], bw end
+  return false
 end
-if live_w then return redis.call('HGET', KEYS[2], ARGV[1]) end
+"""
+
+# KEYS: current, live, livemeta.  ARGV: user, batch key prefix, batch watermark key prefix.
+_READ_LUA = (
+    _SEEN_LUA
+    + """
+local who, _, gen = seen(ARGV[1], ARGV[3])
+if who == 'batch' then return redis.call('HGET', ARGV[2] .. gen, ARGV[1]) end
+if who == 'live' then return redis.call('HGET', KEYS[2], ARGV[1]) end
 return false
 """
+)
 
 # KEYS: current, live, livemeta, seq.  ARGV: user, watermark µs, record, batch wm key prefix.
 # Returns {accepted 0/1, the watermark the reader saw before or false}.
-_WRITE_LIVE_LUA = """
-local seen, seen_s
-local meta = redis.call('HGET', KEYS[3], ARGV[1])
-if meta then seen_s = string.match(meta, '^(-?%d+):'); seen = tonumber(seen_s) end
-local cur = redis.call('HGET', KEYS[1], 'gen')
-if cur then
-  local bw_s = redis.call('HGET', ARGV[4] .. cur, ARGV[1])
-  if bw_s and ((not seen) or tonumber(bw_s) > seen) then seen, seen_s = tonumber(bw_s), bw_s end
-end
-if seen and tonumber(ARGV[2]) < seen then return {0, seen_s} end
+_WRITE_LIVE_LUA = (
+    _SEEN_LUA
+    + """
+local _, seen_w = seen(ARGV[1], ARGV[4])
+if seen_w and tonumber(ARGV[2]) < tonumber(seen_w) then return {0, seen_w} end
 local seq = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2] .. ':' .. seq)
-return {1, seen_s or false}
+return {1, seen_w or false}
 """
+)
 
 # KEYS: current, gens, seq, genwm, model, publish_lease.
 # ARGV: gen, generation watermark µs, gen JSON, model JSON or '', lease token. Returns {1, seq} or {0, why}.
@@ -89,25 +97,22 @@ return {1, seq}
 
 # KEYS: current, live, livemeta.  ARGV: batch wm key prefix, user...
 # Deletes those users' live rows that the current generation dominates; returns how many win.
-_CLEAN_LIVE_LUA = """
-local cur = redis.call('HMGET', KEYS[1], 'gen', 'seq')
-if not cur[1] then return 0 end
+_CLEAN_LIVE_LUA = (
+    _SEEN_LUA
+    + """
 local kept = 0
 for i = 2, #ARGV do
-  local meta = redis.call('HGET', KEYS[3], ARGV[i])
-  local bw = redis.call('HGET', ARGV[1] .. cur[1], ARGV[i])
-  if meta and bw then
-    local w, s = string.match(meta, '^(-?%d+):(%d+)$')
-    if tonumber(bw) > tonumber(w) or (tonumber(bw) == tonumber(w) and tonumber(cur[2]) > tonumber(s)) then
-      redis.call('HDEL', KEYS[2], ARGV[i])
-      redis.call('HDEL', KEYS[3], ARGV[i])
-    else
-      kept = kept + 1
-    end
+  local who, _, _, other = seen(ARGV[i], ARGV[1])
+  if who == 'batch' and other then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('HDEL', KEYS[3], ARGV[i])
+  elseif who == 'live' and other then
+    kept = kept + 1
   end
 end
 return kept
 """
+)
 
 _RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _VECTOR_HEADER = struct.Struct("<H")  # length of the model version that precedes the float32s
@@ -161,7 +166,7 @@ class RedisListStore(_Keys, base.ListStore):
         super().__init__(prefix)
         self.lease_ms = int(lease_seconds * 1000)
         self.client = _client(url, socket_timeout)
-        self._read, self._write_live, self._flip_script, self._clean_live, self._release = (
+        self._read, self._write_script, self._flip_script, self._clean_live, self._release = (
             self.client.register_script(script)
             for script in (_READ_LUA, _WRITE_LIVE_LUA, _FLIP_LUA, _CLEAN_LIVE_LUA, _RELEASE_LUA)
         )
@@ -187,19 +192,10 @@ class RedisListStore(_Keys, base.ListStore):
             blob = self._read(keys=self.live, args=[user_id, *self.batch])
         return None if blob is None else base.decode_record(user_id, blob)
 
-    def put_recommendations(self, record: base.UserRecommendations) -> base.WriteResult:
-        with _errors():
-            accepted, seen = self._write_live(
-                keys=[*self.live, self.key("seq")],
-                args=[
-                    record.user_id,
-                    base.to_us(record.watermark),
-                    base.encode_record(record, self.capacity),
-                    self.batch[1],
-                ],
-            )
-        stored = None if seen is None else base.from_us(int(seen))
-        return base.WriteResult(bool(accepted), "written" if accepted else "stale_watermark", stored)
+    def _write_live(self, user_id: str, watermark_us: int, record: bytes) -> tuple[bool, int | None]:
+        keys = [*self.live, self.key("seq")]
+        accepted, seen = self._write_script(keys=keys, args=[user_id, watermark_us, record, self.batch[1]])
+        return bool(accepted), None if seen is None else int(seen)
 
     # -- the publish steps (see base.ListStore.publish_batch) ------------------------------------
 
@@ -224,16 +220,9 @@ class RedisListStore(_Keys, base.ListStore):
         """The publish lease; every staged chunk renews its TTL."""
         return self._lock("publish_lease", self.lease_ms, self.lease_ms / 1000 + 5 if wait else None)
 
-    def _generations(self, state: str) -> list[int]:
+    def _generation_states(self) -> dict[int, str]:
         described = self.client.hgetall(self.key("gens")).items()
-        return [int(g) for g, info in described if orjson.loads(info)["state"] == state]
-
-    def _drop_staged(self) -> int:
-        current = int(self.client.hget(self.key("current"), "gen") or 0)
-        staged = self._generations("staging") + [g for g in self._generations("sharded") if g < current]
-        for generation in staged:
-            self._drop_generation(generation)
-        return len(staged)
+        return {int(g): orjson.loads(info)["state"] for g, info in described}
 
     def _new_generation(self, batch_key: str | None) -> int:
         if batch_key is not None and (found := self.client.hget(self.key("shard_batches"), batch_key)):
@@ -262,12 +251,13 @@ class RedisListStore(_Keys, base.ListStore):
                 int(shard): tuple(orjson.loads(staged))
                 for shard, staged in self.client.hgetall(self.key(f"shards:{generation}")).items()
             }
-            for generation in self._generations("sharded")
+            for generation, state in self._generation_states().items()
+            if state == "sharded"
         }
 
     def _flip(
         self, generation: int, newest_us: int, model_version: str | None, lease: Any
-    ) -> base.PublishResult:
+    ) -> tuple[int, str | None]:
         users, now_us = int(self.client.hlen(self.key(f"b:{generation}"))), base.to_us(base.now_utc())
         model = b"" if model_version is None else _model_json(model_version)
         prior = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
@@ -284,28 +274,21 @@ class RedisListStore(_Keys, base.ListStore):
         )
         if flipped and "batch_key" in prior:  # a shard retried later stages apart, never into it
             self.client.hdel(self.key("shard_batches"), prior["batch_key"])
-        reason = "published" if flipped else detail.decode()
-        return base.PublishResult(
-            generation, bool(flipped), reason, users if flipped else 0, watermark=base.from_us(newest_us)
-        )
+        return (users, None) if flipped else (0, detail.decode())
 
-    def _drop_generation(self, generation: int) -> None:
-        info = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
-        if "batch_key" in info:
-            self.client.hdel(self.key("shard_batches"), info["batch_key"])
-        self.client.unlink(*(self.key(f"{k}:{generation}") for k in ("b", "bw", "shards")))
-        self.client.hdel(self.key("gens"), str(generation))
-        self.client.hdel(self.key("genwm"), str(generation))
+    def _drop_generations(self, generations: list[int]) -> None:
+        for generation in generations:
+            info = orjson.loads(self.client.hget(self.key("gens"), str(generation)) or b"{}")
+            if "batch_key" in info:
+                self.client.hdel(self.key("shard_batches"), info["batch_key"])
+            self.client.unlink(*(self.key(f"{k}:{generation}") for k in ("b", "bw", "shards")))
+            self.client.hdel(self.key("gens"), str(generation))
+            self.client.hdel(self.key("genwm"), str(generation))
 
-    def _finish(self, generation: int) -> int:
-        kept = 0
+    def _drop_dominated(self, generation: int) -> int:
         users = (user for user, _ in self.client.hscan_iter(self.key("livemeta"), count=1000))
-        for chunk in base.batched(users, 500):
-            kept += int(self._clean_live(keys=self.live, args=[self.batch[1], *chunk]))
-        for old in self.client.hkeys(self.key("gens")):
-            if int(old) < generation:
-                self._drop_generation(int(old))
-        return kept
+        chunks = base.batched(users, 500)
+        return sum(int(self._clean_live(keys=self.live, args=[self.batch[1], *chunk])) for chunk in chunks)
 
     def current_generation(self) -> base.GenerationInfo | None:
         with _errors():
@@ -314,8 +297,7 @@ class RedisListStore(_Keys, base.ListStore):
         if info is None:
             return None
         watermark, published = (
-            None if info.get(k) is None else base.from_us(info[k])
-            for k in ("watermark_us", "published_at_us")
+            base.from_us_or_none(info.get(k)) for k in ("watermark_us", "published_at_us")
         )
         return base.GenerationInfo(
             int(raw), watermark, info.get("model_version"), int(info.get("users", 0)), published
@@ -390,7 +372,7 @@ class RedisListStore(_Keys, base.ListStore):
         with _errors():
             found = pipe.execute()
         return {
-            user_id: [(m.decode().split("\0")[0], int(m.decode().split("\0")[1])) for m in members]
+            user_id: [(article_id, int(at)) for article_id, at in (m.decode().split("\0") for m in members)]
             for user_id, members in zip(user_ids, found, strict=True)
         }
 

@@ -87,12 +87,9 @@ DELETE FROM live_recs WHERE rowid IN (
     JOIN batch_recs AS b ON b.generation = c.generation AND b.user_id = l.user_id
     WHERE b.watermark_us > l.watermark_us OR (b.watermark_us = l.watermark_us AND c.seq > l.seq))
 """
-# What `publish_batch` staged (its publisher died: the caller holds the lease), and the sharded
-# batches older than the current generation (a flip would refuse them).
-_ABANDONED_SQL = """
-SELECT generation FROM generations WHERE state = 'staging' OR (state = 'sharded'
-    AND generation < (SELECT coalesce(max(generation), 0) FROM current_generation))
-"""
+_DROP_ROWS_SQL = (
+    "DELETE FROM batch_recs WHERE rowid IN (SELECT rowid FROM batch_recs WHERE generation = ? LIMIT ?)"
+)
 # Metadata stays '{}': the column predates the port's split and existing files keep it.
 _SET_MODEL_SQL = "INSERT OR REPLACE INTO model_version VALUES (1, ?, '{}', ?)"
 _TAKE_POSITIONS_SQL = (
@@ -147,6 +144,12 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def _select_in(conn: sqlite3.Connection, sql: str, ids: Sequence[str], *params: Any) -> Iterator[Any]:
+    """The rows of `sql` for `ids`, whose placeholders fill `IN ({ids})`, 500 (SQLite's limit) at a time."""
+    for chunk in base.batched(ids, 500):
+        yield from conn.execute(sql.format(ids=",".join("?" * len(chunk))), [*chunk, *params])
+
+
 class _Connections(threading.local):
     """This thread's connection to one file (a forked child opens its own), opened lazily."""
 
@@ -195,11 +198,7 @@ class SQLiteListStore(base.ListStore):
     _errors = staticmethod(_errors)
 
     def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        read_only: bool = False,
-        busy_timeout_ms: int = 5000,
+        self, path: str | os.PathLike[str], *, read_only: bool = False, busy_timeout_ms: int = 5000
     ) -> None:
         self.path, self.read_only = Path(path), read_only
         self._lists = _Connections(self.path, read_only, busy_timeout_ms, _SCHEMA)
@@ -228,19 +227,17 @@ class SQLiteListStore(base.ListStore):
             row = self._seen(self._lists.get(), user_id)
         return None if row is None else base.decode_record(user_id, row[0])
 
-    def put_recommendations(self, record: base.UserRecommendations) -> base.WriteResult:
-        watermark_us, blob = base.to_us(record.watermark), base.encode_record(record, self.capacity)
-        with _errors(), _transaction(self._lists.writer()) as conn:
-            current = self._seen(conn, record.user_id)
-            stored = None if current is None else base.from_us(current[1])
-            if current is not None and watermark_us < current[1]:
-                return base.WriteResult(False, "stale_watermark", stored)
+    def _write_live(self, user_id: str, watermark_us: int, record: bytes) -> tuple[bool, int | None]:
+        with _transaction(self._lists.writer()) as conn:
+            seen = self._seen(conn, user_id)
+            seen_us = None if seen is None else seen[1]
+            if seen_us is not None and watermark_us < seen_us:
+                return False, seen_us
             (seq,) = conn.execute(_NEXT_SEQ_SQL).fetchone()
             conn.execute(
-                "INSERT OR REPLACE INTO live_recs VALUES (?, ?, ?, ?)",
-                (record.user_id, watermark_us, seq, blob),
+                "INSERT OR REPLACE INTO live_recs VALUES (?, ?, ?, ?)", (user_id, watermark_us, seq, record)
             )
-        return base.WriteResult(True, "written", stored)
+        return True, seen_us
 
     # -- the publish steps (see base.ListStore.publish_batch) ------------------------------------
 
@@ -259,23 +256,14 @@ class SQLiteListStore(base.ListStore):
                 return
             yield True  # closing the file releases the lock
 
-    def _drop_staged(self) -> int:
-        conn = self._lists.writer()
-        staged = [g for (g,) in conn.execute(_ABANDONED_SQL)]
-        for generation in staged:
-            self._drop_generation(generation)
-        if staged:
-            self._release_free_pages(conn)
-        return len(staged)
+    def _generation_states(self) -> dict[int, str]:
+        return dict(self._lists.writer().execute("SELECT generation, state FROM generations"))
 
     def _new_generation(self, batch_key: str | None) -> int:
         with _transaction(self._lists.writer()) as conn:
-            if batch_key is not None:
-                found = conn.execute(
-                    "SELECT generation FROM shard_batches WHERE batch_key = ?", (batch_key,)
-                ).fetchone()
-                if found is not None:
-                    return found[0]
+            sql = "SELECT generation FROM shard_batches WHERE batch_key = ?"
+            if batch_key is not None and (found := conn.execute(sql, (batch_key,)).fetchone()):
+                return found[0]
             (generation,) = conn.execute(
                 "SELECT coalesce(max(generation), 0) + 1 FROM generations"
             ).fetchone()
@@ -308,26 +296,22 @@ class SQLiteListStore(base.ListStore):
 
     def _flip(
         self, generation: int, newest_us: int, model_version: str | None, lease: Any
-    ) -> base.PublishResult:
-        watermark = base.from_us(newest_us)
+    ) -> tuple[int, str | None]:
         with _transaction(self._lists.writer()) as conn:
             (users,) = conn.execute(
                 "SELECT count(*) FROM batch_recs WHERE generation = ?", (generation,)
             ).fetchone()
-            current = conn.execute(
+            sql = (
                 "SELECT generation, watermark_us FROM current_generation JOIN generations USING (generation)"
-            ).fetchone()
-            if current is not None and current[0] > generation:
-                return base.PublishResult(
-                    generation,
-                    False,
-                    f"generation {current[0]} is newer and already published",
-                    watermark=watermark,
-                )
-            if current is not None and current[1] is not None and newest_us < current[1]:
-                return base.PublishResult(
-                    generation, False, f"generation {current[0]} reflects newer events", watermark=watermark
-                )
+            )
+            current, current_us = conn.execute(sql).fetchone() or (None, None)
+            why = None
+            if current is not None and current > generation:
+                why = "is newer and already published"
+            elif current_us is not None and newest_us < current_us:
+                why = "reflects newer events"
+            if why:
+                return 0, f"generation {current} {why}"
             (seq,) = conn.execute(_NEXT_SEQ_SQL).fetchone()
             now_us = base.to_us(base.now_utc())
             conn.execute("INSERT OR REPLACE INTO current_generation VALUES (1, ?, ?)", (generation, seq))
@@ -340,38 +324,28 @@ class SQLiteListStore(base.ListStore):
                 conn.execute(_SET_MODEL_SQL, (model_version, now_us))
             # A shard retried later stages a batch of its own, never into the visible generation.
             conn.execute("DELETE FROM shard_batches WHERE generation = ?", (generation,))
-        return base.PublishResult(generation, True, "published", users_written=users, watermark=watermark)
+        return users, None
 
-    def _drop_generation(self, generation: int) -> None:
+    def _drop_generations(self, generations: list[int]) -> None:
         conn = self._lists.writer()
-        self._delete_rows(conn, "generation = ?", (generation,))
-        with _transaction(conn):
-            for table in ("generations", "shard_batches", "staged_shards"):
-                conn.execute(f"DELETE FROM {table} WHERE generation = ?", (generation,))
+        for generation in generations:
+            while True:  # in chunks, so that speed writes interleave
+                with _transaction(conn):
+                    if conn.execute(_DROP_ROWS_SQL, (generation, _CLEANUP_CHUNK)).rowcount < _CLEANUP_CHUNK:
+                        break
+            with _transaction(conn):
+                for table in ("generations", "shard_batches", "staged_shards"):
+                    conn.execute(f"DELETE FROM {table} WHERE generation = ?", (generation,))
+        if generations:
+            self._release_free_pages(conn)
 
-    def _finish(self, generation: int) -> int:
-        conn = self._lists.writer()
-        with _transaction(conn):
+    def _drop_dominated(self, generation: int) -> int:
+        with _transaction(self._lists.writer()) as conn:
             conn.execute(_DROP_DOMINATED_SQL)
-            (kept,) = conn.execute(
+            return conn.execute(
                 "SELECT count(*) FROM live_recs JOIN batch_recs USING (user_id) WHERE generation = ?",
                 (generation,),
-            ).fetchone()
-        self._delete_rows(conn, "generation < ?", (generation,))
-        with _transaction(conn):
-            for table in ("generations", "shard_batches", "staged_shards"):
-                conn.execute(f"DELETE FROM {table} WHERE generation < ?", (generation,))
-        self._release_free_pages(conn)
-        return kept
-
-    @staticmethod
-    def _delete_rows(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> None:
-        """Delete batch rows in chunks, so that speed writes interleave."""
-        sql = f"DELETE FROM batch_recs WHERE rowid IN (SELECT rowid FROM batch_recs WHERE {where} LIMIT ?)"
-        while True:
-            with _transaction(conn):
-                if conn.execute(sql, (*params, _CLEANUP_CHUNK)).rowcount < _CLEANUP_CHUNK:
-                    return
+            ).fetchone()[0]
 
     @staticmethod
     def _release_free_pages(conn: sqlite3.Connection) -> None:
@@ -391,19 +365,19 @@ class SQLiteListStore(base.ListStore):
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the file shrinks at a checkpoint
 
     def current_generation(self) -> base.GenerationInfo | None:
+        sql = "SELECT generation, watermark_us, model_version, users, published_at_us FROM generations"
         with _errors():
-            row = (
-                self._lists.get()
-                .execute(
-                    "SELECT g.generation, g.watermark_us, g.model_version, g.users, g.published_at_us "
-                    "FROM current_generation AS c JOIN generations AS g USING (generation)"
-                )
-                .fetchone()
-            )
+            row = self._lists.get().execute(f"{sql} JOIN current_generation USING (generation)").fetchone()
         if row is None:
             return None
-        watermark, published = (None if us is None else base.from_us(us) for us in (row[1], row[4]))
-        return base.GenerationInfo(row[0], watermark, row[2], row[3], published)
+        generation, watermark_us, model_version, users, published_at_us = row
+        return base.GenerationInfo(
+            generation,
+            base.from_us_or_none(watermark_us),
+            model_version,
+            users,
+            base.from_us_or_none(published_at_us),
+        )
 
     # -- model version, cold start, view counters, recent clicks --------------------------------
 
@@ -462,14 +436,10 @@ class SQLiteListStore(base.ListStore):
 
     def recent_clicks(self, user_ids: Sequence[str], after_us: int) -> dict[str, list[tuple[str, int]]]:
         found: dict[str, list[tuple[str, int]]] = {user_id: [] for user_id in user_ids}
+        sql = "SELECT * FROM recent_clicks WHERE user_id IN ({ids}) AND viewed_at_us > ? ORDER BY 3 DESC"
         with _errors():
-            for chunk in base.batched(user_ids, 500):
-                users = ",".join("?" * len(chunk))
-                sql = f"SELECT * FROM recent_clicks WHERE user_id IN ({users}) AND viewed_at_us > ?"
-                for user_id, article_id, viewed_at_us in self._lists.get().execute(
-                    sql + " ORDER BY 3 DESC", [*chunk, after_us]
-                ):
-                    found[user_id].append((article_id, viewed_at_us))
+            for user_id, article_id, viewed_at_us in _select_in(self._lists.get(), sql, user_ids, after_us):
+                found[user_id].append((article_id, viewed_at_us))
         return found
 
     def forget_recent_clicks(self, before_us: int) -> int:
@@ -514,13 +484,9 @@ class SQLiteArticleCache(base.ArticleCache):
         return len(ids)
 
     def get_articles(self, article_ids: Sequence[str]) -> dict[str, base.ArticleMeta]:
-        found: dict[str, base.ArticleMeta] = {}
-        for chunk in base.batched(article_ids, 500):
-            sql = (
-                f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE article_id IN ({','.join('?' * len(chunk))})"
-            )
-            found.update((row[0], _article(row)) for row in self._query(sql, chunk))
-        return found
+        sql = f"SELECT {_ARTICLE_COLUMNS} FROM articles WHERE article_id IN ({{ids}})"
+        with _errors():
+            return {row[0]: _article(row) for row in _select_in(self._db.get(), sql, article_ids)}
 
     def recent_articles(self, limit: int) -> list[base.ArticleMeta]:
         sql = f"SELECT {_ARTICLE_COLUMNS} FROM articles ORDER BY published_at_us DESC, article_id LIMIT ?"
@@ -549,4 +515,4 @@ class SQLiteArticleCache(base.ArticleCache):
 
 
 def _article(row: Sequence[Any]) -> base.ArticleMeta:
-    return base.ArticleMeta(row[0], row[1], row[2], row[3], base.from_us(row[4]), row[5])
+    return base.ArticleMeta(*row[:4], base.from_us(row[4]), row[5])
