@@ -30,6 +30,7 @@ _TABLE_DESCRIPTIONS = {
         "that a plain table sync would have overwritten."
     ),
     "impressions": "The exposure log: every article the app showed to a user, with its position.",
+    "api_view_events": "Views posted to the API (`POST /v1/events`), one INSERT per acknowledged view.",
 }
 
 
