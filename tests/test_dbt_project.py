@@ -351,7 +351,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> BuiltWarehouse:
 @pytest.mark.slow
 def test_build_runs_every_model_unit_test_and_data_test(built: BuiltWarehouse) -> None:
     kinds = Counter(key.split(".")[0] for key in built.statuses)
-    assert kinds["model"] == 14 and kinds["unit_test"] >= 8 and kinds["test"] >= 50, kinds
+    assert kinds["model"] == 15 and kinds["unit_test"] >= 8 and kinds["test"] >= 50, kinds
     assert all(status in ("success", "pass") for status in built.statuses.values()), built.statuses
     print(f"dbt build on the fixture: {built.seconds:.1f} s, {dict(kinds)}")
 
@@ -549,7 +549,12 @@ def test_dbt_parse_for_bigquery_works_offline_without_credentials(tmp_path: Path
     assert models["view_events"].config.materialized == "incremental"
     assert models["stg_newsapp__articles"].config.materialized == "view"
     sources = {source.name: source for source in manifest.sources.values()}
-    assert set(sources) == {"cdc_articles", "cdc_user_article_views", "cdc_impressions"}
+    assert set(sources) == {
+        "cdc_articles",
+        "cdc_user_article_views",
+        "cdc_impressions",
+        "cdc_api_view_events",
+    }
     assert {(source.database, source.schema) for source in sources.values()} == {("newsrec-dev", "raw")}
 
 
@@ -600,7 +605,7 @@ def test_models_compile_to_bigquery_sql(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     compiled = sorted((tmp_path / "target" / "compiled" / "newsrec" / "models").glob("*/*.sql"))
-    assert len(compiled) == 14
+    assert len(compiled) == 15
     for path in compiled:
         sql = path.read_text()
         assert "::" not in sql, f"{path.name} uses a DuckDB/PostgreSQL cast"
