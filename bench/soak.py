@@ -6,11 +6,11 @@ from `$NEWSREC_HOME/api_key`):
 
 - GET: `bench/loadgen.c` at `--get-rate` (default 1,000 req/s, open loop) on the users' lists;
 - POST: `--post-rate` (default 50 events/s, open loop, 8 threads) view events of the simulated
-  users on live articles, each response's `change_key` kept;
+  users on live articles, each response's `event_id` kept;
 - meanwhile the demo's Dagster does what it does (landing sensor, speed layer, automation);
 - afterwards one Dagster run ingests the landing files and rebuilds `view_events` (through the
   webserver, so it queues for the DuckDB writer like any other run), and every acknowledged
-  change key must appear exactly once in `view_events`.
+  event must appear exactly once in `view_events` (as `api|<event_id>`).
 
 Prints a JSON summary and, with `--markdown`, writes it into the "Soak" section of BENCHMARKS.md.
 """
@@ -39,8 +39,10 @@ VIEW_EVENTS_PATH = [
     ["raw", "cdc_articles"],
     ["raw", "cdc_impressions"],
     ["raw", "cdc_user_article_views"],
+    ["raw", "cdc_api_view_events"],
     ["raw", "cdc_quarantine"],
     ["stg_newsapp__user_article_views"],
+    ["stg_newsapp__api_view_events"],
     ["int_as_of"],
     ["int_view_row_versions"],
     ["int_rejected_view_jumps"],
@@ -51,7 +53,7 @@ MARK_BEGIN, MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
 def post_events(api: str, key: str, rate: float, duration: float, users: int, articles: list[str]):
-    """Open-loop POSTs: event i is due at t0 + i / rate; statuses and acknowledged change keys."""
+    """Open-loop POSTs: event i is due at t0 + i / rate; statuses and acknowledged event ids."""
     statuses: Counter[str] = Counter()
     acked: list[str] = []
     latencies: list[float] = []
@@ -66,14 +68,14 @@ def post_events(api: str, key: str, rate: float, duration: float, users: int, ar
         try:
             response = client.post("/v1/events", json={"user_id": user, "article_id": article})
             status = str(response.status_code)
-            change_key = response.json().get("change_key") if response.status_code < 300 else None
+            event_id = response.json().get("event_id") if response.status_code < 300 else None
         except httpx.HTTPError as error:
-            status, change_key = type(error).__name__, None
+            status, event_id = type(error).__name__, None
         with lock:
             statuses[status] += 1
             latencies.append(time.monotonic() - due)
-            if change_key:
-                acked.append(change_key)
+            if event_id:
+                acked.append(event_id)
 
     t0 = time.monotonic() + 1.0
     total = int(rate * duration)
@@ -88,18 +90,19 @@ def post_events(api: str, key: str, rate: float, duration: float, users: int, ar
     return statuses, acked, latencies
 
 
-def count_in_view_events(warehouse: Path, change_keys: list[str], deadline_s: float = 300) -> Counter[str]:
+def count_in_view_events(warehouse: Path, event_ids: list[str], deadline_s: float = 300) -> Counter[str]:
+    """How often each acknowledged API event is in `view_events` (the mart keys it `api|<event_id>`)."""
     import duckdb
 
     deadline = time.monotonic() + deadline_s
     while True:
         try:
             with duckdb.connect(str(warehouse), read_only=True) as con:
-                con.execute("create temp table acked(change_key varchar)")
-                con.executemany("insert into acked values (?)", [(k,) for k in change_keys])
+                con.execute("create temp table acked(event_id varchar)")
+                con.executemany("insert into acked values (?)", [(f"api|{k}",) for k in event_ids])
                 rows = con.execute(
-                    "select a.change_key, count(v.change_key) from acked a "
-                    "left join view_events v using (change_key) group by a.change_key"
+                    "select a.event_id, count(v.event_id) from acked a "
+                    "left join view_events v using (event_id) group by a.event_id"
                 ).fetchall()
                 return Counter({key: n for key, n in rows})
         except duckdb.IOException:  # a run holds the write lock: wait for it
@@ -142,7 +145,7 @@ def main() -> None:
     # every acknowledged event must be in the landing zone once the API's writer flushed: ingest
     # and rebuild view_events in one Dagster run, then count
     time.sleep(5)
-    # the acknowledged keys outlive this process: a failed check can be repeated by hand
+    # the acknowledged ids outlive this process: a failed check can be repeated by hand
     (paths.home / "soak_acknowledged.json").write_text(json.dumps(acked))
     dagster = DagsterClient(args.ui, timeout_s=60)
     for _attempt in range(3):  # on a loaded machine a run can miss its start timeout: launch again

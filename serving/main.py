@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recommender.reads = open_reads(settings, stores)
         # Events wait for their window's write, so their queue is bounded by the requests in flight.
         app.state.events = WindowBatcher(
-            EventLanding(stores.landing, stores.lists), settings.events_window_seconds, 2**31, lambda n: None
+            EventLanding(stores.landing), settings.events_window_seconds, 2**31, lambda n: None
         )
         app.state.exposures = None
         if settings.log_exposures:

@@ -77,9 +77,9 @@ class ViewEventIn(BaseModel):
 
 class ViewEventAccepted(BaseModel):
     status: Literal["accepted"]
+    event_id: str
     user_id: str
     article_id: str
-    view_count: int
     viewed_at: datetime
     change_key: str
     landing_file: str

@@ -49,7 +49,7 @@ def fresh_postgres_database(prefix: str) -> Iterator[dict[str, str]]:
 
 
 def first_view_record(user_id: str, article_id: str, viewed_at: datetime, log_position: int) -> ChangeRecord:
-    """A user's first view of an article, as the API lands it (`user_article_views` INSERT)."""
+    """A user's first view of an article, as the app's CDC stream lands it (`user_article_views` INSERT)."""
     return ChangeRecord(
         table="user_article_views",
         change_type="INSERT",
@@ -63,7 +63,7 @@ def first_view_record(user_id: str, article_id: str, viewed_at: datetime, log_po
         },
         source_timestamp=viewed_at,
         read_timestamp=viewed_at,
-        log_file="api-events",
+        log_file="mysql-bin.000001",
         log_position=log_position,
     )
 

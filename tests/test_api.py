@@ -25,7 +25,6 @@ import redis
 from fastapi.testclient import TestClient
 
 from newsrec_assets.domain.cdc import parse_change_line
-from newsrec_assets.domain.events import reconstruct_view_events
 from newsrec_assets.domain.ranking import assign_variant
 from newsrec_assets.resources.online_store.base import (
     ArticleCache,
@@ -497,7 +496,7 @@ def test_a_full_exposure_queue_drops_and_counts_without_failing_requests(tmp_pat
 
 
 def landed_files(settings: Settings) -> list[Path]:
-    return sorted((settings.landing_dir / "user_article_views").rglob("*"))
+    return sorted((settings.landing_dir / "api_view_events").rglob("*"))
 
 
 def test_event_requires_an_api_key(api):
@@ -509,7 +508,7 @@ def test_event_requires_an_api_key(api):
     assert not landed_files(api.settings)
 
 
-def test_events_land_as_user_article_views_change_records(api):
+def test_events_land_as_api_view_events_inserts_each_with_its_own_id(api):
     headers = {"X-API-Key": API_KEY}
     viewed_at = NOW - timedelta(minutes=3)
     first = api.client.post(
@@ -527,32 +526,41 @@ def test_events_land_as_user_article_views_change_records(api):
     )
 
     assert first.status_code == 202 and second.status_code == 202, (first.text, second.text)
-    assert first.json()["view_count"] == 1 and second.json()["view_count"] == 2
+    assert "view_count" not in first.json()
     files = [path for path in landed_files(api.settings) if path.is_file()]
     assert len(files) == 2 and all(path.suffix == ".jsonl" and path.name.startswith("api-") for path in files)
     assert not [path for path in files if path.name.startswith(".")]  # no temporary files left
 
-    for path in files:  # <landing>/user_article_views/<YYYY-MM-DD of the change>/api-*.jsonl
+    for path in files:  # <landing>/api_view_events/<YYYY-MM-DD of the change>/api-*.jsonl
         record = parse_change_line(path.read_text())
         assert path.parent.name == f"{record.source_timestamp:%Y-%m-%d}"
     records = sorted((parse_change_line(p.read_text().strip()) for p in files), key=lambda r: r.log_position)
-    assert [r.change_type for r in records] == ["INSERT", "UPDATE-INSERT"]
-    assert [r.payload["view_count"] for r in records] == [1, 2]
-    assert {r.table for r in records} == {"user_article_views"} and {r.log_file for r in records} == {
-        "api-events"
-    }
-    assert records[0].payload["last_viewed_at"] == viewed_at
-    assert records[0].payload["last_impression_id"] == "req1"
-    assert records[1].payload["first_viewed_at"] == viewed_at
+    assert [r.change_type for r in records] == ["INSERT", "INSERT"]
+    assert {r.table for r in records} == {"api_view_events"}
+    (log_file,) = {r.log_file for r in records}  # this process's own log, at running positions
+    assert re.fullmatch(r"api-events-[0-9a-f]{16}", log_file)
+    assert records[1].log_position == records[0].log_position + 1
+    assert [r.payload["event_id"] for r in records] == [first.json()["event_id"], second.json()["event_id"]]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", r.payload["event_id"]) for r in records)
+    assert records[0].payload["viewed_at"] == viewed_at
+    assert records[0].payload["impression_id"] == "req1" and records[1].payload["impression_id"] is None
     landed = api.settings.landing_dir / first.json()["landing_file"]
     assert parse_change_line(landed.read_text()).change_key == first.json()["change_key"]
     assert first.json()["change_key"] == records[0].change_key
+    assert first.json()["viewed_at"].startswith(f"{viewed_at:%Y-%m-%dT%H:%M:%S}")
 
-    events = reconstruct_view_events(records)
-    assert [(e.user_id, e.article_id, e.view_number) for e in events] == [
-        ("u000001", "a007", 1),
-        ("u000001", "a007", 2),
-    ]
+
+def test_two_api_processes_never_share_a_change_key(tmp_path):
+    """Each process (worker, restart) writes its own log: their change keys never meet, even for
+    events of the same window's timestamp."""
+    settings = sqlite_settings(tmp_path)
+    keys = []
+    for _ in range(2):
+        with running_api(settings) as api:
+            for _ in range(3):
+                event = {"user_id": "u1", "article_id": "a1"}
+                keys.append(api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}).json())
+    assert len({answer["change_key"] for answer in keys}) == len({answer["event_id"] for answer in keys}) == 6
 
 
 @pytest.mark.parametrize(
@@ -573,7 +581,7 @@ def test_invalid_events_are_a_json_422(api, event):
     assert not landed_files(api.settings)
 
 
-def test_unwritable_landing_zone_is_a_json_503_and_counts_nothing(tmp_path):
+def test_unwritable_landing_zone_is_a_json_503_and_lands_nothing(tmp_path):
     (tmp_path / "landing").write_text("a file where the landing folder should be")
     settings = sqlite_settings(tmp_path)
     event = {"user_id": "u1", "article_id": "a1"}
@@ -582,11 +590,11 @@ def test_unwritable_landing_zone_is_a_json_503_and_counts_nothing(tmp_path):
         assert_json_error(response, 503, "service_unavailable")
         assert response.headers["retry-after"] == "1"
     (tmp_path / "landing").unlink()
-    with running_api(settings) as api:  # the landing zone is back: the view is the first one
-        assert (
-            api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}).json()["view_count"]
-            == 1
-        )
+    with running_api(settings) as api:  # the landing zone is back: the retried view lands once
+        response = api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY})
+        assert response.status_code == 202
+    ((record,),) = landed(settings, "api_view_events")
+    assert record.payload["event_id"] == response.json()["event_id"]
 
 
 def test_an_event_is_acknowledged_only_once_its_window_is_written(tmp_path):
@@ -621,7 +629,7 @@ def test_an_event_is_acknowledged_only_once_its_window_is_written(tmp_path):
     assert len(writes) == 1 and len(answers) == 5
     assert all(written == writes for written, _ in answers)
     assert {response.status_code for _, response in answers} == {202}
-    (records,) = landed(settings, "user_article_views")
+    (records,) = landed(settings, "api_view_events")
     assert sorted(record.payload["user_id"] for record in records) == [f"u{i}" for i in range(5)]
     assert {response.json()["landing_file"] for _, response in answers} == set(writes)
 
@@ -667,8 +675,8 @@ def test_unreachable_redis_is_a_json_503(tmp_path):
         response = api.client.post(
             "/v1/events", json={"user_id": "u1", "article_id": "a1"}, headers={"X-API-Key": API_KEY}
         )
-        assert_json_error(response, 503, "store_unavailable")
-    assert not (tmp_path / "landing").exists()  # nothing landed that was not counted
+        assert response.status_code == 202  # a view needs the landing zone only, never the store
+    assert len(landed(settings, "api_view_events")) == 1
 
 
 def test_openapi_documents_the_routes(api):
@@ -829,7 +837,7 @@ def test_implausible_view_times_are_a_json_422_and_land_nothing(api, viewed_at):
     event = {"user_id": "u000001", "article_id": "a001", "viewed_at": viewed_at}
     error = assert_json_error(api.client.post("/v1/events", json=event, headers={"X-API-Key": API_KEY}), 422)
     assert error["details"][0]["loc"] == ["body", "viewed_at"]
-    assert not landed(api.settings, "user_article_views")
+    assert not landed(api.settings, "api_view_events")
 
 
 def test_plausible_view_times_are_accepted(api):

@@ -8,6 +8,8 @@ import pytest
 
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
+from serving.services.landing import EventLanding
+from serving.services.landing import ViewEvent as ApiView
 from tests.test_dbt_project import dbt_args, dbt_env, deliver, release_duckdb, simulate
 
 pytestmark = pytest.mark.slow
@@ -32,6 +34,10 @@ def test_an_incremental_build_equals_a_full_rebuild(tmp_path):
     app = simulate()
     landing = LocalLandingZone(tmp_path / "landing")
     deliver(app, landing, random.Random(5))
+    # Views of the app's rows posted to the API too, in windows of their own (one object each).
+    api = EventLanding(landing)
+    for view in app.views[::40]:
+        api([ApiView(view.user_id, view.article_id, view.viewed_at, view.impression_id)])
     files = sorted(landing.list_files(), key=lambda f: f.path)
     database = tmp_path / "warehouse.duckdb"
     warehouse = DuckDBWarehouse(database)
@@ -53,3 +59,5 @@ def test_an_incremental_build_equals_a_full_rebuild(tmp_path):
     assert "changed_rows" in compiled  # the second build took the incremental path
     assert 0 < first < len(incremental)
     assert incremental == rebuilt
+    api_events = [row for row in incremental if row[0].startswith("api|")]
+    assert len(api_events) == len({row[0] for row in api_events}) == len(app.views[::40])

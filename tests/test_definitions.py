@@ -33,8 +33,10 @@ def test_main_location_has_the_whole_batch_lineage(main_defs):
         "raw/cdc_articles",
         "raw/cdc_user_article_views",
         "raw/cdc_impressions",
+        "raw/cdc_api_view_events",
         "raw/cdc_quarantine",
         "stg_newsapp__user_article_views",
+        "stg_newsapp__api_view_events",
         "int_view_events",
         "current_articles",
         "article_features",
@@ -52,6 +54,8 @@ def test_main_location_has_the_whole_batch_lineage(main_defs):
     # dbt sources resolve onto the ingestion assets: staging depends on the raw CDC log
     staging = graph.get(dg.AssetKey("stg_newsapp__user_article_views"))
     assert dg.AssetKey(["raw", "cdc_user_article_views"]) in staging.parent_keys
+    api_staging = graph.get(dg.AssetKey("stg_newsapp__api_view_events"))
+    assert dg.AssetKey(["raw", "cdc_api_view_events"]) in api_staging.parent_keys
     groups = {
         graph.get(dg.AssetKey(k)).group_name for k in ["current_articles", "naml_model", "text_encoder"]
     }

@@ -619,61 +619,7 @@ def test_cold_start_and_model_version(store):
 
 
 # ------------------------------------------------------------------------------------------------
-# the API's view counters, the speed layer's recent clicks
-
-
-def test_view_counts_per_user_and_article_with_increasing_log_positions(store):
-    views = [
-        ("u1", "a1", T0),
-        ("u1", "a1", T0 + timedelta(minutes=1)),
-        ("u1", "a2", T0 + timedelta(minutes=2)),
-    ]
-    with store.counting_views(views) as counts:
-        pass
-    assert [c.view_count for c in counts] == [1, 2, 1]
-    assert counts[1].first_viewed_at == T0 and counts[1].last_viewed_at == T0 + timedelta(minutes=1)
-    with store.counting_views([("u1", "a1", T0 - timedelta(hours=1))]) as (later,):
-        pass
-    assert later.view_count == 3 and later.first_viewed_at == T0 - timedelta(hours=1)
-    positions = [c.log_position for c in [*counts, later]]
-    assert positions == sorted(set(positions))
-
-
-def test_a_failed_block_counts_nothing_and_never_reuses_a_log_position(store):
-    with store.counting_views([("u1", "a1", T0)]) as (first,):
-        pass
-    with pytest.raises(OSError), store.counting_views([("u1", "a1", T0)]) as (failed,):
-        assert failed.view_count == 2
-        raise OSError("the landing write failed")
-    with store.counting_views([("u1", "a1", T0)]) as (second,):
-        pass
-    assert second.view_count == 2  # the failed view was never counted
-    assert first.log_position < failed.log_position < second.log_position
-
-
-def _count_views(backend: str, where: str, prefix: str, queue) -> None:
-    store = SQLiteListStore(where) if backend == "sqlite" else RedisListStore(where, prefix=prefix)
-    seen = []
-    for _ in range(20):
-        with store.counting_views([("u1", "a1", T0), ("u2", "a1", T0)]) as counts:
-            seen.extend((c.user_id, c.view_count, c.log_position) for c in counts)
-    queue.put(seen)
-
-
-def test_two_processes_never_share_a_count_or_a_log_position(store):
-    sqlite = isinstance(store, SQLiteListStore)
-    args = ("sqlite", str(store.path), "") if sqlite else ("redis", REDIS_URL, store.prefix)
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_count_views, args=(*args, queue)) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    seen = queue.get(timeout=120) + queue.get(timeout=120)
-    for worker in workers:
-        worker.join(timeout=30)
-    assert sorted(c for user, c, _ in seen if user == "u1") == list(range(1, 41))
-    positions = [position for *_, position in seen]
-    assert len(set(positions)) == len(positions) == 80
+# the speed layer's recent clicks
 
 
 def test_recent_clicks_are_kept_once_per_click_and_forgotten_after_a_batch(store):
@@ -698,8 +644,6 @@ def test_sqlite_read_only_handle(tmp_path):
     assert reader.get_recommendations("u1") is not None
     with pytest.raises(ReadOnlyStore):
         reader.put_recommendations(make_record("u1", T0 + timedelta(hours=1)))
-    with reader.counting_views([("u1", "a1", T0)]) as (count,):  # the view counters stay writable
-        assert count.view_count == 1
 
 
 def test_sqlite_missing_file_is_unavailable(tmp_path):

@@ -19,6 +19,8 @@ from newsrec_assets.resources.artifacts import LocalArtifactStore
 from newsrec_assets.resources.landing import START_OF_TIME_CURSOR, LocalLandingZone
 from newsrec_assets.resources.online_store.base import StoreUnavailable
 from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
+from serving.services.landing import EventLanding
+from serving.services.landing import ViewEvent as ApiView
 from tests.conftest import first_view_record
 
 BATCH_AT = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
@@ -131,3 +133,20 @@ def test_events_before_any_batch_move_the_cursor_without_a_materialisation(tmp_p
     result = tick(tmp_path, START_OF_TIME_CURSOR)
     assert result.asset_events == [] and "first batch publish will cover" in result.skip_message
     assert result.cursor != START_OF_TIME_CURSOR
+
+
+def test_a_view_posted_to_the_api_reaches_the_speed_layer_in_the_next_tick(speed_home):
+    """The API's views land under their own table; one cursor covers it and the app's rows."""
+    zone = LocalLandingZone(speed_home / "landing")
+    first = tick(speed_home, START_OF_TIME_CURSOR)  # nothing landed yet
+    viewed_at = BATCH_AT + timedelta(minutes=2)
+    land_view(speed_home, "u2", "a5", viewed_at)
+    EventLanding(zone)([ApiView("u1", "a4", viewed_at + timedelta(seconds=1), impression_id=None)])
+
+    result = tick(speed_home, first.cursor)
+
+    assert result.asset_events[0].metadata["events"].value == 2
+    served = SQLiteListStore(speed_home / "online.sqlite").get_recommendations("u1")
+    assert served.layer == "speed" and served.watermark == viewed_at + timedelta(seconds=1)
+    assert "a4" not in served.article_ids
+    assert "No new change records" in tick(speed_home, result.cursor).skip_message

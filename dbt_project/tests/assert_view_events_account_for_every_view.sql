@@ -4,6 +4,7 @@
 -- without gaps or repeats, where n adds up the highest view_count of each of the row's lives (a
 -- DELETE ends a life; the re-inserted row counts again from its own view_count). A row with a
 -- rejected jump (int_rejected_view_jumps) is only held to no repeats, with n as the upper bound.
+-- Views posted to the API (`api|` keys) are no versions of the row and are held to nothing here.
 
 with
 
@@ -45,6 +46,7 @@ reconstructed as (
         max(view_number) as highest_view_number
 
     from {{ ref('view_events') }}
+    where event_id not like 'api|%'
     group by user_id, article_id
 
 )

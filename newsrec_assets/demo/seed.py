@@ -16,7 +16,7 @@ from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.online_store.base import ArticleMeta, ColdStartList
 from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
 
-TABLES = ("articles", "user_article_views")
+TABLES = ("articles", "user_article_views", "api_view_events")
 
 
 def seed_popular(landing_dir: Path, store_path: Path, k: int = 100) -> dict:

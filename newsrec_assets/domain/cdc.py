@@ -112,6 +112,20 @@ SOURCE_TABLES: dict[str, SourceTable] = {
             nullable=frozenset({"variant"}),
             int_ranges={"first_position": (0, 2**31 - 1)},
         ),
+        # Views posted to the API: one row per view, never updated, so no other writer of the same
+        # user and article (the app's `user_article_views` row) can number them differently.
+        SourceTable(
+            name="api_view_events",
+            primary_keys=("event_id",),
+            columns={
+                "event_id": "str",
+                "user_id": "str",
+                "article_id": "str",
+                "viewed_at": "ts",
+                "impression_id": "str",
+            },
+            nullable=frozenset({"impression_id"}),  # the list the view came from, if the app sent it
+        ),
     )
 }
 

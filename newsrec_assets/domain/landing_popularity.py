@@ -30,8 +30,8 @@ class PopularNow:
 def popular_now(
     records: Iterable[ChangeRecord], k: int, window: timedelta = timedelta(hours=24)
 ) -> PopularNow | None:
-    """Live articles and their popularity list from `articles` and `user_article_views` records;
-    None when no article is live."""
+    """Live articles and their popularity list from `articles` records and the views of
+    `user_article_views` and `api_view_events` records; None when no article is live."""
     latest: dict[str, ChangeRecord] = {}
     views: list[tuple[datetime, str]] = []
     seen: set[str] = set()
@@ -43,7 +43,7 @@ def popular_now(
             article_id = str(record.payload.get("article_id"))
             if article_id not in latest or source_order(record) > source_order(latest[article_id]):
                 latest[article_id] = record
-        elif record.table == "user_article_views" and not record.is_deleted:
+        elif record.table in ("user_article_views", "api_view_events") and not record.is_deleted:
             views.append((record.source_timestamp, str(record.payload.get("article_id"))))
     live = {
         article_id: record.payload

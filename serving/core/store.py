@@ -1,9 +1,9 @@
 """The stores and the landing zone the settings name, and the request path's awaitable reads.
 
-SQLite is opened read-only for lists and articles (its view counters stay writable) and read on
-the event loop: in WAL mode a reader never waits for a writer, and an indexed lookup in a file held
-in memory takes tens of µs, while a hop through the thread pool cost ~300 µs of CPU per request
-(measured in-process, 887 -> 613 µs per request with 100k users). Redis is read with
+SQLite is opened read-only and read on the event loop: in WAL mode a reader never waits for a
+writer, and an indexed lookup in a file held in memory takes tens of µs, while a hop through the
+thread pool cost ~300 µs of CPU per request (measured in-process, 887 -> 613 µs per request with
+100k users). Redis is read with
 `redis.asyncio` on the event loop; the blocking clients serve background refreshes and event
 flushes (worker threads).
 """

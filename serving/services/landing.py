@@ -1,9 +1,9 @@
 """What the API lands, as change records of the CDC stream (docs/data-model.md), one object per window.
 
-- **View events** become the app's `user_article_views` row as the stream would deliver it:
-  `INSERT` for a first view, `UPDATE-INSERT` after, counted by the list store at `api-events` log
-  positions. Counts commit only once their object is written (`ListStore.counting_views`): a
-  failed write reports nothing, and no later view skips a number (dbt would count a made-up view).
+- **View events** become `api_view_events` rows, one INSERT per view with an `event_id` of its
+  own, under this process's own `log_file`, `api-events-<id>`, at running positions. A view is a
+  row of its own, not a new version of the app's `user_article_views` row, so the app's stream
+  may write the same user and article without either writer's views hiding the other's.
 - **Exposures** become `served_lists` rows (one per served list: its articles in rank order and
   the A/B variant that ranked it) under this process's own `log_file`, `api-exposures-<id>`, at
   running positions: unique across workers and restarts.
@@ -25,7 +25,7 @@ import orjson
 
 from newsrec_assets.domain.cdc import ChangeRecord, format_ts
 from newsrec_assets.resources.landing import LandingZone
-from newsrec_assets.resources.online_store.base import ListStore, now_utc
+from newsrec_assets.resources.online_store.base import now_utc
 
 
 class LandingUnavailable(Exception):
@@ -63,47 +63,46 @@ def land(zone: LandingZone, table: str, lines: list[bytes], moment: datetime) ->
 class EventLanding:
     """Lands a window of view events (`WindowBatcher.flush`): one result dict per event."""
 
-    def __init__(self, zone: LandingZone, lists: ListStore) -> None:
-        self.zone, self.lists = zone, lists
+    def __init__(self, zone: LandingZone) -> None:
+        self.zone = zone
+        self.log_file = f"api-events-{uuid.uuid4().hex[:16]}"  # this process's own log
+        self._positions = itertools.count(1)
 
     def __call__(self, events: list[ViewEvent]) -> list[dict[str, Any]]:
         received_at = now_utc()
-        with self.lists.counting_views([(e.user_id, e.article_id, e.viewed_at) for e in events]) as counts:
-            records = [
-                ChangeRecord(
-                    table="user_article_views",
-                    change_type="INSERT" if view.view_count == 1 else "UPDATE-INSERT",
-                    payload={
-                        "user_id": view.user_id,
-                        "article_id": view.article_id,
-                        "view_count": view.view_count,
-                        "first_viewed_at": view.first_viewed_at,
-                        "last_viewed_at": view.last_viewed_at,
-                        "last_impression_id": event.impression_id,
-                    },
-                    source_timestamp=received_at,
-                    read_timestamp=received_at,
-                    log_file="api-events",
-                    log_position=view.log_position,
-                    read_method="newsrec-api",
-                    stream_name="newsrec-api",
-                )
-                for view, event in zip(counts, events, strict=True)
-            ]
-            path = land(
-                self.zone, "user_article_views", [r.to_json_line().encode() for r in records], received_at
+        records = [
+            ChangeRecord(
+                table="api_view_events",
+                change_type="INSERT",
+                payload={
+                    "event_id": uuid.uuid4().hex,
+                    "user_id": event.user_id,
+                    "article_id": event.article_id,
+                    "viewed_at": event.viewed_at,
+                    "impression_id": event.impression_id,
+                },
+                source_timestamp=received_at,
+                read_timestamp=received_at,
+                log_file=self.log_file,
+                # Taken for good even if the write fails: a retried event never reuses a position.
+                log_position=next(self._positions),
+                read_method="newsrec-api",
+                stream_name="newsrec-api",
             )
+            for event in events
+        ]
+        path = land(self.zone, "api_view_events", [r.to_json_line().encode() for r in records], received_at)
         return [
             {
                 "status": "accepted",
-                "user_id": view.user_id,
-                "article_id": view.article_id,
-                "view_count": view.view_count,
-                "viewed_at": format_ts(view.last_viewed_at),
+                "event_id": record.payload["event_id"],
+                "user_id": event.user_id,
+                "article_id": event.article_id,
+                "viewed_at": format_ts(event.viewed_at),
                 "change_key": record.change_key,
                 "landing_file": path,
             }
-            for view, record in zip(counts, records, strict=True)
+            for event, record in zip(events, records, strict=True)
         ]
 
 

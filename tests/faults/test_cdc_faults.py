@@ -2,8 +2,9 @@
 
 The world (tests/faults/world.py) is written by hand: duplicates, re-reads, a late file ingested
 by a later run, deletes with and without their key, a delete and re-insert, malformed and
-out-of-range values, a BOM, CRLF, gzip and Datastream file names. The marts must equal that truth,
-and running ingestion again must add nothing.
+out-of-range values, a BOM, CRLF, gzip and Datastream file names. Beside it, views of one of the
+app's rows are posted to the API's landing. The marts must equal that truth, and running ingestion
+again must add nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from newsrec_assets.defs.ingestion.assets import raw_cdc_log
 from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.warehouse import DuckDBWarehouse
+from serving.services.landing import EventLanding
+from serving.services.landing import ViewEvent as ApiView
 from tests.faults.observed import current_titles, stored_changes, tally, view_events
-from tests.faults.world import AVRO, BAD, build_world
+from tests.faults.world import AVRO, BAD, ExpectedView, build_world, minutes
 from tests.test_dbt_project import dbt_args, dbt_env, release_duckdb
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -64,20 +67,32 @@ def test_cdc_faults_reach_the_marts_as_the_truth_says(tmp_path, scenarios):
     warehouse = DuckDBWarehouse(home / "warehouse.duckdb", read_only=True)
     started = time.perf_counter()
 
-    # ---- run 1: everything but the late file
+    # ---- run 1: everything but the late file, and the API's views of u10/a1, the app's row too
     world.write(zone)
+    api = EventLanding(zone)  # one landing object per window, two windows
+    posted = [ApiView("u10", "a1", minutes(20), "i9"), ApiView("u10", "a1", minutes(30), None)]
+    acknowledged = api(posted) + api([ApiView("u10", "a1", minutes(30), None)])
+    api_views = [
+        ExpectedView(v.user_id, v.article_id, None, v.viewed_at, v.impression_id)
+        for v in [*posted, posted[1]]
+    ]
     first = ingest(home)
     metadata = quarantine_metadata(first)
     statuses = dbt_build(home, "+view_events", "+current_articles", "+int_rejected_view_jumps")
     views_run_1 = view_events(warehouse)
-    expected_run_1 = Counter(world.views_before_late_file)
+    expected_run_1 = Counter(world.views_before_late_file) + Counter(api_views)
 
     # ---- run 2: the late file lands and is ingested by a later run; then the whole build
     world.write(zone, late=True)
     second = ingest(home)
     full_build = dbt_build(home)
     views = view_events(warehouse)
-    expected = Counter(world.views)
+    expected = Counter(world.views) + Counter(api_views)
+    api_event_ids = (
+        warehouse.query("select event_id from main.view_events where event_id like 'api|%'")
+        .column("event_id")
+        .to_pylist()
+    )
     raw_counts = stored_changes(warehouse)
 
     # ---- run 3: nothing new; ingesting again adds nothing
@@ -163,6 +178,16 @@ def test_cdc_faults_reach_the_marts_as_the_truth_says(tmp_path, scenarios):
     ]:
         check(f"{fault}: quarantined, neighbours stored", "quarantined", quarantined_for(fragment))
     check("the good line between bad ones (u8)", views_of(expected, "u8"), views_of(views, "u8"))
+    found = Counter(api_event_ids)
+    check(
+        "the app's row and the API both write u10/a1: the app's views numbered; API views, each once",
+        (views_of(world.views, "u10"), len(acknowledged), len(acknowledged)),
+        (
+            views_of((v for v in views if v.view_number is not None), "u10"),
+            len(api_event_ids),
+            sum(found[f"api|{answer['event_id']}"] == 1 for answer in acknowledged),
+        ),
+    )
     matched = sum(any(fragment in reason for fragment in world.quarantine_reasons) for reason in reasons)
     check(
         "bad lines: quarantined with their reason (lines, lines with the expected reason)",

@@ -264,6 +264,15 @@ def build_world() -> FaultWorld:
     for number, at in [(1, 10), (2, 20), (3, 30)]:
         expect(ExpectedView("u7", "a2", number, minutes(at), None))
 
+    # -- u10/a1: the app's row, whose views the API also receives (the test posts those)
+    u10 = [(1, 10, "i9"), (2, 30, None)]
+    for count, at, impression in u10:
+        change_type = "INSERT" if count == 1 else "UPDATE-INSERT"
+        row = w.view_row("u10", "a1", count, minutes(at), impression)
+        w.land(PLAIN, w.change("user_article_views", change_type, row, minutes(at)))
+        expect(ExpectedView("u10", "a1", count, minutes(at), impression))
+        w.views_before_late_file.append(ExpectedView("u10", "a1", count, minutes(at), impression))
+
     # -- bad lines between good ones: none may fail the file or the run
     template = w.change(
         "user_article_views", "INSERT", w.view_row("u9", "a1", 1, minutes(5), None), minutes(5)

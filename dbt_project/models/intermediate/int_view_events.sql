@@ -3,6 +3,9 @@
 -- when the app coalesced writes. Numbers continue across the row's lives (views_before_life).
 -- Rejected jumps make no events here: they are listed in int_rejected_view_jumps.
 -- Reference: newsrec_assets.domain.events.reconstruct_view_events.
+-- Views posted to the API (stg_newsapp__api_view_events) are events as they come: rows of their
+-- own, never versions of the app's row, so the app's stream writing the same user and article
+-- hides none of them. They have no place in the row's numbering: their view_number is null.
 
 with
 
@@ -46,13 +49,14 @@ events as (
 
 ),
 
-final as (
+app_views as (
 
     select
         {{ dbt.concat([
             'user_id', "'|'", 'article_id', "'|'",
             'cast(view_number as ' ~ dbt.type_string() ~ ')',
         ]) }} as event_id,
+        'app' as event_source,
         user_id,
         article_id,
         view_number,
@@ -64,6 +68,47 @@ final as (
         changed_at as recorded_at
 
     from events
+
+),
+
+api_inserts as (
+
+    -- The API writes each event once; should the same event_id come twice, the first counts.
+    select
+        *,
+        row_number() over (partition by event_id order by change_seq) as event_delivery
+
+    from {{ ref('stg_newsapp__api_view_events') }}
+    where change_type = 'INSERT'
+
+),
+
+api_views as (
+
+    select
+        -- prefixed: `user|article|n` keys of app views can never take the same value
+        {{ dbt.concat(["'api|'", 'event_id']) }} as event_id,
+        'api' as event_source,
+        user_id,
+        article_id,
+        cast(null as {{ dbt.type_bigint() }}) as view_number,
+        viewed_at,
+        impression_id,
+        cast(1 as {{ dbt.type_bigint() }}) as views_in_change,
+        change_key,
+        change_seq,
+        changed_at as recorded_at
+
+    from api_inserts
+    where event_delivery = 1
+
+),
+
+final as (
+
+    select * from app_views
+    union all
+    select * from api_views
 
 )
 

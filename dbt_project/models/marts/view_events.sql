@@ -12,10 +12,11 @@
 }}
 
 -- depends_on: {{ ref('stg_newsapp__user_article_views') }}
--- Every article-view event, reconstructed from the in-place-updated behaviour table.
--- Incremental: a build rebuilds the events of the (user, article) rows that have a view-recording
--- change not yet behind any stored event (a view's number depends on every earlier version of
--- its row, so such a row's events are rebuilt whole) and merges them by event_id.
+-- Every article-view event: reconstructed from the in-place-updated behaviour table, and the views
+-- posted to the API. Incremental: a build rebuilds the app events of the (user, article) rows that
+-- have a view-recording change not yet behind any stored event (a view's number depends on every
+-- earlier version of its row, so such a row's events are rebuilt whole), adds the API events not
+-- stored yet (each stands alone), and merges them by event_id.
 
 with
 
@@ -59,6 +60,28 @@ final as (
     inner join changed_rows
         on changed_rows.user_id = events.user_id
         and changed_rows.article_id = events.article_id
+    where events.event_source = 'app'
+    {% endif %}
+
+    {% if is_incremental() %}
+    union all
+
+    select
+        events.event_id,
+        events.user_id,
+        events.article_id,
+        events.view_number,
+        events.viewed_at,
+        events.impression_id,
+        events.recorded_at,
+        events.change_key
+
+    from events
+    where events.event_source = 'api'
+        and not exists (
+            select 1 from {{ this }} as stored
+            where stored.change_key = events.change_key
+        )
     {% endif %}
 
 )

@@ -31,6 +31,7 @@ _TABLE_DESCRIPTIONS = {
     ),
     "impressions": "The exposure log: every article the app showed to a user, with its position.",
     "served_lists": "The API's exposure log: every list it served, its articles in rank order.",
+    "api_view_events": "Views posted to the API (`POST /v1/events`), one INSERT per acknowledged view.",
 }
 
 

@@ -1,6 +1,7 @@
 """Recommendations, speed layer: a view event recomputes that user's list within seconds.
 
-`speed_layer_sensor` reads new `user_article_views` change records straight from the landing zone
+`speed_layer_sensor` reads new view change records (the app's `user_article_views` rows and the
+views posted to the API, `api_view_events`) straight from the landing zone
 (never the warehouse: DuckDB's single writer may be a long batch run), recomputes the lists of the
 users in them **inside the sensor tick** and reports each tick's work as a runless materialisation
 of the `speed_recommendations` asset (an asset declared here with its lineage, whose only writer is
@@ -40,7 +41,8 @@ from newsrec_assets.settings import online_store_kind
 
 GROUP = "recommendations"
 SNAPSHOT_KIND = "serving_snapshot"
-VIEWS_PREFIX = "user_article_views/"
+# The app's behaviour table and the API's view log: both hold clicks the speed layer serves.
+VIEWS_PREFIXES = ("user_article_views/", "api_view_events/")
 ARTICLES_PREFIX = "articles/"
 MAX_FILES_PER_TICK = 500
 LIST_LENGTH = 100
@@ -186,17 +188,20 @@ def _write_speed_lists(
     )
 
 
-def _files_since_cursor(context: dg.SensorEvaluationContext, zone, prefix: str):
-    """Up to MAX_FILES_PER_TICK files under `prefix` that landed after the cursor, or why none.
+def _files_since_cursor(context: dg.SensorEvaluationContext, zone, *prefixes: str):
+    """Up to MAX_FILES_PER_TICK files under `prefixes` that landed after the cursor, or why none.
 
-    The first tick only moves the cursor to the newest landed file: history is the batch's job.
+    One cursor covers every prefix: files are taken in (landed_at, path) order across them, the
+    order the cursor compares. The first tick only moves the cursor to the newest landed file:
+    history is the batch's job.
     """
-    files = zone.new_files(after=parse_cursor(context.cursor), prefix=prefix)
+    after = parse_cursor(context.cursor)
+    files = sorted(file for prefix in prefixes for file in zone.new_files(after=after, prefix=prefix))
     if context.cursor is None:
         context.update_cursor(files[-1].cursor if files else START_OF_TIME_CURSOR)
         return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
     if not files:
-        return dg.SkipReason(f"No new change records under {prefix}.")
+        return dg.SkipReason(f"No new change records under {', '.join(prefixes)}.")
     return files[:MAX_FILES_PER_TICK]
 
 
@@ -209,13 +214,17 @@ def _view_events(zone, files) -> list[ViewEvent]:
         for _, record, _ in parse_landing_file(zone.read_bytes(file.path), file.path).records:
             if record.table == "user_article_views" and record.change_type in ("INSERT", "UPDATE-INSERT"):
                 viewed_at: datetime = record.payload["last_viewed_at"]
-                events.append(
-                    ViewEvent(
-                        user_id=record.payload["user_id"],
-                        article_id=record.payload["article_id"],
-                        viewed_at_us=int(viewed_at.timestamp() * 1_000_000),
-                    )
+            elif record.table == "api_view_events" and record.change_type == "INSERT":
+                viewed_at = record.payload["viewed_at"]
+            else:
+                continue
+            events.append(
+                ViewEvent(
+                    user_id=record.payload["user_id"],
+                    article_id=record.payload["article_id"],
+                    viewed_at_us=int(viewed_at.timestamp() * 1_000_000),
                 )
+            )
     return events
 
 
@@ -237,7 +246,7 @@ def speed_layer_sensor(
     online_store: OnlineStoreResource,
 ):
     zone = landing.get()
-    files = _files_since_cursor(context, zone, VIEWS_PREFIX)
+    files = _files_since_cursor(context, zone, *VIEWS_PREFIXES)
     if isinstance(files, dg.SkipReason):
         return files
     newest = files[-1]

@@ -2,7 +2,7 @@
 
 - `ListStore`: per user one `UserRecommendations` (ranked ids, scores, model version, layer,
   computed-at, the event-time watermark it reflects, the user vector); the cold-start list, the
-  model version, the API's view counters and the speed layer's recent clicks.
+  model version and the speed layer's recent clicks.
 - `ArticleCache`: article metadata (with a revision that moves with every change) and the
   vectors of recently published articles, for read-time scoring.
 
@@ -221,18 +221,6 @@ class ColdStartList:
     def __post_init__(self) -> None:
         _set_ranking(self)
         object.__setattr__(self, "computed_at", to_utc(self.computed_at))
-
-
-@dataclass(frozen=True)
-class ViewCount:
-    """A (user, article) view counter after one more view; `log_position` is store-wide."""
-
-    user_id: str
-    article_id: str
-    view_count: int
-    first_viewed_at: datetime
-    last_viewed_at: datetime
-    log_position: int
 
 
 # -- codec: one compact blob per list: a small orjson header, then float32 scores and vector ----
@@ -511,15 +499,6 @@ class ListStore(_Closable, ABC):
     @abstractmethod
     def get_cold_start(self) -> ColdStartList | None:
         """The cold-start list, or None if none was written."""
-
-    @abstractmethod
-    def counting_views(
-        self, views: Sequence[tuple[str, str, datetime]]
-    ) -> AbstractContextManager[list[ViewCount]]:
-        """Count one more view for each `(user_id, article_id, viewed_at)`, in order, committed when
-        the block exits without an error (the caller writes them durably inside it; the counters
-        are held against other processes meanwhile). Log positions are taken for good first: a
-        failed block leaves a gap, never a position used twice."""
 
     @abstractmethod
     def add_recent_clicks(self, clicks: Iterable[tuple[str, str, int]]) -> None:

@@ -4,9 +4,8 @@ The Dagster runs and the API's background work use the blocking client; `AsyncRe
 API's request path on `redis.asyncio`. All keys share the hash tag `{<prefix>}:` (one Cluster slot).
 Keys: `b:<gen>` / `bw:<gen>` (user -> record / watermark µs) per generation; `current` (gen, seq)
 the pointer; `gens`, `genwm` the generations; `gen_counter`, `seq`; `live` / `livemeta`
-(`"<watermark>:<seq>"`) the speed lists; `publish_lease`; `model`; `cold_start`; `views:<user>`
-(`<article>|c` count, `<article>|f` first view), `views_lock`, `api_log_position`; `clicks:<user>`,
-`clicks` (recent clicks by time); `articles`, `articles_by_pub`, `article_rev`, `artvec`.
+(`"<watermark>:<seq>"`) the speed lists; `publish_lease`; `model`; `cold_start`; `clicks:<user>`, `clicks`
+(recent clicks by time); `articles`, `articles_by_pub`, `article_rev`, `artvec`.
 
 The read, the watermark-checked live write, the flip (refused if a newer generation is current or
 the publish lost its lease) and the clean-up of dominated live rows are Lua scripts (atomic). The
@@ -325,37 +324,7 @@ class RedisListStore(_Keys, base.ListStore):
             blob = self.client.get(self.key("cold_start"))
         return None if blob is None else base.decode_cold_start(blob)
 
-    # -- the API's view counters, the speed layer's recent clicks ----------------------------------
-
-    @contextmanager
-    def counting_views(self, views: Sequence[tuple[str, str, datetime]]) -> Iterator[list[base.ViewCount]]:
-        # The lock is held across the caller's block, whose landing write must end well within it.
-        with _errors(), self._lock("views_lock", ttl_ms=60_000, wait_s=30):
-            last = int(self.client.incrby(self.key("api_log_position"), len(views)))
-            pipe = self.client.pipeline(transaction=False)
-            for user_id, article_id, _ in views:
-                pipe.hmget(self.key(f"views:{user_id}"), f"{article_id}|c", f"{article_id}|f")
-            stored = {
-                (u, a): (int(c or 0), int(f or 2**62))
-                for (u, a, _), (c, f) in zip(views, pipe.execute(), strict=True)
-            }
-            counts = []
-            for position, (user_id, article_id, viewed_at) in enumerate(views, start=last - len(views) + 1):
-                count, first_us = stored[(user_id, article_id)]
-                viewed_us = base.to_us(viewed_at)
-                stored[(user_id, article_id)] = (count + 1, min(first_us, viewed_us))
-                first = base.from_us(min(first_us, viewed_us))
-                counts.append(
-                    base.ViewCount(user_id, article_id, count + 1, first, base.from_us(viewed_us), position)
-                )
-            yield counts
-            pipe = self.client.pipeline(transaction=True)
-            for (user_id, article_id), (count, first_us) in stored.items():
-                pipe.hset(
-                    self.key(f"views:{user_id}"),
-                    mapping={f"{article_id}|c": count, f"{article_id}|f": first_us},
-                )
-            pipe.execute()
+    # -- the speed layer's recent clicks ----------------------------------------------------------
 
     def add_recent_clicks(self, clicks: Iterable[tuple[str, str, int]]) -> None:
         pipe = self.client.pipeline(transaction=True)

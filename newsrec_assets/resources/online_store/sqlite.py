@@ -2,8 +2,7 @@
 
 The list store and the article cache share one file; WAL lets readers (API workers, `read_only`)
 and the writer (the Dagster runs) never block each other, and a statement reads one snapshot.
-The API's view counters live in `<stem>-log.sqlite`, so the API writes without queueing behind a
-publish. `batch_recs` holds every generation's lists, `current_generation` the pointer readers
+`batch_recs` holds every generation's lists, `current_generation` the pointer readers
 follow, `generations` their states, `live_recs` the speed lists; a read is one statement over the
 live row and the current generation's (never a mix of generations). The publish lease is an
 `flock` on `<file>.publish-lock`, which the kernel drops with a dead process.
@@ -64,14 +63,6 @@ CREATE TABLE IF NOT EXISTS article_vectors (
     article_id TEXT PRIMARY KEY, model_version TEXT NOT NULL, vector BLOB NOT NULL);
 """
 
-_VIEWS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS view_counters (
-    user_id TEXT NOT NULL, article_id TEXT NOT NULL, view_count INTEGER NOT NULL,
-    first_viewed_at_us INTEGER NOT NULL, last_viewed_at_us INTEGER NOT NULL,
-    PRIMARY KEY (user_id, article_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-"""
-
 # The candidates for what a reader sees (one statement, one snapshot): (record, watermark_us, seq).
 _CANDIDATES_SQL = """
 SELECT record, watermark_us, seq FROM live_recs WHERE user_id = ?1
@@ -92,15 +83,6 @@ _DROP_ROWS_SQL = (
 )
 # Metadata stays '{}': the column predates the port's split and existing files keep it.
 _SET_MODEL_SQL = "INSERT OR REPLACE INTO model_version VALUES (1, ?, '{}', ?)"
-_TAKE_POSITIONS_SQL = (
-    "INSERT INTO counters VALUES ('api_log_position', ?1) "
-    "ON CONFLICT (name) DO UPDATE SET value = value + ?1 RETURNING value"
-)
-_COUNT_VIEW_SQL = (
-    "INSERT INTO view_counters VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT DO UPDATE SET "
-    "view_count = view_count + 1, first_viewed_at_us = min(first_viewed_at_us, ?3), "
-    "last_viewed_at_us = max(last_viewed_at_us, ?3) RETURNING view_count, first_viewed_at_us"
-)
 _WRITER_PRAGMAS = (
     "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
     f"PRAGMA journal_size_limit = {64 << 20};"
@@ -193,7 +175,7 @@ class _Connections(threading.local):
 
 class SQLiteListStore(base.ListStore):
     """Recommendation lists in the SQLite file `path` (created unless `read_only`, as API workers
-    open it; its view counters stay writable)."""
+    open it)."""
 
     _errors = staticmethod(_errors)
 
@@ -202,16 +184,12 @@ class SQLiteListStore(base.ListStore):
     ) -> None:
         self.path, self.read_only = Path(path), read_only
         self._lists = _Connections(self.path, read_only, busy_timeout_ms, _SCHEMA)
-        # An event flush waits here while another API worker's flush writes its landing object.
-        views = self.path.with_name(f"{self.path.stem}-log.sqlite")
-        self._views = _Connections(views, False, max(busy_timeout_ms, 30_000), _VIEWS_SCHEMA)
         self._lease_path = self.path.with_name(f"{self.path.name}.publish-lock")
         if not read_only:
             self.clean_abandoned()  # also creates the file, so that readers can open it read-only
 
     def close(self) -> None:
         self._lists.close()
-        self._views.close()
 
     def ping(self) -> None:
         with _errors():
@@ -379,7 +357,7 @@ class SQLiteListStore(base.ListStore):
             base.from_us_or_none(published_at_us),
         )
 
-    # -- model version, cold start, view counters, recent clicks --------------------------------
+    # -- model version, cold start, recent clicks ----------------------------------------------
 
     def set_model_version(self, version: str) -> None:
         if not version:
@@ -402,33 +380,6 @@ class SQLiteListStore(base.ListStore):
         with _errors():
             row = self._lists.get().execute("SELECT record FROM cold_start").fetchone()
         return None if row is None else base.decode_cold_start(row[0])
-
-    @contextmanager
-    def counting_views(self, views: Sequence[tuple[str, str, datetime]]) -> Iterator[list[base.ViewCount]]:
-        conn = self._views.get()
-        with _errors():
-            with _transaction(conn):
-                (last,) = conn.execute(_TAKE_POSITIONS_SQL, (len(views),)).fetchone()
-            conn.execute("BEGIN IMMEDIATE")  # held until the caller's block is done
-        try:
-            counts = []
-            for position, (user_id, article_id, viewed_at) in enumerate(views, start=last - len(views) + 1):
-                viewed_us = base.to_us(viewed_at)
-                count, first_us = conn.execute(_COUNT_VIEW_SQL, (user_id, article_id, viewed_us)).fetchone()
-                counts.append(
-                    base.ViewCount(
-                        user_id, article_id, count, base.from_us(first_us), base.from_us(viewed_us), position
-                    )
-                )
-            yield counts
-        except BaseException as error:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(error, sqlite3.Error):
-                raise _store_error(error) from error
-            raise
-        with _errors():
-            conn.execute("COMMIT")
 
     def add_recent_clicks(self, clicks: Iterable[tuple[str, str, int]]) -> None:
         with _errors(), _transaction(self._lists.writer()) as conn:

@@ -30,9 +30,9 @@ async def post_view_event(
 ) -> dict[str, Any]:
     """Record one article view (requires `X-API-Key`).
 
-    It lands as a `user_article_views` change record (INSERT for the user's first view of the
-    article, UPDATE-INSERT after), exactly as the CDC stream would deliver the row's new version.
-    The answer comes once the record is written; a 503 means it was not, and may be retried.
+    It lands as an `api_view_events` change record (an INSERT with a new `event_id`, returned in
+    the answer). The answer comes once the record is written; a 503 means it was not, and may be
+    retried.
     """
     received_at = now_utc()
     earliest = max(

@@ -80,7 +80,7 @@ async function view(item) {
     $("status").textContent = `The view was refused: ${body.error?.message ?? response.status}`;
     return;
   }
-  $("status").textContent = `View of "${item.title}" recorded (view ${body.view_count}); `
+  $("status").textContent = `View of "${item.title}" recorded (event ${body.event_id.slice(0, 8)}); `
     + "waiting for the speed layer to update the list…";
   const shown = current, started = Date.now();
   clearInterval(polling);
