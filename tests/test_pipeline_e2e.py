@@ -186,7 +186,7 @@ def _newest_cursor(home) -> str:
     return max(LocalLandingZone(home / "landing").list_files("user_article_views/")).cursor
 
 
-def test_served_lists_land_as_impressions_that_ingestion_stores(pipeline):
+def test_served_lists_land_as_records_that_ingestion_stores(pipeline):
     from newsrec_assets.resources.landing import LocalLandingZone
     from newsrec_assets.resources.warehouse import DuckDBWarehouse
     from serving.core.config import Settings
@@ -201,10 +201,16 @@ def test_served_lists_land_as_impressions_that_ingestion_stores(pipeline):
     # The app landed what it served on shutdown at the latest.
     DuckDBWarehouse(home / "warehouse.duckdb").ingest(LocalLandingZone(home / "landing"))
     shown = DuckDBWarehouse(home / "warehouse.duckdb", read_only=True).query(
-        "select article_id, position from raw.cdc_impressions "
-        f"where impression_id = '{served['request_id']}' order by position"
+        "select user_id, article_ids, first_position from raw.cdc_served_lists "
+        f"where impression_id = '{served['request_id']}'"
     )
-    assert shown["article_id"].to_pylist() == [item["article_id"] for item in served["items"]]
+    assert shown.to_pylist() == [
+        {
+            "user_id": "u000003",
+            "article_ids": " ".join(item["article_id"] for item in served["items"]),
+            "first_position": 0,
+        }
+    ]
 
 
 def test_an_article_published_after_the_batch_gets_a_vector_for_read_time_merging(pipeline):
