@@ -36,17 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.events = WindowBatcher(
             EventLanding(stores.landing), settings.events_window_seconds, 2**31, lambda n: None
         )
-        app.state.exposures = None
         if settings.log_exposures:
             exposure_landing = ExposureLanding(stores.landing)
-            app.state.exposures = WindowBatcher(
+            recommender.exposures = WindowBatcher(
                 exposure_landing,
                 settings.exposure_window_seconds,
                 settings.exposure_queue_size,
                 metrics.exposures_dropped.inc,
                 prepare=exposure_landing.render,
             )
-        batchers = [batcher for batcher in (app.state.events, app.state.exposures) if batcher is not None]
+        batchers = [batcher for batcher in (app.state.events, recommender.exposures) if batcher is not None]
         for batcher in batchers:
             batcher.start()
         try:

@@ -8,6 +8,7 @@ when no Redis answers at NEWSREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import threading
@@ -173,6 +174,7 @@ def test_recommendations_contract(api):
 
     assert response.status_code == 200
     body = RecommendationsResponse.model_validate(response.json())  # the documented shape
+    assert response.json() == json.loads(body.model_dump_json())  # all of it, and nothing else
     assert body.user_id == "u000001" and body.k == 10 and len(body.items) == 10
     assert response.headers["x-request-id"] == body.request_id
     assert [item.rank for item in body.items] == list(range(1, 11))
@@ -368,6 +370,7 @@ def test_related_articles_are_the_nearest_live_ones_by_vector(api):
 
     assert response.status_code == 200, response.text
     body = RelatedResponse.model_validate(response.json())
+    assert response.json() == json.loads(body.model_dump_json())  # all of it, and nothing else
     assert [item.article_id for item in body.items] == ["a001", "a004", "a003"]
     assert body.items[0].score == pytest.approx(0.9 / np.hypot(0.9, 0.1), abs=1e-5)
     assert [item.rank for item in body.items] == [1, 2, 3] and body.model_version == "m1"

@@ -11,7 +11,9 @@ the cold-start list (without one, the newest articles); items whose article is g
 Each user is in one A/B variant (`assign_variant`, a stable hash of the user id), which names the
 ranker settings: whether fresh articles are merged, and the diversity re-rank (at most
 `diversity_cap` items per subcategory ahead of the rest). Category filters and the re-rank apply
-after the metadata join, then `offset` pages. `related` ranks the cached recent vectors by cosine.
+after the metadata join, then `offset` pages. What is served is offered to the exposure log
+(`exposures`, a window batcher) without waiting for it. `related` ranks the cached recent
+vectors by cosine.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from newsrec_assets.resources.online_store.base import (
 from serving.core.config import Settings
 from serving.core.metrics import Metrics
 from serving.core.store import Reads, Stores
+from serving.services.batching import WindowBatcher
+from serving.services.landing import Exposure
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,6 +98,7 @@ class Recommender:
     def __init__(self, stores: Stores, settings: Settings, metrics: Metrics) -> None:
         self.stores, self.settings, self.metrics = stores, settings, metrics
         self.reads: Reads | None = None
+        self.exposures: WindowBatcher | None = None  # what was served lands here, when logged
         self._fresh = Refreshing(self._load_fresh, settings.fresh_refresh_seconds, "fresh-articles")
         self._cold_start = Refreshing(
             self._load_cold_start, settings.cold_start_refresh_seconds, "cold-start"
@@ -156,6 +161,9 @@ class Recommender:
         fresh = sum(item["source"] == "fresh" for item in items)
         self.metrics.fresh_merged.inc(fresh)
         self.metrics.served.labels(provenance["layer"]).inc()
+        if self.exposures is not None and items:
+            shown = [item["article_id"] for item in items]
+            self.exposures.offer(Exposure(request_id, user_id, shown, served_at, offset, variant_name))
         return {
             "user_id": user_id,
             "request_id": request_id,
@@ -181,7 +189,10 @@ class Recommender:
             "article_id": article_id,
             "k": k,
             "model_version": fresh.model_version,
-            "items": [{"rank": i + 1, **item} for i, item in enumerate(items)],
+            "items": [
+                {"rank": i + 1, **{key: value for key, value in item.items() if key != "source"}}
+                for i, item in enumerate(items)
+            ],
         }
 
     def _ranked(self, record: UserRecommendations, fresh_merge: bool) -> Iterator[tuple[str, float, str]]:
