@@ -137,7 +137,13 @@ def batch_recommendations():
     """The publish."""
 
 
-defs = dg.Definitions(assets=[batch_shard_lists, batch_recommendations])
+@dg.multi_asset(specs=[dg.AssetSpec("raw_a"), dg.AssetSpec("raw_b")])
+def raw_log():
+    """Not subsettable, like the raw CDC log."""
+
+
+everything = dg.define_asset_job("everything", selection=["raw_a", "raw_b"])
+defs = dg.Definitions(assets=[batch_shard_lists, batch_recommendations, raw_log], jobs=[everything])
 '''
 
 
@@ -146,7 +152,13 @@ def test_the_batch_layer_backfill_covers_every_shard_then_the_publish(tmp_path):
     # layer (a partitioned asset and an unpartitioned one downstream).
     from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql
 
-    from newsrec_assets.demo.dagster_client import LAUNCH_BACKFILL, UNMATERIALIZED, backfill_params
+    from newsrec_assets.demo.dagster_client import (
+        JOB_ASSETS,
+        LAUNCH_BACKFILL,
+        UNMATERIALIZED,
+        backfill_params,
+        missing_with_op_siblings,
+    )
     from newsrec_assets.demo.supervisor import BATCH_LAYER, DEMO_TAG
 
     definitions = tmp_path / "sharded.py"
@@ -155,6 +167,22 @@ def test_the_batch_layer_backfill_covers_every_shard_then_the_publish(tmp_path):
         dg.instance_for_test() as instance,
         define_out_of_process_context(str(definitions), None, instance) as ctx,
     ):
+        # an upgrade added raw_b to the raw log: the build takes the whole op, raw_a too
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw_a"))
+        selector = {"repositoryLocationName": ctx.code_location_names[0], "repositoryName": "__repository__"}
+        job_assets = execute_dagster_graphql(
+            ctx, JOB_ASSETS, {"selector": {**selector, "pipelineName": "everything"}}
+        )
+        materialized = {
+            n["assetKey"]["path"][0]: bool(n["assetMaterializations"]) for n in job_assets.data["assetNodes"]
+        }
+        assert materialized == {"raw_a": True, "raw_b": False}
+        assert sorted(missing_with_op_siblings(job_assets.data["assetNodes"])) == [["raw_a"], ["raw_b"]]
+        instance.report_runless_asset_event(dg.AssetMaterialization("raw_b"))
+        job_assets = execute_dagster_graphql(
+            ctx, JOB_ASSETS, {"selector": {**selector, "pipelineName": "everything"}}
+        )
+        assert missing_with_op_siblings(job_assets.data["assetNodes"]) == []
         keys = {"keys": [{"path": path} for path in BATCH_LAYER]}
         missing = execute_dagster_graphql(ctx, UNMATERIALIZED, keys).data["assetNodes"]
         assert sorted(n["assetKey"]["path"] for n in missing if not n["assetMaterializations"]) == sorted(

@@ -79,22 +79,11 @@ class DagsterClient:
         return list(graphlib.TopologicalSorter(graph).static_order())
 
     def unmaterialized_assets(self, location: str, job: str) -> list[list[str]]:
-        """Asset keys (as paths) of the job that have never been materialised."""
-        data = self.query(
-            """query($selector: PipelineSelector!) {
-                 assetNodes(pipeline: $selector) {
-                   assetKey { path }
-                   isMaterializable
-                   assetMaterializations(limit: 1) { runId }
-                 }
-               }""",
-            {"selector": _selector(location, job)},
-        )
-        return [
-            node["assetKey"]["path"]
-            for node in data["assetNodes"]
-            if node["isMaterializable"] and not node["assetMaterializations"]
-        ]
+        """Asset keys (as paths) of the job that have never been materialised, with the other
+        assets of their ops: a multi-asset such as the raw log cannot build part of itself (a
+        source table added by an upgrade is new, its siblings are not)."""
+        data = self.query(JOB_ASSETS, {"selector": _selector(location, job)})
+        return missing_with_op_siblings(data["assetNodes"])
 
     def unmaterialized(self, asset_keys: list[list[str]]) -> list[list[str]]:
         """Those of `asset_keys` (as paths) never materialised, in any partition."""
@@ -185,6 +174,20 @@ class DagsterClient:
             for s in run.get("stepStats") or []
         ]
         return RunState(run["runId"], run["status"], steps)
+
+
+JOB_ASSETS = """query($selector: PipelineSelector!) {
+  assetNodes(pipeline: $selector) {
+    assetKey { path } opNames isMaterializable assetMaterializations(limit: 1) { runId }
+  }
+}"""
+
+
+def missing_with_op_siblings(nodes: list[dict]) -> list[list[str]]:
+    """The never-materialised assets among `nodes` (`JOB_ASSETS`), with every asset of their ops."""
+    nodes = [node for node in nodes if node["isMaterializable"]]
+    missing_ops = {op for node in nodes if not node["assetMaterializations"] for op in node["opNames"]}
+    return [node["assetKey"]["path"] for node in nodes if missing_ops & set(node["opNames"])]
 
 
 UNMATERIALIZED = """query($keys: [AssetKeyInput!]) {
