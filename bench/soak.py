@@ -32,14 +32,13 @@ import httpx
 from bench.common import Context, load_average
 from bench.endpoint import build_loadgen
 from newsrec_assets.demo.dagster_client import DagsterClient
+from newsrec_assets.domain.cdc import SOURCE_TABLES
 from newsrec_assets.settings import local_paths
 
-# What rebuilds view_events from the landing files: ingestion and the dbt models upstream of it.
+# What rebuilds view_events from the landing files: ingestion (the whole raw log: one multi-asset)
+# and the dbt models upstream of it.
 VIEW_EVENTS_PATH = [
-    ["raw", "cdc_articles"],
-    ["raw", "cdc_impressions"],
-    ["raw", "cdc_user_article_views"],
-    ["raw", "cdc_api_view_events"],
+    *(["raw", f"cdc_{table}"] for table in SOURCE_TABLES),
     ["raw", "cdc_quarantine"],
     ["stg_newsapp__user_article_views"],
     ["stg_newsapp__api_view_events"],
