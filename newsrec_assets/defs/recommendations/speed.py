@@ -78,9 +78,6 @@ class SpeedUpdate:
     users: int
     lists_written: int
     lists_refused_stale: int
-    fresh_articles_considered: int
-    snapshot_version: str
-    compute_seconds: float
 
 
 # The code server evaluating the sensor lives as long as `dagster dev`: keep the newest snapshot
@@ -111,7 +108,6 @@ def update_speed_lists(
     Touches only those users: their rows of the memory-mapped snapshot and their keys in the store.
     Raises if anything cannot be read or written, so that the caller does not move past the events.
     """
-    started = time.perf_counter()
     store = artifacts.get()
     snapshot_version = store.latest(SNAPSHOT_KIND)
     if snapshot_version is None:
@@ -124,7 +120,7 @@ def update_speed_lists(
         _open_stores[key] = (online_store.lists(), online_store.articles())
     lists, articles = _open_stores[key]
     try:
-        return _write_speed_lists(events, snapshot, snapshot_version, lists, articles, list_length, started)
+        return _write_speed_lists(events, snapshot, lists, articles, list_length)
     except Exception:
         _close_stores()
         raise
@@ -137,9 +133,7 @@ def _close_stores() -> None:
     _open_stores.clear()
 
 
-def _write_speed_lists(
-    events, snapshot, snapshot_version, lists, articles, list_length, started
-) -> SpeedUpdate:
+def _write_speed_lists(events, snapshot, lists, articles, list_length) -> SpeedUpdate:
     import numpy as np
 
     from newsrec_assets.domain.recommend import NO_ARTICLE, from_microseconds, speed_lists
@@ -182,9 +176,6 @@ def _write_speed_lists(
         users=len(user_ids),
         lists_written=written,
         lists_refused_stale=refused,
-        fresh_articles_considered=int(is_new.sum()),
-        snapshot_version=snapshot_version,
-        compute_seconds=round(time.perf_counter() - started, 3),
     )
 
 
