@@ -60,34 +60,44 @@ def land(zone: LandingZone, table: str, lines: list[bytes], moment: datetime) ->
     return path
 
 
+class ProcessLog:
+    """This API process's own change log, `api-<name>-<id>` at running positions, so that change
+    keys are unique across workers and restarts. A position is taken for good even if its write
+    fails: a retried record never reuses one."""
+
+    def __init__(self, name: str) -> None:
+        self.log_file = f"api-{name}-{uuid.uuid4().hex[:16]}"
+        self._positions = itertools.count(1)
+
+    def insert(
+        self, table: str, payload: dict[str, Any], source_ts: datetime, read_ts: datetime
+    ) -> ChangeRecord:
+        return ChangeRecord(
+            table, "INSERT", payload, source_ts, read_ts, log_file=self.log_file,
+            log_position=next(self._positions), read_method="newsrec-api", stream_name="newsrec-api",
+        )  # fmt: skip
+
+
 class EventLanding:
     """Lands a window of view events (`WindowBatcher.flush`): one result dict per event."""
 
     def __init__(self, zone: LandingZone) -> None:
-        self.zone = zone
-        self.log_file = f"api-events-{uuid.uuid4().hex[:16]}"  # this process's own log
-        self._positions = itertools.count(1)
+        self.zone, self.log = zone, ProcessLog("events")
 
     def __call__(self, events: list[ViewEvent]) -> list[dict[str, Any]]:
         received_at = now_utc()
         records = [
-            ChangeRecord(
-                table="api_view_events",
-                change_type="INSERT",
-                payload={
+            self.log.insert(
+                "api_view_events",
+                {
                     "event_id": uuid.uuid4().hex,
                     "user_id": event.user_id,
                     "article_id": event.article_id,
                     "viewed_at": event.viewed_at,
                     "impression_id": event.impression_id,
                 },
-                source_timestamp=received_at,
-                read_timestamp=received_at,
-                log_file=self.log_file,
-                # Taken for good even if the write fails: a retried event never reuses a position.
-                log_position=next(self._positions),
-                read_method="newsrec-api",
-                stream_name="newsrec-api",
+                received_at,
+                received_at,
             )
             for event in events
         ]
@@ -116,19 +126,13 @@ class ExposureLanding:
     """
 
     def __init__(self, zone: LandingZone) -> None:
-        self.zone = zone
-        self.log_file = f"api-exposures-{uuid.uuid4().hex[:16]}"  # this process's own log
-        self._positions = itertools.count(1)
+        self.zone, self.log = zone, ProcessLog("exposures")
 
     def render(self, exposure: Exposure) -> bytes:
         payload = {"impression_id": exposure.request_id, "user_id": exposure.user_id,
                    "article_ids": " ".join(exposure.article_ids), "first_position": exposure.offset,
                    "shown_at": exposure.served_at, "variant": exposure.variant}  # fmt: skip
-        record = ChangeRecord(
-            "served_lists", "INSERT", payload, exposure.served_at, now_utc(), log_file=self.log_file,
-            log_position=next(self._positions), read_method="newsrec-api", stream_name="newsrec-api",
-        )  # fmt: skip
-        return orjson.dumps(record.to_json())
+        return orjson.dumps(self.log.insert("served_lists", payload, exposure.served_at, now_utc()).to_json())
 
     def __call__(self, rendered: list[bytes]) -> list[None]:
         if rendered:
