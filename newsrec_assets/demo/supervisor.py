@@ -297,7 +297,7 @@ class DemoSupervisor:
     def _request_batch_layer(self) -> None:
         """A backfill of the batch layer, unless a batch was published before."""
         self.batch_requested = True
-        if self.state.serving.startswith("personalised") or not self.dagster.unmaterialized(BATCH_LAYER):
+        if not self.dagster.unmaterialized(BATCH_LAYER):
             return
         self.dagster.launch_backfill(BATCH_LAYER, dict([DEMO_TAG]))
         self._milestone("batch layer backfill launched")
