@@ -7,7 +7,7 @@ from `$NEWSREC_HOME/api_key`):
 - GET: `bench/loadgen.c` at `--get-rate` (default 1,000 req/s, open loop) on the users' lists;
 - POST: `--post-rate` (default 50 events/s, open loop, 8 threads) view events of the simulated
   users on live articles, each response's `event_id` kept;
-- meanwhile the demo's Dagster does what it does (landing sensor, speed layer, automation);
+- meanwhile the demo's Dagster does what it does (speed layer, fresh articles, automation);
 - afterwards one Dagster run ingests the landing files and rebuilds `view_events` (through the
   webserver, so it queues for the DuckDB writer like any other run), and every acknowledged
   event must appear exactly once in `view_events` (as `api|<event_id>`).

@@ -12,7 +12,6 @@ from newsrec_assets.defs.embeddings.assets import article_embeddings, text_encod
 from newsrec_assets.defs.evaluation.assets import ab_variant_ctr, freshness_replay
 from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
 from newsrec_assets.defs.ingestion.assets import raw_cdc_log
-from newsrec_assets.defs.ingestion.sensors import landing_files_sensor
 from newsrec_assets.defs.model.assets import naml_model, published_model
 from newsrec_assets.defs.recommendations.assets import batch_recommendations, batch_shard_lists
 from newsrec_assets.defs.resources import build_executor, build_resources
@@ -48,7 +47,6 @@ defs = dg.Definitions(
     ],
     jobs=[initial_build_job],
     sensors=[
-        landing_files_sensor,
         dg.AutomationConditionSensorDefinition(
             "batch_automation_sensor",
             target=dg.AssetSelection.all(),

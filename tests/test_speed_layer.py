@@ -6,13 +6,18 @@ real `speed_layer_sensor` evaluated as the sensor daemon would (`evaluate_tick`)
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import numpy as np
 import pytest
 
-from newsrec_assets.defs.recommendations.speed import SPEED_RECOMMENDATIONS, speed_layer_sensor
+from newsrec_assets.defs.recommendations.speed import (
+    REPORT_INTERVAL_SECONDS,
+    SPEED_RECOMMENDATIONS,
+    speed_layer_sensor,
+)
 from newsrec_assets.defs.resources import ArtifactStoreResource, LandingZoneResource, OnlineStoreResource
 from newsrec_assets.domain.recommend import NO_ARTICLE, ServingSnapshot
 from newsrec_assets.resources.artifacts import LocalArtifactStore
@@ -95,9 +100,9 @@ def test_a_tick_writes_the_lists_and_reports_a_runless_materialisation(speed_hom
     assert "2 lists written within the tick" in result.skip_message
     (event,) = result.asset_events
     assert event.asset_key == SPEED_RECOMMENDATIONS
-    assert {k: event.metadata[k].value for k in ("events", "users", "lists_written")} == {
+    assert {k: event.metadata[k].value for k in ("ticks", "events", "lists_written")} == {
+        "ticks": 1,
         "events": 2,
-        "users": 2,
         "lists_written": 2,
     }
     lists = SQLiteListStore(speed_home / "online.sqlite")
@@ -108,6 +113,31 @@ def test_a_tick_writes_the_lists_and_reports_a_runless_materialisation(speed_hom
 
     again = tick(speed_home, result.cursor)
     assert again.asset_events == [] and "No new change records" in again.skip_message
+
+
+def test_ticks_within_a_minute_of_the_last_report_are_reported_together(speed_home):
+    land_view(speed_home, "u1", "a4", BATCH_AT + timedelta(minutes=5))
+    reported = tick(speed_home, START_OF_TIME_CURSOR)
+    assert len(reported.asset_events) == 1
+
+    land_view(speed_home, "u2", "a5", BATCH_AT + timedelta(minutes=6))
+    quiet = tick(speed_home, reported.cursor)
+    assert quiet.asset_events == [] and "reported with the next materialisation" in quiet.skip_message
+    assert SQLiteListStore(speed_home / "online.sqlite").get_recommendations("u2").layer == "speed"
+    nothing_new = tick(speed_home, quiet.cursor)
+    assert nothing_new.asset_events == []
+
+    # a minute after the report, the next tick reports both ticks' work, new files or not
+    state = json.loads(nothing_new.cursor)
+    state["reported_at"] -= REPORT_INTERVAL_SECONDS
+    due = tick(speed_home, json.dumps(state))
+    (event,) = due.asset_events
+    assert {k: event.metadata[k].value for k in ("ticks", "events", "lists_written")} == {
+        "ticks": 1,
+        "events": 1,
+        "lists_written": 1,
+    }
+    assert tick(speed_home, due.cursor).asset_events == []
 
 
 def test_a_failed_store_write_keeps_the_cursor_and_the_next_tick_serves(speed_home):

@@ -90,9 +90,9 @@ def batch_automation_condition(
 
 
 def features_automation_condition(cadence: timedelta | None = None) -> dg.AutomationCondition:
-    """Once per batch cadence, without waiting for upstream updates: the features' inputs are the
-    raw log (ingested every two minutes) and each other, and the assets requested on one tick run
-    together in dependency order. A third of `on_cron`'s evaluation tree, stored every evaluation."""
+    """Once per batch cadence, without waiting for upstream updates: for the ingestion of the raw
+    log and the features built on it, requested on the same tick and so run together, in
+    dependency order, in one run. A third of `on_cron`'s evaluation tree, stored every evaluation."""
     cron = cron_for_window(cadence or BATCH_CADENCE)
     return dg.AutomationCondition.cron_tick_passed(cron).since_last_handled().with_label(f"every {cron}")
 

@@ -29,8 +29,10 @@ This module is loaded by the light `newsrec_speed` code location: it must not im
 or transformers at module level.
 """
 
+import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -47,6 +49,11 @@ ARTICLES_PREFIX = "articles/"
 MAX_FILES_PER_TICK = 500
 LIST_LENGTH = 100
 SPEED_RECOMMENDATIONS = dg.AssetKey("speed_recommendations")
+# How often new and edited articles are vectorised, each time in one run. Every run is a file of
+# ~140 KB in a local instance; per article (the demo publishes one every two minutes) that was a
+# quarter of its growth. Within 5 minutes a new article is scored into every list that is read,
+# against the batch's 12.
+FRESH_ARTICLES_INTERVAL_SECONDS = int(os.getenv("NEWSREC_FRESH_ARTICLES_INTERVAL_SECONDS", "300"))
 
 speed_recommendations = dg.AssetSpec(
     SPEED_RECOMMENDATIONS,
@@ -179,21 +186,22 @@ def _write_speed_lists(events, snapshot, lists, articles, list_length) -> SpeedU
     )
 
 
-def _files_since_cursor(context: dg.SensorEvaluationContext, zone, *prefixes: str):
-    """Up to MAX_FILES_PER_TICK files under `prefixes` that landed after the cursor, or why none.
+def _files_since(landed: str | None, zone, *prefixes: str) -> tuple[list, str]:
+    """`(files, landed)`: up to MAX_FILES_PER_TICK files under `prefixes` that landed after the
+    position `landed`, and the position to keep.
 
-    One cursor covers every prefix: files are taken in (landed_at, path) order across them, the
-    order the cursor compares. The first tick only moves the cursor to the newest landed file:
-    history is the batch's job.
+    One position covers every prefix: files are taken in (landed_at, path) order across them, the
+    order the position compares. A first tick (`landed` None) takes no files and starts from the
+    newest landed file: history is the batch's job.
     """
-    after = parse_cursor(context.cursor)
+    after = parse_cursor(landed)
     files = sorted(file for prefix in prefixes for file in zone.new_files(after=after, prefix=prefix))
-    if context.cursor is None:
-        context.update_cursor(files[-1].cursor if files else START_OF_TIME_CURSOR)
-        return dg.SkipReason("First tick: starting from the newest landed file; history is the batch's job.")
-    if not files:
-        return dg.SkipReason(f"No new change records under {', '.join(prefixes)}.")
-    return files[:MAX_FILES_PER_TICK]
+    if landed is None:
+        return [], files[-1].cursor if files else START_OF_TIME_CURSOR
+    return files[:MAX_FILES_PER_TICK], landed
+
+
+FIRST_TICK = "First tick: starting from the newest landed file; history is the batch's job."
 
 
 def _view_events(zone, files) -> list[ViewEvent]:
@@ -219,12 +227,78 @@ def _view_events(zone, files) -> list[ViewEvent]:
     return events
 
 
+# The lists are written every tick; their materialisation is reported at most once a minute, adding
+# up the ticks since the last one. Each report is stored twice in a local instance (the event and
+# its index row), and one per 5 s tick was ~17,000 a day.
+REPORT_INTERVAL_SECONDS = 60
+_NOTHING_UNREPORTED = {
+    "ticks": 0,
+    "events": 0,
+    "lists_written": 0,
+    "lists_refused_stale": 0,
+    "max_seconds_since_first_file_landed": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class SpeedCursor:
+    """The newest landing file whose events are written, and the ticks not reported yet."""
+
+    landed: str | None = None  # a LandingFile.cursor
+    reported_at: float | None = None  # when the last materialisation was reported (epoch seconds)
+    unreported: dict = field(default_factory=lambda: dict(_NOTHING_UNREPORTED))
+
+    @classmethod
+    def parse(cls, text: str | None) -> "SpeedCursor":
+        if not text:
+            return cls()
+        if not text.startswith("{"):  # a cursor from before reports were batched: the position
+            return cls(landed=text)
+        state = json.loads(text)
+        return cls(state["landed"], state["reported_at"], state["unreported"])
+
+    def serialize(self) -> str:
+        return json.dumps(
+            {"landed": self.landed, "reported_at": self.reported_at, "unreported": self.unreported}
+        )
+
+    def with_update(self, update: SpeedUpdate, lag_s: float) -> "SpeedCursor":
+        old = self.unreported
+        unreported = {
+            "ticks": old["ticks"] + 1,
+            "events": old["events"] + update.events,
+            "lists_written": old["lists_written"] + update.lists_written,
+            "lists_refused_stale": old["lists_refused_stale"] + update.lists_refused_stale,
+            "max_seconds_since_first_file_landed": max(
+                old["max_seconds_since_first_file_landed"], round(lag_s, 3)
+            ),
+        }
+        return replace(self, unreported=unreported)
+
+
+def _speed_result(cursor: SpeedCursor, why: str, now: float) -> dg.SensorResult:
+    """The tick's result: the materialisation of the unreported ticks once one is due."""
+    pending = cursor.unreported["ticks"] > 0
+    due = pending and (cursor.reported_at is None or now - cursor.reported_at >= REPORT_INTERVAL_SECONDS)
+    if not due:
+        later = " (reported with the next materialisation)" if pending else ""
+        return dg.SensorResult(skip_reason=why + later, cursor=cursor.serialize())
+    reported = replace(cursor, reported_at=now, unreported=dict(_NOTHING_UNREPORTED))
+    return dg.SensorResult(
+        asset_events=[dg.AssetMaterialization(SPEED_RECOMMENDATIONS, metadata=cursor.unreported)],
+        # No run is requested, so Dagster lists the tick as skipped: say what it did instead.
+        skip_reason=f"{why}; see speed_recommendations.",
+        cursor=reported.serialize(),
+    )
+
+
 @dg.sensor(
     name="speed_layer_sensor",
     description=(
         "Turns new behaviour change records in the landing zone into speed-layer lists within the "
-        "tick, reported as runless materialisations of `speed_recommendations`. The cursor is the "
-        "newest landing file whose events are written; on its first tick it starts from the present."
+        "tick; what the ticks of the last minute did is reported as one runless materialisation "
+        "of `speed_recommendations`. The cursor holds the newest landing file whose events are "
+        "written (on its first tick, the present) and the counts not reported yet."
     ),
     # The sensor daemon evaluates sensors every 5 s at most (its loop): 1 s here means every loop.
     minimum_interval_seconds=1,
@@ -236,47 +310,30 @@ def speed_layer_sensor(
     artifacts: ArtifactStoreResource,
     online_store: OnlineStoreResource,
 ):
-    zone = landing.get()
-    files = _files_since_cursor(context, zone, *VIEWS_PREFIXES)
-    if isinstance(files, dg.SkipReason):
-        return files
-    newest = files[-1]
-    events = _view_events(zone, files)
-    if not events:
-        return dg.SensorResult(
-            skip_reason=f"{len(files)} new files, no view events in them.", cursor=newest.cursor
-        )
-    update = update_speed_lists(events, artifacts, online_store)
-    if update is None:  # the first batch's watermark will cover these events
-        return dg.SensorResult(
-            skip_reason="No serving snapshot yet: the first batch publish will cover these events.",
-            cursor=newest.cursor,
-        )
-    first_landed_lag = time.time() - files[0].landed_at_ns / 1e9
     # No context.log here: a tick that logs leaves a captured-log file in the instance's storage,
-    # ~17,000 a day; the materialisation's metadata and the skip reason carry the facts. The
-    # metadata is kept to what a reader of the lineage needs: each entry is stored with every
-    # event, up to one event per 5 s.
-    return dg.SensorResult(
-        asset_events=[
-            dg.AssetMaterialization(
-                SPEED_RECOMMENDATIONS,
-                metadata={
-                    "events": update.events,
-                    "users": update.users,
-                    "lists_written": update.lists_written,
-                    "lists_refused_stale": update.lists_refused_stale,
-                    "seconds_since_first_file_landed": round(first_landed_lag, 3),
-                },
-            )
-        ],
-        # No run is requested, so Dagster lists the tick as skipped: say what it did instead.
-        skip_reason=(
-            f"No run needed: {update.lists_written} lists written within the tick for {update.events} "
-            f"events ({update.lists_refused_stale} refused as stale); see speed_recommendations."
-        ),
-        cursor=newest.cursor,
+    # ~17,000 a day; the materialisation's metadata and the skip reason carry the facts.
+    cursor = SpeedCursor.parse(context.cursor)
+    zone = landing.get()
+    files, landed = _files_since(cursor.landed, zone, *VIEWS_PREFIXES)
+    now = time.time()
+    if cursor.landed is None:
+        return dg.SensorResult(skip_reason=FIRST_TICK, cursor=replace(cursor, landed=landed).serialize())
+    if not files:
+        return _speed_result(cursor, f"No new change records under {', '.join(VIEWS_PREFIXES)}.", now)
+    events = _view_events(zone, files)
+    update = update_speed_lists(events, artifacts, online_store) if events else None
+    cursor = replace(cursor, landed=files[-1].cursor)
+    if not events:
+        return _speed_result(cursor, f"{len(files)} new files, no view events in them.", now)
+    if update is None:  # the first batch's watermark will cover these events
+        why = "No serving snapshot yet: the first batch publish will cover these events."
+        return _speed_result(cursor, why, now)
+    cursor = cursor.with_update(update, now - files[0].landed_at_ns / 1e9)
+    why = (
+        f"No run needed: {update.lists_written} lists written within the tick for {update.events} "
+        f"events ({update.lists_refused_stale} refused as stale)"
     )
+    return _speed_result(cursor, why, now)
 
 
 class FreshArticlesConfig(dg.Config):
@@ -383,13 +440,16 @@ new_article_vectors_job = dg.define_asset_job(
     name="new_articles_sensor",
     description="New `articles` change records: vectorise new and edited articles for read-time merging.",
     target=new_article_vectors_job,
-    minimum_interval_seconds=10,
+    minimum_interval_seconds=FRESH_ARTICLES_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_articles_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
-    files = _files_since_cursor(context, landing.get(), ARTICLES_PREFIX)
-    if isinstance(files, dg.SkipReason):
-        return files
+    files, landed = _files_since(context.cursor, landing.get(), ARTICLES_PREFIX)
+    if context.cursor is None:
+        context.update_cursor(landed)
+        return dg.SkipReason(FIRST_TICK)
+    if not files:
+        return dg.SkipReason(f"No new change records under {ARTICLES_PREFIX}.")
     newest = files[-1]
     context.update_cursor(newest.cursor)
     return dg.RunRequest(
