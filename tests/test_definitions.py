@@ -222,6 +222,17 @@ def test_a_manifest_older_than_a_changed_model_is_stale(tmp_path):
     assert manifest_is_stale(project)
 
 
+def test_a_run_worker_under_dagster_dev_loads_a_current_manifest_without_parsing(main_defs, monkeypatch):
+    from newsrec_assets.defs.features import dbt as features_dbt
+
+    def parse(self, project):
+        raise AssertionError("parsed a current manifest")
+
+    monkeypatch.setenv("DAGSTER_IS_DEV_CLI", "1")  # as `dagster dev` sets it for its run workers
+    monkeypatch.setattr(type(features_dbt.local_dbt_project.preparer), "prepare", parse)
+    assert features_dbt.dbt_project.__wrapped__() is features_dbt.local_dbt_project
+
+
 def test_a_selection_with_shards_runs_upstream_then_each_shard_then_the_publish():
     """`newsrec materialize` / `make demo`: one run cannot mix partitioned and unpartitioned assets."""
     from newsrec_assets.orchestration import materialize_in_phases

@@ -3,9 +3,11 @@
 One `DbtProject` per target, each with its own `target_path` (`target/local`, `target/prod`), so
 each environment loads the manifest parsed for its own adapter and never another's: the assets'
 kinds (duckdb, bigquery) come from it. Deployments prepare both with
-`dagster-dbt project prepare-and-package --file newsrec_assets/defs/features/dbt.py`; `dagster dev`
-re-parses the current target on start (`prepare_if_dev`), and a manifest that is missing or older
-than the project's files (a checkout that changed a model) is parsed on load.
+`dagster-dbt project prepare-and-package --file newsrec_assets/defs/features/dbt.py`; elsewhere a
+manifest that is missing or older than the project's files (a checkout that changed a model) is
+parsed on load. Not `prepare_if_dev`: under `dagster dev` it parses in every process that loads the
+definitions, every run worker included, and concurrent run starts then timed out on the
+manifest's lock and failed.
 """
 
 import os
@@ -73,9 +75,8 @@ def manifest_is_stale(project: DbtProject) -> bool:
 def dbt_project() -> DbtProject:
     """The dbt project of this environment, its manifest parsed if missing or stale."""
     project = prod_dbt_project if get_environment() == "prod" else local_dbt_project
-    with venv_dbt_on_path():
-        project.prepare_if_dev()
-        if manifest_is_stale(project):
+    if manifest_is_stale(project):
+        with venv_dbt_on_path():
             project.preparer.prepare(project)
     return project
 
