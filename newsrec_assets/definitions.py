@@ -7,10 +7,11 @@ its sensor ticks, which compute the lists themselves, do not pay for importing d
 
 import dagster as dg
 
-from newsrec_assets.defs.automation import AUTOMATION_INTERVAL
+from newsrec_assets.defs.automation import AUTOMATION_INTERVAL, features_schedule
 from newsrec_assets.defs.embeddings.assets import article_embeddings, text_encoder
 from newsrec_assets.defs.evaluation.assets import ab_variant_ctr, freshness_replay
 from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
+from newsrec_assets.defs.housekeeping import prune_run_history, prune_run_history_schedule
 from newsrec_assets.defs.ingestion.assets import raw_cdc_log
 from newsrec_assets.defs.model.assets import naml_model, published_model
 from newsrec_assets.defs.recommendations.assets import batch_recommendations, batch_shard_lists
@@ -32,6 +33,16 @@ initial_build_job = dg.define_asset_job(
     "embeddings, NAML; the automation then builds the user shards' lists and publishes them.",
 )
 
+# The batch's inputs in one run per batch cadence: the files landed since the last batch into the
+# raw log, then the dbt features, then the new articles' embeddings.
+BATCH_FEATURES_JOB = "batch_features"
+batch_features_job = dg.define_asset_job(
+    BATCH_FEATURES_JOB,
+    selection=dg.AssetSelection.assets(raw_cdc_log, newsrec_dbt_models, article_embeddings),
+    description="Ingest the landed files, build the dbt features and embed new articles: the "
+    "batch layer's inputs, once per batch cadence.",
+)
+
 defs = dg.Definitions(
     assets=[
         raw_cdc_log,
@@ -45,7 +56,8 @@ defs = dg.Definitions(
         freshness_replay,
         ab_variant_ctr,
     ],
-    jobs=[initial_build_job],
+    jobs=[initial_build_job, batch_features_job, prune_run_history],
+    schedules=[features_schedule(batch_features_job), prune_run_history_schedule],
     sensors=[
         dg.AutomationConditionSensorDefinition(
             "batch_automation_sensor",

@@ -3,11 +3,10 @@
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import dagster as dg
 import pytest
-from dagster._core.test_utils import freeze_time
 
 from newsrec_assets.defs.automation import BATCH_CADENCE, BATCH_WINDOW, cron_for_window
 from newsrec_assets.defs.recommendations.assets import SHARDS
@@ -92,28 +91,25 @@ def test_the_batch_cadence_is_a_visible_freshness_policy_with_a_derived_conditio
         cron_for_window(timedelta(minutes=7))
 
 
-def test_each_cadence_tick_requests_ingestion_with_the_features_it_feeds(main_defs):
+def test_the_batch_features_schedule_ingests_and_builds_every_batch_input_on_the_cadence(main_defs):
+    schedule = main_defs.resolve_schedule_def("batch_features_schedule")
+    assert schedule.cron_schedule == cron_for_window(BATCH_CADENCE)
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = main_defs.resolve_job_def(schedule.job_name)
+    built = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert {"raw/cdc_user_article_views", "raw/cdc_quarantine", "view_events", "article_embeddings"} <= built
+    # everything the shards read is built by it, except the slower model (daily) and encoder
     graph = main_defs.resolve_asset_graph()
-    start = datetime(2026, 12, 6, 0, 1, tzinfo=UTC)
-    with dg.instance_for_test() as instance:
-        with freeze_time(start):
-            for key in graph.materializable_asset_keys:
-                instance.report_runless_asset_event(dg.AssetMaterialization(key))
-            first = dg.evaluate_automation_conditions(main_defs, instance, evaluation_time=start)
-        assert not [r.key for r in first.results if r.true_subset.size and r.key.path[0] == "raw"]
-        later = start + BATCH_CADENCE
-        with freeze_time(later):
-            result = dg.evaluate_automation_conditions(
-                main_defs, instance, evaluation_time=later, cursor=first.cursor
-            )
-    requested = {r.key.to_user_string() for r in result.results if r.true_subset.size}
-    assert {"raw/cdc_user_article_views", "raw/cdc_quarantine", "view_events"} <= requested
+    shard_inputs = {key.to_user_string() for key in graph.get(dg.AssetKey("batch_shard_lists")).parent_keys}
+    assert shard_inputs - built <= {"published_model"}
+    # and the features carry no automation condition: the automation sensor does not evaluate them
+    assert all(graph.get(dg.AssetKey.from_user_string(key)).automation_condition is None for key in built)
 
 
 def test_sensors_are_present_and_running_by_default(main_defs, speed_defs):
     main_sensors = {s.name for s in main_defs.sensors}
     speed_sensors = {s.name: s for s in speed_defs.sensors}
-    assert main_sensors == {"batch_automation_sensor"}  # ingestion runs with the features
+    assert main_sensors == {"batch_automation_sensor"}  # ingestion runs with the features (a schedule)
     assert {"speed_layer_sensor", "new_articles_sensor"} <= set(speed_sensors)
     assert speed_sensors["speed_layer_sensor"].default_status == dg.DefaultSensorStatus.RUNNING
 

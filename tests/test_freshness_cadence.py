@@ -2,10 +2,10 @@
 batch's duration, run through Dagster's automation evaluation with a shortened window.
 
 A 6-minute fail window (warn at 5), a 60 s batch and a 60 s automation interval give a 2-minute
-cadence. The test plays the daemon: every 60 simulated seconds it evaluates the real conditions
-(`features_automation_condition`, `batch_automation_condition`) on an ingestion -> features -> lists
-graph, and lands each requested asset 60 s later. Every gap
-between two landings of the lists must stay inside the warn window.
+cadence. The test plays the daemons: the features schedule's cron starts the features (ingestion,
+dbt) on each tick, and every 60 simulated seconds the real `batch_automation_condition` is evaluated
+on a features -> lists graph; each run lands 60 s after it starts. Every gap between two landings
+of the lists must stay inside the warn window.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 from dagster._core.test_utils import freeze_time
+from dagster._utils.schedules import cron_string_iterator
 
 from newsrec_assets.defs.automation import (
     BATCH_CADENCE,
@@ -20,7 +21,7 @@ from newsrec_assets.defs.automation import (
     BATCH_WINDOW,
     batch_automation_condition,
     batch_cadence,
-    features_automation_condition,
+    cron_for_window,
 )
 
 WINDOW, WARN, DURATION = timedelta(minutes=6), timedelta(minutes=5), timedelta(seconds=60)
@@ -44,13 +45,9 @@ def test_the_batch_lands_inside_the_warn_window_every_cycle():
     cadence = batch_cadence(WARN, DURATION, INTERVAL)
     assert cadence == timedelta(minutes=2)
 
-    @dg.asset(automation_condition=features_automation_condition(cadence=cadence))
-    def raw():
-        """Ingestion, on the features' tick."""
-
-    @dg.asset(deps=[raw], automation_condition=features_automation_condition(cadence=cadence))
+    @dg.asset
     def features():
-        """The dbt features."""
+        """Ingestion and the dbt features: the features schedule's run."""
 
     @dg.asset(
         deps=[features],
@@ -60,10 +57,12 @@ def test_the_batch_lands_inside_the_warn_window_every_cycle():
     def lists():
         """The batch's lists."""
 
-    defs = dg.Definitions(assets=[raw, features, lists])
+    defs = dg.Definitions(assets=[features, lists])
     start = datetime(2026, 12, 5, 0, 1, tzinfo=UTC)
     landings: list[datetime] = []
     pending: list[tuple[datetime, list[dg.AssetKey]]] = []
+    schedule_ticks = cron_string_iterator(start.timestamp(), cron_for_window(cadence), "UTC")
+    next_schedule_tick = next(schedule_ticks)
     cursor = None
     with dg.instance_for_test() as instance:
 
@@ -74,6 +73,9 @@ def test_the_batch_lands_inside_the_warn_window_every_cycle():
         for tick in range(0, 60 * 60, int(INTERVAL.total_seconds())):  # one simulated hour
             now = start + timedelta(seconds=tick)
             with freeze_time(now):
+                while next_schedule_tick <= now:
+                    pending.append((next_schedule_tick + DURATION, [features.key]))
+                    next_schedule_tick = next(schedule_ticks)
                 for due, keys in [p for p in pending if p[0] <= now]:
                     pending.remove((due, keys))
                     land(keys)

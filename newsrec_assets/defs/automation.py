@@ -1,9 +1,9 @@
-"""The batch cadence, declared once: a freshness policy and the automation condition derived from it.
+"""The batch cadence, declared once: a freshness policy and the automation derived from it.
 
 The 30-minute batch is not a hidden cron: the recommendation assets carry a visible
-`FreshnessPolicy.time_window(30 min)`, and the automation condition that drives them (and the
-features and embeddings upstream) is computed from that same window and the batch's measured
-duration.
+`FreshnessPolicy.time_window(30 min)`, and the automation condition that drives them is computed
+from that same window and the batch's measured duration. Their inputs (ingestion, dbt features,
+embeddings) are built by the `batch_features` schedule on the same cadence (`features_schedule`).
 
 Why not a cron of the window itself: a batch started every 30 minutes lands ~30 minutes after the
 previous one, so the lists sit at the warn line every cycle and past the fail line whenever one
@@ -89,12 +89,23 @@ def batch_automation_condition(
     return condition
 
 
-def features_automation_condition(cadence: timedelta | None = None) -> dg.AutomationCondition:
-    """Once per batch cadence, without waiting for upstream updates: for the ingestion of the raw
-    log and the features built on it, requested on the same tick and so run together, in
-    dependency order, in one run. A third of `on_cron`'s evaluation tree, stored every evaluation."""
-    cron = cron_for_window(cadence or BATCH_CADENCE)
-    return dg.AutomationCondition.cron_tick_passed(cron).since_last_handled().with_label(f"every {cron}")
+def features_schedule(
+    job: dg.UnresolvedAssetJobDefinition, cadence: timedelta | None = None
+) -> dg.ScheduleDefinition:
+    """The batch's inputs, built by `job` in one run per batch cadence, at the tick the batch
+    layer's condition waits on: it ranks once they are updated.
+
+    A schedule rather than automation conditions on those ~30 assets: the automation sensor stores
+    the condition tree of every asset it evaluates, each evaluation (~5 KB an asset, ~40 MB a day
+    for these at a 5-minute interval), where a schedule stores one tick (~1 KB).
+    """
+    return dg.ScheduleDefinition(
+        name=f"{job.name}_schedule",
+        job=job,
+        cron_schedule=cron_for_window(cadence or BATCH_CADENCE),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="The batch's inputs once per batch cadence (derived from its freshness policy).",
+    )
 
 
 def after_every_shard_condition(cadence: timedelta | None = None) -> dg.AutomationCondition:

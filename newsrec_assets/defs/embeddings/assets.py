@@ -9,7 +9,6 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from newsrec_assets.defs.automation import features_automation_condition
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.defs.plots import line_plot
 from newsrec_assets.defs.resources import ArtifactStoreResource, WarehouseResource
@@ -152,7 +151,6 @@ def fixed_size_vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
     deps=[text_encoder, dg.AssetKey("current_articles")],
     kinds={"pytorch", warehouse_kind()},
     pool=WAREHOUSE_WRITER_POOL,
-    automation_condition=features_automation_condition(),
 )
 def article_embeddings(
     context: dg.AssetExecutionContext,

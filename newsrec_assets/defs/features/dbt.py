@@ -21,7 +21,6 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from newsrec_assets.defs.automation import features_automation_condition
 from newsrec_assets.defs.ingestion.assets import TRANSIENT_FAILURE_RETRIES, WAREHOUSE_WRITER_POOL
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
 from newsrec_assets.settings import DBT_PROJECT_DIR, Environment, get_environment, local_paths
@@ -94,14 +93,14 @@ def dbt_resource() -> DbtCliResource:
 
 
 class NewsrecDbtTranslator(DagsterDbtTranslator):
-    """Sources map onto the ingestion assets' keys; models join the `features` group and the batch."""
+    """Sources map onto the ingestion assets' keys; models join the `features` group."""
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None):
         spec = super().get_asset_spec(manifest, unique_id, project)
         props = self.get_resource_props(manifest, unique_id)
         if props["resource_type"] == "source":
             return spec.replace_attributes(key=dg.AssetKey([RAW_SCHEMA, props["name"]]))
-        return spec.replace_attributes(group_name=GROUP, automation_condition=features_automation_condition())
+        return spec.replace_attributes(group_name=GROUP)
 
 
 @dbt_assets(

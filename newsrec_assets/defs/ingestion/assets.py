@@ -1,7 +1,7 @@
 """Ingestion: CDC change-record files in the landing zone become the append-only raw log.
 
-Ingestion runs once per batch cadence, in the same run as the dbt features it feeds (both carry
-`features_automation_condition`), so each batch sees every file landed up to its tick. The speed
+Ingestion runs once per batch cadence, in the same run as the dbt features it feeds (the
+`batch_features` schedule), so each batch sees every file landed up to its tick. The speed
 layer and the fresh-article vectors read the landing zone themselves and do not wait for it. A
 separate run per few minutes of landed files (a landing sensor) was ~700 runs a day, a third of the
 local instance's growth, for a raw log that only the batch reads.
@@ -9,7 +9,6 @@ local instance's growth, for a raw log that only the batch reads.
 
 import dagster as dg
 
-from newsrec_assets.defs.automation import features_automation_condition
 from newsrec_assets.defs.resources import LandingZoneResource, WarehouseResource
 from newsrec_assets.domain.cdc import SOURCE_TABLES
 from newsrec_assets.resources.warehouse import RAW_SCHEMA
@@ -51,7 +50,6 @@ _TABLE_DESCRIPTIONS = {
                 description=_TABLE_DESCRIPTIONS[table],
                 kinds={warehouse_kind()},
                 group_name=GROUP,
-                automation_condition=features_automation_condition(),
             )
             for table, key in RAW_TABLE_KEYS.items()
         ),
@@ -62,7 +60,6 @@ _TABLE_DESCRIPTIONS = {
             ),
             kinds={warehouse_kind()},
             group_name=GROUP,
-            automation_condition=features_automation_condition(),
         ),
     ],
     check_specs=[
