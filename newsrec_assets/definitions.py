@@ -36,9 +36,10 @@ initial_build_job = dg.define_asset_job(
 # The batch's inputs in one run per batch cadence: the files landed since the last batch into the
 # raw log, then the dbt features, then the new articles' embeddings.
 BATCH_FEATURES_JOB = "batch_features"
+_batch_inputs = [raw_cdc_log, newsrec_dbt_models, article_embeddings]
 batch_features_job = dg.define_asset_job(
     BATCH_FEATURES_JOB,
-    selection=dg.AssetSelection.assets(raw_cdc_log, newsrec_dbt_models, article_embeddings),
+    selection=dg.AssetSelection.assets(*_batch_inputs),
     description="Ingest the landed files, build the dbt features and embed new articles: the "
     "batch layer's inputs, once per batch cadence.",
 )
@@ -57,7 +58,15 @@ defs = dg.Definitions(
         ab_variant_ctr,
     ],
     jobs=[initial_build_job, batch_features_job, prune_run_history],
-    schedules=[features_schedule(batch_features_job), prune_run_history_schedule],
+    schedules=[
+        features_schedule(
+            batch_features_job,
+            asset_keys=[key for assets in _batch_inputs for key in assets.keys],
+            # every check but the dbt tests: ingestion's quarantine and file checks
+            checks_every_run=[*raw_cdc_log.check_keys, *article_embeddings.check_keys],
+        ),
+        prune_run_history_schedule,
+    ],
     sensors=[
         dg.AutomationConditionSensorDefinition(
             "batch_automation_sensor",

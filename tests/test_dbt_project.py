@@ -614,3 +614,27 @@ def test_models_compile_to_bigquery_sql(tmp_path: Path) -> None:
         sql = path.read_text()
         assert "::" not in sql, f"{path.name} uses a DuckDB/PostgreSQL cast"
         sqlglot.parse_one(sql, read="bigquery")
+
+
+@pytest.mark.slow
+def test_a_build_without_the_dbt_checks_runs_every_model_and_no_test(
+    built: BuiltWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's builds between the hourly tests: dagster-dbt runs the models alone."""
+    import shutil
+
+    from newsrec_assets.defs.features.dbt import dbt_resource, newsrec_dbt_models
+
+    database = tmp_path / "warehouse.duckdb"
+    shutil.copy(built.database, database)
+    monkeypatch.setenv("NEWSREC_DUCKDB_PATH", str(database))
+    result = dg.materialize(
+        [newsrec_dbt_models],
+        selection=dg.AssetSelection.assets(newsrec_dbt_models).without_checks(),
+        resources={"dbt": dbt_resource()},
+    )
+    assert result.success
+    built_models = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert built_models == {key.to_user_string() for key in newsrec_dbt_models.keys}
+    assert result.get_asset_check_evaluations() == []
+    assert not [event for event in result.all_events if event.event_type_value.startswith("ASSET_CHECK")]

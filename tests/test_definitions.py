@@ -3,7 +3,7 @@
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -104,6 +104,26 @@ def test_the_batch_features_schedule_ingests_and_builds_every_batch_input_on_the
     assert shard_inputs - built <= {"published_model"}
     # and the features carry no automation condition: the automation sensor does not evaluate them
     assert all(graph.get(dg.AssetKey.from_user_string(key)).automation_condition is None for key in built)
+
+
+def test_the_dbt_tests_run_with_the_first_batch_build_of_each_hour(main_defs):
+    schedule = main_defs.resolve_schedule_def("batch_features_schedule")
+
+    def request_at(minute: int) -> dg.RunRequest:
+        at = datetime(2026, 12, 6, 3, minute, tzinfo=UTC)
+        context = dg.build_schedule_context(scheduled_execution_time=at)
+        (request,) = schedule.evaluate_tick(context).run_requests
+        return request
+
+    hourly = request_at(0)
+    assert hourly.asset_selection is None and hourly.asset_check_keys is None  # the whole job
+    between = request_at(int(BATCH_CADENCE.total_seconds() // 60))
+    job = main_defs.resolve_job_def("batch_features")
+    assert set(between.asset_selection) == set(job.asset_layer.selected_asset_keys)
+    assert {key.name for key in between.asset_check_keys} == {
+        "no_new_quarantined_lines",
+        "no_unsupported_landing_files",
+    }
 
 
 def test_sensors_are_present_and_running_by_default(main_defs, speed_defs):
