@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.recommender = recommender
     install_error_handlers(app)
     app.include_router(health.router)
-    app.include_router(recommendations.router(settings.default_k, settings.max_k))
+    app.include_router(recommendations.router(recommender, settings.default_k, settings.max_k))
     app.include_router(events.router)
     if settings.api_docs:
         docs.install_offline_docs(app)
