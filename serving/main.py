@@ -70,8 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.stores, app.state.metrics = settings, stores, metrics
     app.state.recommender = recommender
     install_error_handlers(app)
+    # Matched in this order: the hot read routes first, as the app's own (see `install`).
+    recommendations.install(app, recommender, settings.default_k, settings.max_k)
     app.include_router(health.router)
-    app.include_router(recommendations.router(settings.default_k, settings.max_k))
     app.include_router(events.router)
     if settings.api_docs:
         docs.install_offline_docs(app)

@@ -13,7 +13,6 @@ from serving.core.config import Settings
 from serving.core.metrics import Metrics
 from serving.core.store import Stores
 from serving.services.batching import WindowBatcher
-from serving.services.recommender import Recommender
 
 
 def _state(name: str) -> Any:
@@ -29,5 +28,4 @@ def _state(name: str) -> Any:
 SettingsDep = Annotated[Settings, _state("settings")]
 StoresDep = Annotated[Stores, _state("stores")]
 MetricsDep = Annotated[Metrics, _state("metrics")]
-RecommenderDep = Annotated[Recommender, _state("recommender")]
 EventsDep = Annotated[WindowBatcher, _state("events")]

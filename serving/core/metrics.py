@@ -8,8 +8,7 @@ until the last response byte is handed to the server.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -59,22 +58,57 @@ class Metrics:
             "Served lists not logged as impressions: the queue was full or the landing zone failed.",
             registry=registry,
         )
+        # Labelled children, bound once (the label values are bounded: operations, route templates).
+        layers = ("batch", "speed", "cold_start")
+        self.served_by_layer = {layer: self.served.labels(layer) for layer in layers}
+        self._store_children: dict[str, tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
-    @contextmanager
-    def _store_call(self, operation: str) -> Iterator[None]:
-        errors, latency = self.store_errors.labels(operation), self.store_latency.labels(operation)
-        with errors.count_exceptions(), latency.time():
-            yield
+    def _store_call(self, operation: str) -> tuple[Any, Any]:
+        """The (errors, latency) children of an operation, looked up once: `labels()` takes a lock
+        and checks the label values on every call."""
+        children = self._store_children.get(operation)
+        if children is None:
+            children = self._store_children[operation] = (
+                self.store_errors.labels(operation),
+                self.store_latency.labels(operation),
+            )
+        return children
 
     def timed(self, operation: str, call: Callable[..., T], *args: Any) -> T:
         """`call(*args)`, a store call, timed and counted when it fails."""
-        with self._store_call(operation):
+        errors, latency = self._store_call(operation)
+        start = time.perf_counter()
+        try:
             return call(*args)
+        except Exception:
+            errors.inc()
+            raise
+        finally:
+            latency.observe(time.perf_counter() - start)
 
     async def timed_async(self, operation: str, awaitable: Awaitable[T]) -> T:
         """`timed` for an awaitable store call."""
-        with self._store_call(operation):
+        errors, latency = self._store_call(operation)
+        start = time.perf_counter()
+        try:
             return await awaitable
+        except Exception:
+            errors.inc()
+            raise
+        finally:
+            latency.observe(time.perf_counter() - start)
+
+    def request_children(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The (requests, latency) children of a method, route template and status, looked up once."""
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        return children
 
 
 class MetricsMiddleware:
@@ -101,7 +135,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_observe)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(scope["method"], route).observe(
-                (finished or time.perf_counter()) - start
-            )
+            requests, latency = self.metrics.request_children(scope["method"], route, status)
+            requests.inc()
+            latency.observe((finished or time.perf_counter()) - start)
