@@ -19,8 +19,8 @@ from newsrec_assets.defs.resources import build_executor, build_resources
 from newsrec_assets.settings import get_environment
 
 # The first build of everything `make demo` needs, launched by `newsrec demo` as one named run so
-# that the lineage turns green in the UI (the on-demand evaluation aside); afterwards automation
-# and sensors keep it current. The batch layer is not in it: one run cannot hold both the user
+# that the lineage turns green in the UI (the on-demand evaluation aside); afterwards the
+# schedules, the automation and the sensors keep it current. The batch layer is not in it: one run cannot hold both the user
 # shards (partitions) and unpartitioned assets, and the automation builds missing shards, then
 # the publish, as soon as their inputs exist.
 INITIAL_BUILD_JOB = "initial_build"
