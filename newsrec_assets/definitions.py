@@ -20,9 +20,9 @@ from newsrec_assets.settings import get_environment
 
 # The first build of everything `make demo` needs, launched by `newsrec demo` as one named run so
 # that the lineage turns green in the UI (the on-demand evaluation aside); afterwards the
-# schedules, the automation and the sensors keep it current. The batch layer is not in it: one run cannot hold both the user
-# shards (partitions) and unpartitioned assets, and the automation builds missing shards, then
-# the publish, as soon as their inputs exist.
+# schedules, the automation and the sensors keep it current. The batch layer is not in it: one run
+# cannot hold both the user shards (partitions) and unpartitioned assets, and the automation
+# builds missing shards, then the publish, as soon as their inputs exist.
 INITIAL_BUILD_JOB = "initial_build"
 initial_build_job = dg.define_asset_job(
     INITIAL_BUILD_JOB,

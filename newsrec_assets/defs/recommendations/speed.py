@@ -3,17 +3,18 @@
 `speed_layer_sensor` reads new view change records (the app's `user_article_views` rows and the
 views posted to the API, `api_view_events`) straight from the landing zone
 (never the warehouse: DuckDB's single writer may be a long batch run), recomputes the lists of the
-users in them **inside the sensor tick** and reports each tick's work as a runless materialisation
-of the `speed_recommendations` asset (an asset declared here with its lineage, whose only writer is
-the sensor). The tick opens the batch layer's serving snapshot memory-mapped (numpy only, no torch;
-cached per snapshot version in the long-lived code server), adds the clicks that arrived since that
-batch, re-encodes only those users and writes their lists with the watermark rule.
+users in them **inside the sensor tick** and, once a minute, reports the ticks' work as a runless
+materialisation of the `speed_recommendations` asset (an asset declared here with its lineage,
+whose only writer is the sensor). The tick opens the batch layer's serving snapshot
+memory-mapped (numpy only, no torch; cached per snapshot version in the long-lived code server),
+adds the clicks that arrived since that batch, re-encodes only those users and writes their lists
+with the watermark rule.
 
 Why runless, not a run per tick (measured on this project's 2-core machine, `docs/scaling.md`):
 launching a run cost ~2 s of the ~7 s event → served median and ~17,000 runs a day (the instance
 grew 3.6 GB a day); the work itself is 0.1-0.4 s. A tick that does the work serves in the daemon's
-loop time plus the work (measured: p50 2.7 s, p95 5.0 s over 900 events) and leaves one tick row and
-one materialisation event behind. A long-lived
+loop time plus the work (measured: p50 2.7 s, p95 5.0 s over 900 events) and leaves one tick row
+behind (and one materialisation event a minute). A long-lived
 run consuming ticks would also avoid the launch, but would hold a run open forever, outside the
 sensor's cursor and the instance's retry and monitoring rules.
 
@@ -62,8 +63,8 @@ speed_recommendations = dg.AssetSpec(
     kinds={"numpy", online_store_kind()},
     description=(
         "Lists of the users who just viewed something, from their published history plus new "
-        "clicks. Written by `speed_layer_sensor` within its tick and reported as a runless "
-        "materialisation (metadata: events, users, lists written, lag). Each list's watermark is "
+        "clicks. Written by `speed_layer_sensor` within its tick; reported once a minute as a runless "
+        "materialisation (metadata: ticks, events, lists written, lag). Each list's watermark is "
         "the user's newest click, so a later batch publish computed from older events never "
         "replaces it."
     ),
