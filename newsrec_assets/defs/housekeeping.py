@@ -15,16 +15,16 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
 RUN_RETENTION_DAYS = float(os.getenv("NEWSREC_RUN_RETENTION_DAYS", "30"))
-_FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
 def delete_runs_finished_before(instance: dg.DagsterInstance, cutoff: datetime, batch: int = 200) -> int:
     """Delete the runs that finished before `cutoff`, with their events; how many."""
     deleted = 0
     while records := instance.get_run_records(
-        filters=dg.RunsFilter(statuses=_FINISHED, updated_before=cutoff), limit=batch
+        filters=dg.RunsFilter(statuses=FINISHED_STATUSES, updated_before=cutoff), limit=batch
     ):
         for record in records:
             instance.delete_run(record.dagster_run.run_id)
