@@ -20,6 +20,7 @@ from newsrec_assets.run_launcher import (
     worker_host_from_grpc_info,
 )
 from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES
+from tests.conftest import fresh_postgres_database
 from tests.faults.harness import wait_until
 
 WORKER = textwrap.dedent(
@@ -110,3 +111,39 @@ def test_the_instance_in_dagster_home_follows_the_shipped_settings(tmp_path, mon
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert isinstance(instance.run_launcher, MonitoredRunLauncher)
+
+
+def test_the_local_instance_keeps_its_history_in_postgresql_when_asked(tmp_path, monkeypatch):
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    from newsrec_assets.orchestration import ensure_dagster_home
+
+    @dg.asset
+    def recorded() -> None:
+        """An asset whose run the instance records."""
+
+    with fresh_postgres_database("newsrec_local_instance") as variables:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("NEWSREC_DAGSTER_STORAGE", "postgres")
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        ensure_dagster_home()
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert isinstance(instance.run_storage, PostgresRunStorage)
+            assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+            # The rest of the local settings stay: monitoring, retries, the pools, the launcher.
+            assert instance.run_monitoring_enabled and instance.run_retries_enabled
+            assert isinstance(instance.run_launcher, MonitoredRunLauncher)
+            assert dg.materialize([recorded], instance=instance).success
+            assert [run.job_name for run in instance.get_runs()] == ["__ephemeral_asset_job__"]
+        assert not (tmp_path / "history").exists()  # no per-run SQLite files
+
+
+def test_an_unknown_instance_storage_is_refused_by_name(tmp_path, monkeypatch):
+    from newsrec_assets.orchestration import ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("NEWSREC_DAGSTER_STORAGE", "mysql")
+    with pytest.raises(ValueError, match="NEWSREC_DAGSTER_STORAGE must be 'sqlite' or 'postgres'"):
+        ensure_dagster_home()
+    assert not (tmp_path / "dagster.yaml").exists()
