@@ -64,6 +64,7 @@ defs = dg.Definitions(
             asset_keys=[key for assets in _batch_inputs for key in assets.keys],
             # every check but the dbt tests: ingestion's quarantine and file checks
             checks_every_run=[*raw_cdc_log.check_keys, *article_embeddings.check_keys],
+            first_build_job=initial_build_job.name,
         ),
         prune_run_history_schedule,
     ],

@@ -111,8 +111,9 @@ def test_the_dbt_tests_run_with_the_first_batch_build_of_each_hour(main_defs):
 
     def request_at(minute: int) -> dg.RunRequest:
         at = datetime(2026, 12, 6, 3, minute, tzinfo=UTC)
-        context = dg.build_schedule_context(scheduled_execution_time=at)
-        (request,) = schedule.evaluate_tick(context).run_requests
+        with dg.instance_for_test() as instance:
+            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+            (request,) = schedule.evaluate_tick(context).run_requests
         return request
 
     hourly = request_at(0)
@@ -124,6 +125,21 @@ def test_the_dbt_tests_run_with_the_first_batch_build_of_each_hour(main_defs):
         "no_new_quarantined_lines",
         "no_unsupported_landing_files",
     }
+
+
+def test_the_batch_features_schedule_waits_while_the_initial_build_builds_its_inputs(main_defs):
+    schedule = main_defs.resolve_schedule_def("batch_features_schedule")
+    at = datetime(2026, 12, 6, 3, int(BATCH_CADENCE.total_seconds() // 60), tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        first_build = instance.create_run_for_job(main_defs.resolve_job_def("initial_build"))
+
+        def tick():
+            context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+            return schedule.evaluate_tick(context)
+
+        assert not tick().run_requests and "initial_build" in tick().skip_message
+        instance.report_run_failed(first_build)  # finished, whichever way: the schedule takes over
+        assert len(tick().run_requests) == 1
 
 
 def test_sensors_are_present_and_running_by_default(main_defs, speed_defs):

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import dagster as dg
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 # One steady-state batch cycle (incremental dbt features + embeddings of new articles + lists for
 # 3,000 users) on a quiet 2-core machine, estimated from the steps' durations in the demo's first
@@ -93,6 +94,7 @@ def features_schedule(
     job: dg.UnresolvedAssetJobDefinition,
     asset_keys: Sequence[dg.AssetKey],
     checks_every_run: Sequence[dg.AssetCheckKey],
+    first_build_job: str | None = None,
     cadence: timedelta | None = None,
 ) -> dg.ScheduleDefinition:
     """The batch's inputs, built by `job` in one run per batch cadence, at the tick the batch
@@ -106,6 +108,10 @@ def features_schedule(
     A schedule rather than automation conditions on those ~30 assets: the automation sensor stores
     the condition tree of every asset it evaluates, each evaluation (~5 KB an asset, ~40 MB a day
     for these at a 5-minute interval), where a schedule stores one tick (~1 KB).
+
+    A tick is skipped while a run of `first_build_job` is unfinished: it builds these inputs
+    itself, and a run beside it would wait for the warehouse, then fail to embed articles before
+    the first text encoder exists.
     """
 
     @dg.schedule(
@@ -116,7 +122,11 @@ def features_schedule(
         description="The batch's inputs once per batch cadence (derived from its freshness policy); "
         "the dbt tests with the first build of each hour.",
     )
-    def build_batch_inputs(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    def build_batch_inputs(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        if first_build_job and context.instance.get_run_records(
+            dg.RunsFilter(job_name=first_build_job, statuses=NOT_FINISHED_STATUSES), limit=1
+        ):
+            return dg.SkipReason(f"a `{first_build_job}` run is building the batch's inputs")
         if context.scheduled_execution_time.minute == 0:  # the hour's first tick of a */N cron
             return dg.RunRequest(tags={"newsrec/dbt_tests": "true"})
         return dg.RunRequest(
