@@ -6,9 +6,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from newsrec_assets.demo.seed import seed_popular
-from newsrec_assets.demo.supervisor import DemoState, api_key_for_demo, render_status
+from newsrec_assets.demo.supervisor import (
+    BATCH_LAYER,
+    DemoOptions,
+    DemoState,
+    DemoSupervisor,
+    StatusWriter,
+    api_key_for_demo,
+    render_status,
+)
 from newsrec_assets.domain.cdc import ChangeRecord
 from newsrec_assets.domain.landing_popularity import popular_now
 from newsrec_assets.resources.online_store.sqlite import SQLiteArticleCache, SQLiteListStore
@@ -123,6 +132,7 @@ def test_the_supervisor_imports_neither_dagster_nor_torch():
 
 SHARDED_DEFS = '''
 import dagster as dg
+import pytest
 
 shards = dg.StaticPartitionsDefinition(["0", "1"])
 
@@ -200,3 +210,34 @@ def test_the_batch_layer_backfill_covers_every_shard_then_the_publish(tmp_path):
             ("batch_shard_lists", "1"),
             ("batch_recommendations", None),
         }
+
+
+class _BatchLayerState:
+    """The supervisor's Dagster client, as far as the batch layer's backfill asks it."""
+
+    def __init__(self, unmaterialized: list[list[str]]) -> None:
+        self._unmaterialized, self.backfills = unmaterialized, []
+
+    def unmaterialized(self, asset_keys):
+        return [key for key in asset_keys if key in self._unmaterialized]
+
+    def launch_backfill(self, asset_keys, tags):
+        self.backfills.append(asset_keys)
+
+
+@pytest.mark.parametrize(
+    ("unmaterialized", "backfilled"),
+    [
+        (BATCH_LAYER, [BATCH_LAYER]),  # nothing built yet: the demo does not wait for the automation
+        ([["batch_recommendations"]], []),  # the automation ranked the shards: it publishes them too
+        ([], []),  # published before
+    ],
+)
+def test_the_demo_backfills_the_batch_layer_only_if_the_automation_built_none_of_it(
+    tmp_path, monkeypatch, unmaterialized, backfilled
+):
+    monkeypatch.setenv("NEWSREC_HOME", str(tmp_path))
+    supervisor = DemoSupervisor(DemoOptions(), writer=StatusWriter())
+    supervisor.dagster = _BatchLayerState(unmaterialized)
+    supervisor._request_batch_layer()
+    assert supervisor.dagster.backfills == backfilled and supervisor.batch_requested
