@@ -24,6 +24,7 @@ from bench.report import (
     load_results,
     planned,
     render_markdown,
+    write_marked_section,
     write_reports,
 )
 from bench.scoring import top_k_scores_before
@@ -99,6 +100,35 @@ def test_report_writer(tmp_path):
     assert again["endpoint"].carried_over_from == report.started_at
     assert again["speed_path"].figures[0].status == "not run"
     assert render_markdown(report) == text
+
+
+def test_regenerating_the_report_keeps_the_marked_sections_in_order(tmp_path):
+    report = _report(tmp_path)
+    markdown, results_json = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    ab = "<!-- ab:begin -->\n## A/B\n\n| target | p99 ms |\n|---|---|\n| api | 1.85 |\n<!-- ab:end -->"
+    soak = "<!-- soak:begin -->\n## Soak\n\nmeasured by hand\n<!-- soak:end -->"
+    markdown.write_text(f"# old run\n\n## Endpoint\n\nold figures\n\n{ab}\n\n## Speed path\n\n{soak}\n")
+
+    write_reports(report, markdown, results_json)
+
+    text = markdown.read_text()
+    assert "old figures" not in text and "# old run" not in text
+    assert text == render_markdown(report) + "\n" + ab + "\n\n" + soak + "\n"  # after the generated part
+    write_reports(report, markdown, results_json)
+    assert markdown.read_text() == text  # kept once, not piled up
+
+
+def test_a_marked_section_is_replaced_in_place(tmp_path):
+    markdown = tmp_path / "BENCHMARKS.md"
+    write_marked_section(markdown, "ab", "## A/B\n\nfirst run")
+    assert markdown.read_text() == "<!-- ab:begin -->\n## A/B\n\nfirst run\n<!-- ab:end -->\n"
+    write_marked_section(markdown, "soak", "## Soak\n\nsoaked")
+    write_marked_section(markdown, "ab", "## A/B\n\nsecond run\n")
+
+    text = markdown.read_text()
+    assert "first run" not in text and text.count("<!-- ab:begin -->") == 1
+    assert text.index("second run") < text.index("soaked")  # where the first one was, not appended
+    assert text.endswith("soaked\n<!-- soak:end -->\n")
 
 
 def test_cli_reports_an_unimplemented_benchmark_as_not_run(tmp_path, monkeypatch):
