@@ -290,6 +290,41 @@ def test_ab_summary_takes_ratios_within_rounds():
     assert api == ["api", 0.2, 0.75, 110, 2.0, "2.00 / 1.50 / 3.00", 1]
 
 
+def test_ab_writes_its_tables_into_the_markdown_section(tmp_path):
+    import argparse
+    from datetime import UTC, datetime
+
+    from bench.ab import Measured, summary_tables, write_markdown
+
+    args = argparse.Namespace(
+        rounds=1,
+        rate=[1000.0],
+        users=1000,
+        workers=2,
+        warmup=2.0,
+        duration=8.0,
+        capacity=True,
+        capacity_p99_ms=10.0,
+    )
+    results = {1000.0: {"bare": [Measured(0.2, 0.42, 85, 0)], "api": [Measured(0.9, 1.85, 727, 0)]}}
+    tables = summary_tables(args, results, {"api": [1542.0]}, [["sqlite (our store)", 1000, 3.5, "cached"]])
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# newsrec benchmarks\n")
+    command = "python -m bench.ab --rounds 1 --capacity --markdown BENCHMARKS.md api=sqlite"
+
+    write_markdown(markdown, command, datetime(2026, 12, 6, 0, 59, tzinfo=UTC), tables)
+
+    text = markdown.read_text()
+    assert text.startswith("# newsrec benchmarks\n\n<!-- ab:begin -->\n## ")
+    assert text.endswith("<!-- ab:end -->\n")
+    assert f"```sh\n{command}\n```" in text and "2026-12-06 00:59 UTC" in text
+    assert "1 interleaved rounds, 1,000 req/s, 1,000 users, 2 worker(s)" in text
+    assert "| api | 0.9 | 1.85 | 727 | 4.40 | 4.40 | 0 |" in text
+    assert "| api | 1,542 | 1,542 |" in text
+    assert "| sqlite (our store) | 1,000 | 3.50 | cached |" in text
+    assert all(table in text for _, table in tables)  # the same tables `main` prints
+
+
 def test_the_bare_app_spends_the_cpu_it_is_told_to(monkeypatch):
     """The CPU-matched reference: each recommendation request costs at least the CPU asked for,
     on the thread's CPU clock, and is answered as before."""
