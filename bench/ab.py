@@ -30,21 +30,26 @@ rate it serves at p99 <= `--capacity-p99-ms` with nothing failed, e.g.
 
 Servers run uvicorn with uvloop and httptools, the bare app included; `UVICORN_HTTP` in a
 variant's settings picks another `--http` for that variant (an older checkout's own protocol).
+
+The tables are printed; `--markdown BENCHMARKS.md` also writes them, with the command line and the
+date, into that file's `ab` section, which `python -m bench` keeps when it rewrites the file.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import endpoint, feast_peer
 from bench.common import REPO_ROOT, Context
-from bench.report import markdown_table
+from bench.report import markdown_table, write_marked_section
 
 BACKENDS = ("sqlite", "redis", "bare", *feast_peer.BACKENDS)
 # A capacity probe's p99 rests on at least this many requests (it runs longer at low rates), and
@@ -171,6 +176,53 @@ def search_capacity(
     return capacity
 
 
+def summary_tables(
+    args: argparse.Namespace,
+    results: dict[float, dict[str, list[Measured]]],
+    capacities: dict[str, list[float]],
+    loads: list[list[object]],
+) -> list[tuple[str, str]]:
+    """A run's findings as (caption, Markdown table) pairs: what `main` prints and `--markdown` writes."""
+    header = ["target", "p50 ms", "p99 ms", "CPU µs/req", "p99 / bare", "per round", "failed"]
+    tables = [
+        (
+            f"{args.rounds} interleaved rounds, {rate:,.0f} req/s, {args.users:,} users, "
+            f"{args.workers} worker(s), {args.warmup:g}+{args.duration:g} s per run; medians over rounds",
+            markdown_table(header, summary_rows(results[rate])),
+        )
+        for rate in args.rate
+    ]
+    if args.capacity:
+        caption = (
+            f"Capacity: the highest offered rate served at p99 <= {args.capacity_p99_ms:g} ms with nothing "
+            f"failed (searched from {max(args.rate):,.0f} req/s, to within 10 %; 0: not even "
+            f"{CAPACITY_FLOOR_RPS:,.0f} req/s); median over rounds"
+        )
+        rows = [[name, statistics.median(found), " / ".join(f"{c:,.0f}" for c in found)]
+                for name, found in capacities.items()]  # fmt: skip
+        tables.append((caption, markdown_table(["target", "capacity req/s", "per round"], rows)))
+    if loads:
+        tables.append(("Store loads", markdown_table(["store", "users", "seconds", "when"], loads)))
+    return tables
+
+
+def write_markdown(path: Path, command: str, finished: datetime, tables: list[tuple[str, str]]) -> None:
+    """The run's tables as the `ab` section of `path` (BENCHMARKS.md), in place of an earlier one;
+    `python -m bench` keeps the section when it rewrites the file."""
+    lines = [
+        "## Endpoint variants: `bench.ab`",
+        "",
+        f"_Written by `bench.ab --markdown` on {finished:%Y-%m-%d %H:%M} UTC, not by `python -m bench`._",
+        "",
+        "```sh",
+        command,
+        "```",
+    ]
+    for caption, table in tables:
+        lines += ["", caption, "", table]
+    write_marked_section(path, "ab", "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+", help="NAME=BACKEND[@CHECKOUT][,ENV=VALUE...]")
@@ -190,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        help="also write the tables into this file's `ab` section, e.g. BENCHMARKS.md",
+    )
     args = parser.parse_args(argv)
     try:
         variants = [Variant.parse(spec) for spec in args.variants]
@@ -273,28 +331,16 @@ def main(argv: list[str] | None = None) -> int:
                 store.cleanup()
         for peer in peers.values():
             peer.close()
-    header = ["target", "p50 ms", "p99 ms", "CPU µs/req", "p99 / bare", "per round", "failed"]
-    for rate in args.rate:
-        print(
-            f"\n{args.rounds} interleaved rounds, {rate:,.0f} req/s, {args.users:,} users, "
-            f"{args.workers} worker(s), {args.warmup:g}+{args.duration:g} s per run; medians over rounds\n"
-        )
-        print(markdown_table(header, summary_rows(results[rate])))
-    if args.capacity:
-        print(
-            f"\nCapacity: the highest offered rate served at p99 <= {args.capacity_p99_ms:g} ms with nothing "
-            f"failed (searched from {max(args.rate):,.0f} req/s, to within 10 %; 0: not even "
-            f"{CAPACITY_FLOOR_RPS:,.0f} req/s); median over rounds\n"
-        )
-        rows = [[name, statistics.median(found), " / ".join(f"{c:,.0f}" for c in found)]
-                for name, found in capacities.items()]  # fmt: skip
-        print(markdown_table(["target", "capacity req/s", "per round"], rows))
     loads = [[f"{s.backend} (our store)", s.users, s.fill_seconds, "cached" if s.reused else "this run"]
              for s in stores.values()]  # fmt: skip
     loads += [[p.backend, p.users, p.load_seconds, "this run"] for p in peers.values()]
-    if loads:
-        print("\nStore loads\n")
-        print(markdown_table(["store", "users", "seconds", "when"], loads))
+    tables = summary_tables(args, results, capacities, loads)
+    for caption, table in tables:
+        print(f"\n{caption}\n")
+        print(table)
+    if args.markdown:
+        command = shlex.join(["python", "-m", "bench.ab", *(sys.argv[1:] if argv is None else argv)])
+        write_markdown(args.markdown, command, datetime.now(UTC), tables)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -276,10 +277,31 @@ def render_markdown(report: RunReport) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+# A section another tool (`bench.ab`, `bench.soak`) wrote into BENCHMARKS.md, markers included.
+MARKED_SECTION = re.compile(r"<!-- (?P<name>[\w-]+):begin -->.*?<!-- (?P=name):end -->", re.DOTALL)
+
+
+def write_marked_section(path: Path, name: str, body: str) -> None:
+    """Put `body` between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the Markdown file `path`:
+    in place of an earlier section of that name, else at the end. `write_reports` keeps it."""
+    section = f"<!-- {name}:begin -->\n{body.strip()}\n<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else ""
+    earlier = next((m for m in MARKED_SECTION.finditer(text) if m.group("name") == name), None)
+    if earlier:
+        text = text[: earlier.start()] + section + text[earlier.end() :]
+    else:
+        text = (text.rstrip() + "\n\n" if text.strip() else "") + section + "\n"
+    path.write_text(text)
+
+
 def write_reports(report: RunReport, markdown_path: Path, json_path: Path) -> None:
+    """Write both files; the marked sections of the earlier BENCHMARKS.md follow the generated ones,
+    since the tools that wrote them are not part of this run."""
     markdown_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    markdown_path.write_text(render_markdown(report))
+    earlier = markdown_path.read_text() if markdown_path.exists() else ""
+    kept = [m.group(0) for m in MARKED_SECTION.finditer(earlier)]
+    markdown_path.write_text("\n\n".join([render_markdown(report).rstrip(), *kept]) + "\n")
     json_path.write_text(json.dumps(report.to_dict(), indent=2, default=_json_default) + "\n")
 
 

@@ -31,6 +31,7 @@ import httpx
 
 from bench.common import Context, load_average
 from bench.endpoint import build_loadgen
+from bench.report import write_marked_section
 from newsrec_assets.demo.dagster_client import DagsterClient
 from newsrec_assets.domain.cdc import SOURCE_TABLES
 from newsrec_assets.settings import local_paths
@@ -48,7 +49,6 @@ VIEW_EVENTS_PATH = [
     ["int_view_events"],
     ["view_events"],
 ]
-MARK_BEGIN, MARK_END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
 
 def post_events(api: str, key: str, rate: float, duration: float, users: int, articles: list[str]):
@@ -222,22 +222,15 @@ def write_markdown(path: Path, s: dict, args: argparse.Namespace) -> None:
         ),
     ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    section = f"""{MARK_BEGIN}
-## Soak: reads and writes with the demo's Dagster running (`bench/soak.py`)
+    body = f"""## Soak: reads and writes with the demo's Dagster running (`bench/soak.py`)
 
 `{command}` against `newsrec demo` (one API worker; Dagster's sensors, speed layer and automation
 running), then one Dagster run that ingests the landing files and rebuilds `view_events`.
 
 | figure | measured | goal |
 |---|---|---|
-{table}
-{MARK_END}"""
-    text = path.read_text() if path.exists() else ""
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END) :]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+{table}"""
+    write_marked_section(path, "soak", body)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from bench.report import (
     load_results,
     planned,
     render_markdown,
+    write_marked_section,
     write_reports,
 )
 from bench.scoring import top_k_scores_before
@@ -99,6 +100,35 @@ def test_report_writer(tmp_path):
     assert again["endpoint"].carried_over_from == report.started_at
     assert again["speed_path"].figures[0].status == "not run"
     assert render_markdown(report) == text
+
+
+def test_regenerating_the_report_keeps_the_marked_sections_in_order(tmp_path):
+    report = _report(tmp_path)
+    markdown, results_json = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    ab = "<!-- ab:begin -->\n## A/B\n\n| target | p99 ms |\n|---|---|\n| api | 1.85 |\n<!-- ab:end -->"
+    soak = "<!-- soak:begin -->\n## Soak\n\nmeasured by hand\n<!-- soak:end -->"
+    markdown.write_text(f"# old run\n\n## Endpoint\n\nold figures\n\n{ab}\n\n## Speed path\n\n{soak}\n")
+
+    write_reports(report, markdown, results_json)
+
+    text = markdown.read_text()
+    assert "old figures" not in text and "# old run" not in text
+    assert text == render_markdown(report) + "\n" + ab + "\n\n" + soak + "\n"  # after the generated part
+    write_reports(report, markdown, results_json)
+    assert markdown.read_text() == text  # kept once, not piled up
+
+
+def test_a_marked_section_is_replaced_in_place(tmp_path):
+    markdown = tmp_path / "BENCHMARKS.md"
+    write_marked_section(markdown, "ab", "## A/B\n\nfirst run")
+    assert markdown.read_text() == "<!-- ab:begin -->\n## A/B\n\nfirst run\n<!-- ab:end -->\n"
+    write_marked_section(markdown, "soak", "## Soak\n\nsoaked")
+    write_marked_section(markdown, "ab", "## A/B\n\nsecond run\n")
+
+    text = markdown.read_text()
+    assert "first run" not in text and text.count("<!-- ab:begin -->") == 1
+    assert text.index("second run") < text.index("soaked")  # where the first one was, not appended
+    assert text.endswith("soaked\n<!-- soak:end -->\n")
 
 
 def test_cli_reports_an_unimplemented_benchmark_as_not_run(tmp_path, monkeypatch):
@@ -258,6 +288,41 @@ def test_ab_summary_takes_ratios_within_rounds():
     assert bare[4] == 1.0
     # Per-round ratios 2.0, 1.5, 3.0: the median is 2.0, not the ratio of the median p99s (0.75 / 0.25).
     assert api == ["api", 0.2, 0.75, 110, 2.0, "2.00 / 1.50 / 3.00", 1]
+
+
+def test_ab_writes_its_tables_into_the_markdown_section(tmp_path):
+    import argparse
+    from datetime import UTC, datetime
+
+    from bench.ab import Measured, summary_tables, write_markdown
+
+    args = argparse.Namespace(
+        rounds=1,
+        rate=[1000.0],
+        users=1000,
+        workers=2,
+        warmup=2.0,
+        duration=8.0,
+        capacity=True,
+        capacity_p99_ms=10.0,
+    )
+    results = {1000.0: {"bare": [Measured(0.2, 0.42, 85, 0)], "api": [Measured(0.9, 1.85, 727, 0)]}}
+    tables = summary_tables(args, results, {"api": [1542.0]}, [["sqlite (our store)", 1000, 3.5, "cached"]])
+    markdown = tmp_path / "BENCHMARKS.md"
+    markdown.write_text("# newsrec benchmarks\n")
+    command = "python -m bench.ab --rounds 1 --capacity --markdown BENCHMARKS.md api=sqlite"
+
+    write_markdown(markdown, command, datetime(2026, 12, 6, 0, 59, tzinfo=UTC), tables)
+
+    text = markdown.read_text()
+    assert text.startswith("# newsrec benchmarks\n\n<!-- ab:begin -->\n## ")
+    assert text.endswith("<!-- ab:end -->\n")
+    assert f"```sh\n{command}\n```" in text and "2026-12-06 00:59 UTC" in text
+    assert "1 interleaved rounds, 1,000 req/s, 1,000 users, 2 worker(s)" in text
+    assert "| api | 0.9 | 1.85 | 727 | 4.40 | 4.40 | 0 |" in text
+    assert "| api | 1,542 | 1,542 |" in text
+    assert "| sqlite (our store) | 1,000 | 3.50 | cached |" in text
+    assert all(table in text for _, table in tables)  # the same tables `main` prints
 
 
 def test_the_bare_app_spends_the_cpu_it_is_told_to(monkeypatch):
