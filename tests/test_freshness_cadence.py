@@ -19,6 +19,7 @@ from newsrec_assets.defs.automation import (
     BATCH_CADENCE,
     BATCH_WARN_WINDOW,
     BATCH_WINDOW,
+    after_every_shard_condition,
     batch_automation_condition,
     batch_cadence,
     cron_for_window,
@@ -92,3 +93,62 @@ def test_the_batch_lands_inside_the_warn_window_every_cycle():
     assert len(landings) >= 60 // 2 - 2  # about one batch per cadence
     # and a cron of the window itself would not: its gaps are the whole fail window
     assert cadence + DURATION < WINDOW
+
+
+@pytest.mark.slow  # ~15 s: 25 automation evaluations
+def test_a_publish_that_lands_just_before_a_tick_does_not_cost_the_next_cycle():
+    # The demo's timeline on a loaded machine: a 12-minute cadence, the automation evaluated every
+    # 5 minutes (at :01:40, :06:40, ...), the features run 200 s after each tick; the shards are
+    # requested at one evaluation and the publish at the next, so each cycle's publish lands at
+    # minute 11:40 + 35 s of the hour's 12-minute slot, or just before the next tick.
+    cadence, interval = timedelta(minutes=12), timedelta(minutes=5)
+    durations = {"features": timedelta(seconds=200), "shards": timedelta(seconds=70)}
+    durations["publish"] = timedelta(seconds=35)
+
+    @dg.asset
+    def features():
+        """Ingestion and the dbt features: the features schedule's run."""
+
+    @dg.asset(
+        deps=[features],
+        partitions_def=dg.StaticPartitionsDefinition(["0", "1"]),
+        automation_condition=batch_automation_condition(cadence=cadence),
+    )
+    def shards():
+        """The user shards' lists."""
+
+    @dg.asset(deps=[shards], automation_condition=after_every_shard_condition())
+    def publish():
+        """The publish of every shard."""
+
+    defs = dg.Definitions(assets=[features, shards, publish])
+    start = datetime(2026, 12, 5, 0, 1, 40, tzinfo=UTC)
+    ticks = cron_string_iterator(start.timestamp(), cron_for_window(cadence), "UTC")
+    next_tick = next(ticks)
+    pending: list[tuple[datetime, dg.AssetKey, str | None]] = []
+    published: list[datetime] = []
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for step in range(25):  # two simulated hours
+            now = start + step * interval
+            while next_tick <= now:  # the features schedule's runs, one per tick
+                pending.append((next_tick + durations["features"], features.key, None))
+                next_tick = next(ticks)
+            for landing in sorted(p for p in pending if p[0] <= now):
+                pending.remove(landing)
+                due, key, partition = landing
+                with freeze_time(due):
+                    instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+                if key == publish.key:
+                    published.append(due)
+            with freeze_time(now):
+                result = dg.evaluate_automation_conditions(defs, instance, evaluation_time=now, cursor=cursor)
+            cursor = result.cursor
+            for requested in result.results:
+                for asset_partition in requested.true_subset.expensively_compute_asset_partitions():
+                    duration = durations[asset_partition.asset_key.path[-1]]
+                    pending.append((now + duration, asset_partition.asset_key, asset_partition.partition_key))
+
+    gaps = [later - earlier for earlier, later in zip(published, published[1:], strict=False)]
+    assert gaps and max(gaps) <= 2 * cadence - interval, published  # no cycle left unpublished
+    assert len(published) >= 2 * 60 // 12 - 2, published

@@ -84,10 +84,23 @@ def batch_automation_condition(
     the batch uses their latest version and does not wait for them to be updated in this window.
     `cadence` defaults to the one derived from the settings (`BATCH_CADENCE`).
     """
-    condition = dg.AutomationCondition.on_cron(cron_for_window(cadence or BATCH_CADENCE))
+    condition = dg.AutomationCondition.on_cron(cron_for_window(cadence or BATCH_CADENCE)).replace(
+        "handled", requested_here()
+    )
     if slower_deps:
         condition = condition.ignore(dg.AssetSelection.assets(*slower_deps))
     return condition
+
+
+def requested_here() -> dg.AutomationCondition:
+    """What consumes a cron tick for the batch layer: the automation's own request of the asset.
+
+    Dagster's `since_last_handled` also counts a materialisation and the first evaluation, and
+    sees a request or a materialisation only at the evaluation after it: a shard that landed late
+    in one cycle was seen in the same evaluation as the next tick, which then went unanswered. A
+    request alone carries its time, so a tick after it still counts.
+    """
+    return dg.AutomationCondition.newly_requested().with_label("requested")
 
 
 def features_schedule(
@@ -126,7 +139,7 @@ def features_schedule(
         if first_build_job and context.instance.get_run_records(
             dg.RunsFilter(job_name=first_build_job, statuses=NOT_FINISHED_STATUSES), limit=1
         ):
-            return dg.SkipReason(f"a `{first_build_job}` run is building the batch's inputs")
+            return dg.SkipReason(f"the `{first_build_job}` run is building the batch's inputs")
         if context.scheduled_execution_time.minute == 0:  # the hour's first tick of a */N cron
             return dg.RunRequest(tags={"newsrec/dbt_tests": "true"})
         return dg.RunRequest(
@@ -138,23 +151,27 @@ def features_schedule(
     return build_batch_inputs
 
 
-def after_every_shard_condition(cadence: timedelta | None = None) -> dg.AutomationCondition:
-    """Once per batch cadence, after every partition of its (sharded) upstream has been updated.
+def after_every_shard_condition() -> dg.AutomationCondition:
+    """After the shards: once every shard's latest requested run has landed and one has landed
+    since the last publish.
 
-    `on_cron` would fire after the first shard of the window: a dependency's condition holds for
-    a downstream asset when any one of its partitions holds it. So: no upstream partition may be
-    left un-updated since the tick (`~any_deps_match(~updated)`), and the publish sees all of them.
+    Not tied to the cron tick: the automation requests the publish one evaluation after the
+    shards (an unpartitioned asset does not share a run with its partitioned upstream), and a
+    condition of "every shard updated since the latest tick" lost the cycle whenever the next tick
+    came between those two evaluations. A dependency's condition holds for a downstream asset
+    when any one of its partitions holds it, hence `~any_deps_match(~landed)`.
     """
-    cron = cron_for_window(cadence or BATCH_CADENCE)
-    tick = dg.AutomationCondition.cron_tick_passed(cron)
-    updated = (dg.AutomationCondition.newly_updated() | dg.AutomationCondition.will_be_requested()).since(
-        tick
-    )
+    landed = dg.AutomationCondition.newly_updated().since(dg.AutomationCondition.newly_requested())
     return (
         dg.AutomationCondition.in_latest_time_window()
-        & tick.since_last_handled()
-        & ~dg.AutomationCondition.any_deps_match(~updated)
-    ).with_label(f"on_cron({cron}) once every shard is updated")
+        & dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).since(
+            requested_here()
+        )
+        & ~dg.AutomationCondition.any_deps_match(~landed)
+        & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("every shard's latest run landed")
 
 
 def when_missing_and_ready() -> dg.AutomationCondition:
