@@ -132,7 +132,6 @@ def test_the_supervisor_imports_neither_dagster_nor_torch():
 
 SHARDED_DEFS = '''
 import dagster as dg
-import pytest
 
 shards = dg.StaticPartitionsDefinition(["0", "1"])
 
