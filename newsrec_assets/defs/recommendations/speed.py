@@ -187,19 +187,22 @@ def _write_speed_lists(events, snapshot, lists, articles, list_length) -> SpeedU
     )
 
 
-def _files_since(landed: str | None, zone, *prefixes: str) -> tuple[list, str]:
-    """`(files, landed)`: up to MAX_FILES_PER_TICK files under `prefixes` that landed after the
-    position `landed`, and the position to keep.
-
-    One position covers every prefix: files are taken in (landed_at, path) order across them, the
-    order the position compares. A first tick (`landed` None) takes no files and starts from the
-    newest landed file: history is the batch's job.
-    """
+def _landed_after(landed: str | None, zone, *prefixes: str) -> list:
+    """The files under `prefixes` that landed after the position `landed`, in the order positions
+    compare ((landed_at, path) across every prefix), so one position covers them all."""
     after = parse_cursor(landed)
-    files = sorted(file for prefix in prefixes for file in zone.new_files(after=after, prefix=prefix))
-    if landed is None:
-        return [], files[-1].cursor if files else START_OF_TIME_CURSOR
-    return files[:MAX_FILES_PER_TICK], landed
+    return sorted(file for prefix in prefixes for file in zone.new_files(after=after, prefix=prefix))
+
+
+def _files_since(landed: str, zone, *prefixes: str) -> list:
+    """Up to MAX_FILES_PER_TICK files under `prefixes` that landed after the position `landed`."""
+    return _landed_after(landed, zone, *prefixes)[:MAX_FILES_PER_TICK]
+
+
+def _first_position(zone, *prefixes: str) -> str:
+    """Where a sensor's first tick starts: the newest landed file (history is the batch's job)."""
+    files = _landed_after(None, zone, *prefixes)
+    return files[-1].cursor if files else START_OF_TIME_CURSOR
 
 
 FIRST_TICK = "First tick: starting from the newest landed file; history is the batch's job."
@@ -315,17 +318,18 @@ def speed_layer_sensor(
     # ~17,000 a day; the materialisation's metadata and the skip reason carry the facts.
     cursor = SpeedCursor.parse(context.cursor)
     zone = landing.get()
-    files, landed = _files_since(cursor.landed, zone, *VIEWS_PREFIXES)
-    now = time.time()
     if cursor.landed is None:
-        return dg.SensorResult(skip_reason=FIRST_TICK, cursor=replace(cursor, landed=landed).serialize())
+        started = replace(cursor, landed=_first_position(zone, *VIEWS_PREFIXES))
+        return dg.SensorResult(skip_reason=FIRST_TICK, cursor=started.serialize())
+    files = _files_since(cursor.landed, zone, *VIEWS_PREFIXES)
+    now = time.time()
     if not files:
         return _speed_result(cursor, f"No new change records under {', '.join(VIEWS_PREFIXES)}.", now)
     events = _view_events(zone, files)
-    update = update_speed_lists(events, artifacts, online_store) if events else None
     cursor = replace(cursor, landed=files[-1].cursor)
     if not events:
         return _speed_result(cursor, f"{len(files)} new files, no view events in them.", now)
+    update = update_speed_lists(events, artifacts, online_store)
     if update is None:  # the first batch's watermark will cover these events
         why = "No serving snapshot yet: the first batch publish will cover these events."
         return _speed_result(cursor, why, now)
@@ -445,10 +449,11 @@ new_article_vectors_job = dg.define_asset_job(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def new_articles_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource):
-    files, landed = _files_since(context.cursor, landing.get(), ARTICLES_PREFIX)
+    zone = landing.get()
     if context.cursor is None:
-        context.update_cursor(landed)
+        context.update_cursor(_first_position(zone, ARTICLES_PREFIX))
         return dg.SkipReason(FIRST_TICK)
+    files = _files_since(context.cursor, zone, ARTICLES_PREFIX)
     if not files:
         return dg.SkipReason(f"No new change records under {ARTICLES_PREFIX}.")
     newest = files[-1]
