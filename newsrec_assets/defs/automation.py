@@ -1,8 +1,9 @@
 """The batch cadence, declared once: a freshness policy and the automation derived from it.
 
 The 30-minute batch is not a hidden cron: the recommendation assets carry a visible
-`FreshnessPolicy.time_window(30 min)`, and the automation condition that drives them is computed
-from that same window and the batch's measured duration. Their inputs (ingestion, dbt features,
+`FreshnessPolicy.time_window(30 min)`, and the automation condition that ranks the user shards is
+computed from that same window and the batch's measured duration; the publish follows the
+shards (`after_every_shard_condition`). Their inputs (ingestion, dbt features,
 embeddings) are built by the `batch_features` schedule on the same cadence (`features_schedule`).
 
 Why not a cron of the window itself: a batch started every 30 minutes lands ~30 minutes after the
