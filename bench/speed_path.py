@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import free_port
-from newsrec_assets.settings import DAGSTER_INSTANCE_TEMPLATES
 
 API_KEY = "bench-speed-path"
 
@@ -59,10 +57,10 @@ class Stack:
         self.children: dict[str, subprocess.Popen] = {}
 
     def __enter__(self) -> Stack:
-        from newsrec_assets.orchestration import service_commands, start_services
+        from newsrec_assets.orchestration import instance_settings, service_commands, start_services
 
         self.dagster_home = dagster_home = Path(tempfile.mkdtemp(prefix="newsrec-speed-dagster-"))
-        shutil.copy(DAGSTER_INSTANCE_TEMPLATES["local"], dagster_home / "dagster.yaml")
+        (dagster_home / "dagster.yaml").write_text(instance_settings(dagster_home))
         env = {
             "NEWSREC_HOME": str(self.home),
             "DAGSTER_HOME": str(dagster_home),

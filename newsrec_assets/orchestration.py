@@ -21,31 +21,57 @@ def ensure_dagster_home() -> Path:
     """
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(local_paths().dagster_home)))
     home.mkdir(parents=True, exist_ok=True)
-    wanted = instance_settings()
+    wanted = instance_settings(home)
     settings = home / "dagster.yaml"
     if not settings.exists() or settings.read_text() != wanted:
         settings.write_text(wanted)
     return home
 
 
-def instance_settings() -> str:
-    """The instance settings (`dagster.yaml` text) of this environment: its template, and in the
-    local profile with `NEWSREC_DAGSTER_STORAGE=postgres`, the production instance's PostgreSQL
-    storage (the same `DAGSTER_PG_*` variables) in place of the SQLite files.
+# Where a local instance keeps its event log: one SQLite file.
+EVENT_LOG_FOLDER = Path("history", "events")
+# The event log of a local instance made before EVENT_LOG_FOLDER: one SQLite file per run.
+PER_RUN_EVENT_INDEX = Path("history", "runs", "index.db")
 
-    SQLite gives every run its own file (~120 KB of schema before its first event) and writes each
-    asset event twice; a long-running local deployment grows about half as fast on PostgreSQL
-    (docs/scaling.md, "The Dagster instance").
+
+def instance_settings(home: Path) -> str:
+    """The instance settings (`dagster.yaml` text) of this environment and DAGSTER_HOME `home`.
+
+    Production: `deploy/dagster.yaml` (PostgreSQL). Local: `deploy/dagster.local.yaml`, with the
+    event log in one SQLite file (Dagster's `ConsolidatedSqliteEventLogStorage`), or with
+    `NEWSREC_DAGSTER_STORAGE=postgres` the production instance's PostgreSQL storage (the same
+    `DAGSTER_PG_*` variables) in place of the SQLite files.
+
+    Why one file: Dagster's default SQLite event log gives every run its own file (~120 KB of
+    schema before its first event) and writes each asset event twice, in the run's file and an
+    index; at the demo's ~770 runs a day that was over a third of the instance's growth
+    (docs/scaling.md, "The Dagster instance"). Dagster labels the one-file storage as meant for
+    tests, since every writer of the instance takes turns on one file; here that is a few runs
+    at a time writing a few events a second, and Dagster runs its whole event-log test suite on
+    it. A home made before it keeps its per-run files, so that its run and asset history stays
+    readable.
     """
     environment = get_environment()
     template = DAGSTER_INSTANCE_TEMPLATES[environment].read_text()
     storage = os.getenv("NEWSREC_DAGSTER_STORAGE", "sqlite")
     if storage not in ("sqlite", "postgres"):
         raise ValueError(f"NEWSREC_DAGSTER_STORAGE must be 'sqlite' or 'postgres', not {storage!r}")
-    if environment == "prod" or storage == "sqlite":
+    if environment == "prod" or (storage == "sqlite" and (home / PER_RUN_EVENT_INDEX).exists()):
         return template
     import yaml
 
+    if storage == "sqlite":
+        block = {
+            "event_log_storage": {
+                "module": "dagster._core.storage.event_log",
+                "class": "ConsolidatedSqliteEventLogStorage",
+                "config": {"base_dir": str(home / EVENT_LOG_FOLDER)},
+            }
+        }
+        return (
+            f"{template}\n# The event log in one SQLite file (see orchestration.instance_settings).\n"
+            + yaml.safe_dump(block, sort_keys=False)
+        )
     production = yaml.safe_load(DAGSTER_INSTANCE_TEMPLATES["prod"].read_text())
     return (
         f"{template}\n# NEWSREC_DAGSTER_STORAGE=postgres: the production instance's storage.\n"

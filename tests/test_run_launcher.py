@@ -107,10 +107,52 @@ def test_the_instance_in_dagster_home_follows_the_shipped_settings(tmp_path, mon
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # made before monitoring
     ensure_dagster_home()
-    assert (tmp_path / "dagster.yaml").read_text() == DAGSTER_INSTANCE_TEMPLATES["local"].read_text()
+    assert (tmp_path / "dagster.yaml").read_text().startswith(DAGSTER_INSTANCE_TEMPLATES["local"].read_text())
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         assert isinstance(instance.run_launcher, MonitoredRunLauncher)
+
+
+@dg.asset(pool="duckdb_writer")
+def recorded_here() -> dg.MaterializeResult:
+    """An asset in the pool the warehouse's writers share, whose runs the instance records."""
+    return dg.MaterializeResult(metadata={"rows": 3})
+
+
+def test_a_local_instance_keeps_its_event_log_in_one_sqlite_file(tmp_path, monkeypatch):
+    from dagster._core.storage.event_log import ConsolidatedSqliteEventLogStorage
+
+    from newsrec_assets.orchestration import EVENT_LOG_FOLDER, ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.delenv("NEWSREC_DAGSTER_STORAGE", raising=False)
+    ensure_dagster_home()
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance.event_log_storage, ConsolidatedSqliteEventLogStorage)
+        # The pools that keep DuckDB's writers apart need the storage's concurrency tables.
+        assert instance.event_log_storage.supports_global_concurrency_limits
+        for _ in range(2):
+            assert dg.materialize([recorded_here], instance=instance).success
+        materialisations = instance.fetch_materializations(recorded_here.key, limit=5).records
+        assert [m.asset_materialization.metadata["rows"].value for m in materialisations] == [3, 3]
+        run = instance.get_runs()[0]
+        assert any(e.is_dagster_event for e in instance.all_logs(run.run_id))  # the run's own log
+    assert [p.name for p in (tmp_path / EVENT_LOG_FOLDER).iterdir() if p.suffix == ".db"] == ["event_log.db"]
+    assert not (tmp_path / "history" / "runs").exists()  # no file per run
+
+
+def test_a_home_with_per_run_event_logs_keeps_reading_them(tmp_path, monkeypatch):
+    from newsrec_assets.orchestration import ensure_dagster_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.delenv("NEWSREC_DAGSTER_STORAGE", raising=False)
+    (tmp_path / "dagster.yaml").write_text(DAGSTER_INSTANCE_TEMPLATES["local"].read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # a home made before
+        assert dg.materialize([recorded_here], instance=instance).success
+    ensure_dagster_home()
+    assert (tmp_path / "dagster.yaml").read_text() == DAGSTER_INSTANCE_TEMPLATES["local"].read_text()
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.fetch_materializations(recorded_here.key, limit=5).records  # its history
 
 
 def test_the_local_instance_keeps_its_history_in_postgresql_when_asked(tmp_path, monkeypatch):
