@@ -81,8 +81,9 @@ class Stack:
 
 
 def _instance_bytes(dagster_home: Path) -> dict[str, int]:
-    """What the Dagster instance holds on disk, by part: per-run event logs, the event-log index,
-    ticks and automation evaluations, captured logs (`storage/`)."""
+    """What the Dagster instance holds on disk, by part: the event log (`history/events`, or in
+    an older home per-run files and their index), ticks and automation evaluations, captured logs
+    (`storage/`)."""
     parts: dict[str, int] = {}
     for path in dagster_home.rglob("*"):
         if path.is_file():

@@ -7,8 +7,9 @@ is kept, so the window must outlast the slowest cadence (the weekly encoder). Se
 automation ticks are bounded by Dagster's own retention settings (`retention:` in
 `deploy/dagster*.yaml`), automation evaluations by Dagster (30 days).
 
-On the embedded SQLite instance a deleted run's events leave its per-run file behind, emptied (a
-~120 KB shell); the PostgreSQL instance of production frees everything.
+On the embedded SQLite instance the deleted events' pages are reused by later ones (the file does
+not shrink); a home made before the one-file event log keeps an emptied ~120 KB file per deleted
+run. The PostgreSQL instance of production frees everything.
 """
 
 import os
