@@ -96,6 +96,57 @@ def test_the_batch_lands_inside_the_warn_window_every_cycle():
 
 
 @pytest.mark.slow  # ~15 s: 25 automation evaluations
+def test_a_publish_made_outside_the_automation_is_not_repeated():
+    # The demo's first lists come from a backfill of the shards and the publish; the UI can
+    # launch the same. A second publish would find nothing staged and fail.
+    cadence = timedelta(minutes=12)
+
+    @dg.asset
+    def features():
+        """Ingestion and the dbt features."""
+
+    @dg.asset(
+        deps=[features],
+        partitions_def=dg.StaticPartitionsDefinition(["0", "1"]),
+        automation_condition=batch_automation_condition(cadence=cadence),
+    )
+    def shards():
+        """The user shards' lists."""
+
+    @dg.asset(deps=[shards], automation_condition=after_every_shard_condition())
+    def publish():
+        """The publish of every shard."""
+
+    defs = dg.Definitions(assets=[features, shards, publish])
+    start = datetime(2026, 12, 5, 0, 1, 40, tzinfo=UTC)  # the next cron tick is at 00:12
+    cursor = None
+
+    def land(minutes: float, key: dg.AssetKey, *partitions: str | None) -> None:
+        with freeze_time(start + timedelta(minutes=minutes)):
+            for partition in partitions:
+                instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+
+    def requested_at(minutes: float) -> set[str]:
+        nonlocal cursor
+        now = start + timedelta(minutes=minutes)
+        with freeze_time(now):
+            result = dg.evaluate_automation_conditions(defs, instance, evaluation_time=now, cursor=cursor)
+        cursor = result.cursor
+        return {r.key.to_user_string() for r in result.results if r.true_subset.size}
+
+    with dg.instance_for_test() as instance:
+        assert requested_at(0) == set()
+        land(0.5, features.key, None)
+        land(1, shards.key, "0", "1")  # the backfill's shards
+        land(2, publish.key, None)  # and its publish
+        assert requested_at(5) == set()
+        assert requested_at(9) == set()
+        land(9.5, shards.key, "0", "1")  # ranked again from the UI, not published
+        land(9.7, publish.key, None)  # published from the UI too
+        land(9.9, shards.key, "1")  # one more shard, seen in the same evaluation as the publish
+        assert requested_at(10) == {"publish"}
+
+
 def test_a_publish_that_lands_just_before_a_tick_does_not_cost_the_next_cycle():
     # The demo's timeline on a loaded machine: a 12-minute cadence, the automation evaluated every
     # 5 minutes (at :01:40, :06:40, ...), the features run 200 s after each tick; the shards are

@@ -154,20 +154,25 @@ def features_schedule(
 
 def after_every_shard_condition() -> dg.AutomationCondition:
     """After the shards: once every shard's latest requested run has landed and one has landed
-    since the last publish.
+    since the last publish (whoever made it).
 
     Not tied to the cron tick: the automation requests the publish one evaluation after the
     shards (an unpartitioned asset does not share a run with its partitioned upstream), and a
     condition of "every shard updated since the latest tick" lost the cycle whenever the next tick
     came between those two evaluations. A dependency's condition holds for a downstream asset
     when any one of its partitions holds it, hence `~any_deps_match(~landed)`.
+
+    "Since the last publish" counts the automation's request (a failed publish is not retried
+    until a shard lands again) and the publish's own landing, so that a publish made outside the
+    automation (the demo's first backfill, the UI) is not repeated. Both carry their times: a
+    shard that landed after the publish still counts when the two are seen in one evaluation.
     """
     landed = dg.AutomationCondition.newly_updated().since(dg.AutomationCondition.newly_requested())
+    shard_landed = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated())
     return (
         dg.AutomationCondition.in_latest_time_window()
-        & dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).since(
-            requested_here()
-        )
+        & shard_landed.since(requested_here())
+        & shard_landed.since(dg.AutomationCondition.newly_updated().with_label("published"))
         & ~dg.AutomationCondition.any_deps_match(~landed)
         & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
         & ~dg.AutomationCondition.any_deps_in_progress()
