@@ -38,6 +38,7 @@ from dagster._core.scheduler.instigation import InstigatorType
 
 from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.domain.recommend import ServingSnapshot
+from newsrec_assets.orchestration import instance_settings
 from newsrec_assets.resources.artifacts import LocalArtifactStore
 from newsrec_assets.resources.landing import LocalLandingZone
 from newsrec_assets.resources.online_store.sqlite import SQLiteListStore
@@ -62,6 +63,18 @@ TEST_OVERRIDES = {
     "freshness": {"enabled": False},
 }
 INSTANCES = DAGSTER_INSTANCE_TEMPLATES
+
+
+def instance_yaml(profile: str, dagster_home: Path) -> Path:
+    """The instance settings the product writes for `profile`: locally the template with the
+    event log in one SQLite file under `dagster_home`."""
+    if profile == "prod":
+        return INSTANCES["prod"]
+    written = dagster_home.parent / "local-instance.yaml"
+    written.write_text(instance_settings(dagster_home))
+    return written
+
+
 LOG_BUCKET = "newsrec-crash-logs"
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
@@ -107,7 +120,11 @@ def crash(request, tmp_path_factory):
         )
         harness = stack.enter_context(
             DagsterHarness(
-                home / "dagster_home", INSTANCES[request.param], TEST_OVERRIDES, "tests.faults.location", env
+                home / "dagster_home",
+                instance_yaml(request.param, home / "dagster_home"),
+                TEST_OVERRIDES,
+                "tests.faults.location",
+                env,
             )
         )
         yield CrashSetup(harness, world, home / "newsrec", home, request.param)
@@ -258,7 +275,11 @@ def speed_crash(tmp_path_factory):
     store.set_latest("serving_snapshot", "v1")
     env = {"NEWSREC_HOME": str(newsrec), "NEWSREC_FAULTS_DIR": str(home), "DO_NOT_TRACK": "1"}
     with DagsterHarness(
-        home / "dagster_home", INSTANCES["local"], TEST_OVERRIDES, "tests.faults.speed_location", env
+        home / "dagster_home",
+        instance_yaml("local", home / "dagster_home"),
+        TEST_OVERRIDES,
+        "tests.faults.speed_location",
+        env,
     ) as harness:
         yield CrashSetup(harness, None, newsrec, home, "local")
 
