@@ -4,8 +4,9 @@ instance grows, extrapolated to a day.
 Point it at the instance of a demo in its steady state (`make demo`, after the first batch
 published: the live app then sends ~2 view events/s). It measures the instance's files by part
 (the event log, ticks and automation evaluations, captured logs) at the start and the end of the
-window, and counts the runs, ticks and automation evaluations created in it. On an instance kept in PostgreSQL (`NEWSREC_DAGSTER_STORAGE=postgres`, or production) it
-measures the database's tables by the same parts. Nothing here writes to the instance.
+window, and counts the runs, ticks and automation evaluations created in it. On an instance kept
+in PostgreSQL (`NEWSREC_DAGSTER_STORAGE=postgres`, or production) it measures the database's
+tables by the same parts. Nothing here writes to the instance.
 """
 
 from __future__ import annotations

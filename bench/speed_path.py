@@ -90,6 +90,8 @@ def _instance_bytes(dagster_home: Path) -> dict[str, int]:
             relative = path.relative_to(dagster_home)
             if relative.parts[:2] == ("history", "runs") and not relative.name.startswith("index"):
                 part = "history/runs/<run>.db"
+            elif relative.parts[0] == "storage":  # one folder per run
+                part = "storage (captured logs)"
             else:
                 part = "/".join(relative.parts[:2]).split("-")[0]
             parts[part] = parts.get(part, 0) + path.stat().st_size

@@ -590,3 +590,29 @@ def test_batch_layer_benchmark_stages_every_shard_and_publishes_all_users():
     result = measure(users=300, articles=400, shards=2, log=lambda message: None, dim=16, k=10)
     assert sum(shard["users"] for shard in result["per_shard"]) == 300
     assert all(shard["peak_rss_mb"] > 0 for shard in result["per_shard"])
+
+
+def test_the_instance_is_measured_by_part(tmp_path):
+    from bench.speed_path import _instance_bytes
+
+    files = {
+        "history/events/event_log.db": 100,  # the one-file event log
+        "history/events/event_log.db-wal": 10,
+        "history/runs/0a1b.db": 20,  # an older home's per-run files and their index
+        "history/runs/index.db": 30,
+        "history/runs.db": 40,
+        "schedules/schedules.db": 50,
+        "storage/0a1b/compute_logs/step.out": 6,  # captured logs, a folder per run
+        "storage/9f8e/compute_logs/step.err": 7,
+    }
+    for name, size in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x" * size)
+    assert _instance_bytes(tmp_path) == {
+        "history/events": 110,
+        "history/runs/<run>.db": 20,
+        "history/runs": 30,
+        "history/runs.db": 40,
+        "schedules/schedules.db": 50,
+        "storage (captured logs)": 13,
+    }
