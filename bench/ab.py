@@ -15,8 +15,10 @@ settings, e.g.
     python -m bench.ab --rounds 4 now=redis before=redis@/tmp/wt-before
     python -m bench.ab now=sqlite nolog=sqlite,NEWSREC_LOG_EXPOSURES=false
     python -m bench.ab cpu50=bare,NEWSREC_BENCH_BARE_CPU_US=50 cpu100=bare,NEWSREC_BENCH_BARE_CPU_US=100
+    python -m bench.ab --capacity raw=bare fastapi=bare,NEWSREC_BENCH_BARE_FRAMEWORK=fastapi
 
-(the last: how the bare app's tail grows with CPU spent per request, `bench.bare_app`).
+(the third: how the bare app's tail grows with CPU spent per request; the last: the capacity of
+the same lookup as a raw ASGI app and behind one FastAPI route, `bench.bare_app`).
 
 `feast-sqlite` and `feast-redis` are the peer a user would otherwise reach for: Feast's feature
 server answering one user's 50-item list and scores from its SQLite or Redis online store

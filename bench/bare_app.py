@@ -12,6 +12,10 @@ worker's CPU doing nothing useful (timed on the thread's CPU clock, so being pre
 shorten it): the bare app made as costly as a real endpoint, with nothing else of one. The
 endpoint benchmark runs it with the SQLite API's extra CPU per request, to tell how much of the
 API's tail the CPU cost alone explains on the machine at hand.
+
+With `NEWSREC_BENCH_BARE_FRAMEWORK=fastapi`, the same lookup answers from one FastAPI route (path
+parameter, `Response` of the pre-rendered body): the floor of any FastAPI app here, to read the
+API's capacity against.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def _headers(body: bytes) -> list[tuple[bytes, bytes]]:
     return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
 
 
-async def app(scope, receive, send) -> None:  # noqa: ANN001 - the raw ASGI signature
+async def raw_app(scope, receive, send) -> None:  # noqa: ANN001 - the raw ASGI signature
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -99,3 +103,28 @@ async def app(scope, receive, send) -> None:  # noqa: ANN001 - the raw ASGI sign
     body = body if body is not None else _NOT_FOUND
     await send({"type": "http.response.start", "status": status, "headers": _headers(body)})
     await send({"type": "http.response.body", "body": body})
+
+
+def fastapi_app():  # noqa: ANN201 - FastAPI is imported only when asked for
+    """The same lookup behind one FastAPI route and no middleware."""
+    from fastapi import FastAPI, Response
+
+    framework = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @framework.get("/v1/users/{user_id}/recommendations")
+    async def recommendations(user_id: str) -> Response:
+        if _CPU_NS:
+            spend_cpu(_CPU_NS)
+        body = _BY_USER.get(user_id)
+        if body is None:
+            return Response(_NOT_FOUND, status_code=404, media_type="application/json")
+        return Response(body, media_type="application/json")
+
+    @framework.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return framework
+
+
+app = fastapi_app() if os.getenv("NEWSREC_BENCH_BARE_FRAMEWORK") == "fastapi" else raw_app

@@ -381,6 +381,19 @@ def test_the_endpoint_holds_p99_to_5_ms_at_1000_req_s_below_saturation():
     assert figures["bare ASGI app: p99 at 1,000 req/s (1 worker)"].status == "info"
 
 
+def test_the_fastapi_floor_answers_what_the_bare_app_answers():
+    from fastapi.testclient import TestClient
+
+    from bench import bare_app
+
+    with TestClient(bare_app.fastapi_app()) as client:
+        found = client.get("/v1/users/u0000003/recommendations")
+        assert found.status_code == 200 and found.content == bare_app._BY_USER["u0000003"]
+        assert found.headers["content-type"] == "application/json"
+        assert client.get("/v1/users/nobody/recommendations").status_code == 404
+        assert client.get("/healthz").json() == {"status": "ok"}
+
+
 def test_the_cpu_matched_bare_app_spends_the_sqlite_apis_extra_cpu_and_is_reported():
     from bench.endpoint import CPU_MATCHED, FilledStore, bare_env, extra_cpu_us, summarise
 
