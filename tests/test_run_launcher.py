@@ -12,6 +12,7 @@ import dagster as dg
 import psutil
 import pytest
 
+from newsrec_assets.defs.ingestion.assets import WAREHOUSE_WRITER_POOL
 from newsrec_assets.run_launcher import (
     RUN_WORKER_HOST_TAG,
     MonitoredRunLauncher,
@@ -113,7 +114,7 @@ def test_the_instance_in_dagster_home_follows_the_shipped_settings(tmp_path, mon
         assert isinstance(instance.run_launcher, MonitoredRunLauncher)
 
 
-@dg.asset(pool="duckdb_writer")
+@dg.asset(pool=WAREHOUSE_WRITER_POOL)
 def recorded_here() -> dg.MaterializeResult:
     """An asset in the pool the warehouse's writers share, whose runs the instance records."""
     return dg.MaterializeResult(metadata={"rows": 3})

@@ -63,6 +63,8 @@ TEST_OVERRIDES = {
     "freshness": {"enabled": False},
 }
 INSTANCES = DAGSTER_INSTANCE_TEMPLATES
+LOG_BUCKET = "newsrec-crash-logs"
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def instance_yaml(profile: str, dagster_home: Path) -> Path:
@@ -73,10 +75,6 @@ def instance_yaml(profile: str, dagster_home: Path) -> Path:
     written = dagster_home.parent / "local-instance.yaml"
     written.write_text(instance_settings(dagster_home))
     return written
-
-
-LOG_BUCKET = "newsrec-crash-logs"
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 @dataclass
