@@ -95,15 +95,12 @@ def test_the_batch_lands_inside_the_warn_window_every_cycle():
     assert cadence + DURATION < WINDOW
 
 
-@pytest.mark.slow  # ~15 s: 25 automation evaluations
-def test_a_publish_made_outside_the_automation_is_not_repeated():
-    # The demo's first lists come from a backfill of the shards and the publish; the UI can
-    # launch the same. A second publish would find nothing staged and fail.
-    cadence = timedelta(minutes=12)
+def batch_layer(cadence: timedelta) -> tuple[dg.AssetsDefinition, ...]:
+    """The batch layer's shape: features -> two user shards on the cadence -> their publish."""
 
     @dg.asset
     def features():
-        """Ingestion and the dbt features."""
+        """Ingestion and the dbt features: the features schedule's run."""
 
     @dg.asset(
         deps=[features],
@@ -117,6 +114,13 @@ def test_a_publish_made_outside_the_automation_is_not_repeated():
     def publish():
         """The publish of every shard."""
 
+    return features, shards, publish
+
+
+def test_a_publish_made_outside_the_automation_is_not_repeated():
+    # The demo's first lists come from a backfill of the shards and the publish; the UI can
+    # launch the same. A second publish would find nothing staged and fail.
+    features, shards, publish = batch_layer(timedelta(minutes=12))
     defs = dg.Definitions(assets=[features, shards, publish])
     start = datetime(2026, 12, 5, 0, 1, 40, tzinfo=UTC)  # the next cron tick is at 00:12
     cursor = None
@@ -147,6 +151,7 @@ def test_a_publish_made_outside_the_automation_is_not_repeated():
         assert requested_at(10) == {"publish"}
 
 
+@pytest.mark.slow  # ~15 s: 25 automation evaluations
 def test_a_publish_that_lands_just_before_a_tick_does_not_cost_the_next_cycle():
     # The demo's timeline on a loaded machine: a 12-minute cadence, the automation evaluated every
     # 5 minutes (at :01:40, :06:40, ...), the features run 200 s after each tick; the shards are
@@ -156,22 +161,7 @@ def test_a_publish_that_lands_just_before_a_tick_does_not_cost_the_next_cycle():
     durations = {"features": timedelta(seconds=200), "shards": timedelta(seconds=70)}
     durations["publish"] = timedelta(seconds=35)
 
-    @dg.asset
-    def features():
-        """Ingestion and the dbt features: the features schedule's run."""
-
-    @dg.asset(
-        deps=[features],
-        partitions_def=dg.StaticPartitionsDefinition(["0", "1"]),
-        automation_condition=batch_automation_condition(cadence=cadence),
-    )
-    def shards():
-        """The user shards' lists."""
-
-    @dg.asset(deps=[shards], automation_condition=after_every_shard_condition())
-    def publish():
-        """The publish of every shard."""
-
+    features, shards, publish = batch_layer(cadence)
     defs = dg.Definitions(assets=[features, shards, publish])
     start = datetime(2026, 12, 5, 0, 1, 40, tzinfo=UTC)
     ticks = cron_string_iterator(start.timestamp(), cron_for_window(cadence), "UTC")
