@@ -350,8 +350,9 @@ def build_loadgen(ctx: Context) -> Path:
 
 
 class Server:
-    """uvicorn serving an ASGI app in a subprocess (its own process group), from `cwd`: this
-    checkout, or another one to compare with (`bench.ab`)."""
+    """An ASGI app served in a subprocess (its own process group), from `cwd`: this checkout, or
+    another one to compare with (`bench.ab`). `python -m serving` where the checkout has it (a
+    listener per worker), `uvicorn` otherwise."""
 
     HEALTH_PATH = "/healthz"
 
@@ -366,12 +367,15 @@ class Server:
             loop,
             env.get("UVICORN_HTTP") or ("httptools" if _importable("httptools") else "auto"),
         )
-        command = [
-            sys.executable, "-m", "uvicorn", app,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(workers), "--loop", loop, "--http", self.http,
-            "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
+        common = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers)]
+        if (cwd / "serving" / "server.py").exists() and "UVICORN_HTTP" not in env:
+            # as the API is run: each worker with its own listener (`python -m serving`)
+            command = [sys.executable, "-m", "serving", app, *common, "--log-level", "warning"]
+        else:  # an older checkout, as it was run: uvicorn's workers on one shared socket
+            command = [
+                sys.executable, "-m", "uvicorn", app, *common, "--loop", loop, "--http", self.http,
+                "--no-access-log", "--log-level", "warning",
+            ]  # fmt: skip
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command,
@@ -392,14 +396,26 @@ class Server:
                 raise RuntimeError(f"server exited with {self.process.returncode}, see {self.log.name}")
             try:
                 with urllib.request.urlopen(self.url(self.HEALTH_PATH), timeout=2) as response:
-                    if response.status == 200:
-                        if self.workers > 1:
-                            time.sleep(2.0)  # let every worker finish starting
+                    if response.status == 200 and self.listening_workers() >= self.workers:
                         return
             except OSError:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s, see {self.log.name}")
+
+    def listening_workers(self) -> int:
+        """Processes under the server's listening on the port: load sent before every worker
+        listens would all land on the first one."""
+        import psutil
+
+        listening = 0
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                sockets = child.net_connections(kind="tcp")
+            except psutil.Error:  # exited or not yet started
+                continue
+            listening += any(s.status == psutil.CONN_LISTEN and s.laddr.port == self.port for s in sockets)
+        return listening if self.workers > 1 else 1  # one worker: the process itself
 
     def get_json(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.url(path), timeout=10) as response:

@@ -394,6 +394,22 @@ def test_the_fastapi_floor_answers_what_the_bare_app_answers():
         assert client.get("/healthz").json() == {"status": "ok"}
 
 
+def test_the_benchmark_serves_as_the_api_is_run_and_waits_for_every_worker(tmp_path):
+    import urllib.request
+
+    from bench import endpoint
+
+    server = endpoint.Server(endpoint.BARE_APP, 2, endpoint.bare_env(100), tmp_path / "server.log")
+    try:
+        server.wait_ready(timeout=60)
+        assert "serving" in server.process.args and server.listening_workers() == 2
+        with urllib.request.urlopen(server.url("/v1/users/u0000003/recommendations"), timeout=5) as response:
+            assert response.status == 200
+    finally:
+        server.stop()
+    assert server.process.returncode is not None
+
+
 def test_the_cpu_matched_bare_app_spends_the_sqlite_apis_extra_cpu_and_is_reported():
     from bench.endpoint import CPU_MATCHED, FilledStore, bare_env, extra_cpu_us, summarise
 
