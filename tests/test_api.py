@@ -8,6 +8,7 @@ when no Redis answers at NEWSREC_TEST_REDIS_URL (default redis://127.0.0.1:6379/
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import re
@@ -217,6 +218,13 @@ def test_unknown_user_gets_the_cold_start_list(api):
     assert {item.source for item in body.items} == {"cold_start"}
     assert body.provenance.layer == "cold_start" and body.provenance.watermark is None
     assert body.provenance.model_version == "m1"
+
+
+def test_a_serving_app_keeps_its_start_up_objects_out_of_garbage_collection(tmp_path):
+    with running_api(sqlite_settings(tmp_path)) as api:
+        assert gc.get_freeze_count() > 10_000  # the modules, schemas and app alive at start-up
+        assert api.client.get("/v1/users/u000001/recommendations").status_code == 200
+    assert gc.get_freeze_count() == 0  # unfrozen at shutdown: a stopped app leaves nothing uncollectable
 
 
 def test_cold_start_without_a_stored_list_falls_back_to_the_newest_articles(tmp_path):
