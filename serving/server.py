@@ -8,10 +8,11 @@ worker binds the address itself with `SO_REUSEPORT`, and the kernel spreads new 
 the workers by a hash of their addresses.
 
 The parent process only supervises: it restarts a worker that dies, and stops them all on SIGINT
-or SIGTERM. A worker that cannot start (the address is taken, the app or its settings fail to load,
-its start-up fails) exits with uvicorn's status 3, which stops the whole server with that status
-rather than restarting the worker forever. Access logs are off unless `--access-log` (the metrics
-count requests; a log line per request costs CPU on the hot path).
+or SIGTERM; a worker whose parent is gone stops too. A worker that cannot start (the address is
+taken, the app or its settings fail to load, its start-up fails) exits with uvicorn's status 3,
+which stops the whole server with that status rather than restarting the worker forever. Access
+logs are off unless `--access-log` (the metrics count requests; a log line per request costs CPU
+on the hot path).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
+import threading
 from multiprocessing.connection import wait
 
 import uvicorn
@@ -58,7 +61,16 @@ def serve_worker(
     except Exception:
         logger.exception("cannot load %s", app)
         sys.exit(STARTUP_FAILURE)
+    if (parent := multiprocessing.parent_process()) is not None:
+        threading.Thread(target=stop_with, args=(parent,), name="parent-watch", daemon=True).start()
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def stop_with(parent: multiprocessing.process.BaseProcess) -> None:
+    """Shut this worker down gracefully once its supervisor is gone (killed with -9, say): an
+    unsupervised worker would go on serving old code beside a restarted server's workers."""
+    wait([parent.sentinel])
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(

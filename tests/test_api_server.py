@@ -6,6 +6,7 @@ look at its workers' TCP connections with psutil.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -93,11 +94,23 @@ def server(seeded) -> Iterator[tuple[subprocess.Popen, int]]:
         wait_for(lambda: get(port, "/healthz") == 200, "the server to answer")
         yield process, port
     finally:
-        if process.poll() is None:
-            process.kill()
-            for worker in psutil.Process(process.pid).children() if process.poll() is None else []:
-                worker.kill()
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop the server and whatever workers it still has, gracefully if it answers SIGTERM."""
+    if process.poll() is not None:
+        return
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.terminate()
+    try:
         process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def on_port(process: psutil.Process, port: int, status: str) -> int:
@@ -171,3 +184,13 @@ def test_a_worker_whose_app_cannot_load_stops_the_server(seeded):
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 3, output.decode()
     assert b"default_k (80) exceeds max_k (50)" in output
+
+
+def test_workers_stop_when_their_supervisor_is_killed(server):
+    process, port = server
+    children = workers(process)
+    process.kill()  # no chance to stop its workers itself
+    process.wait(timeout=10)
+    gone, alive = psutil.wait_procs(children, timeout=60)
+    assert not alive, "workers went on serving without their supervisor"
+    assert get(port, "/healthz") == 0
