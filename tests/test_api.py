@@ -221,7 +221,9 @@ def test_unknown_user_gets_the_cold_start_list(api):
 
 
 def test_a_serving_app_keeps_its_start_up_objects_out_of_garbage_collection(tmp_path):
-    with running_api(sqlite_settings(tmp_path)) as api:
+    settings = sqlite_settings(tmp_path)
+    seed(*sqlite_stores(settings))
+    with running_api(settings) as api:
         assert gc.get_freeze_count() > 10_000  # the modules, schemas and app alive at start-up
         assert api.client.get("/v1/users/u000001/recommendations").status_code == 200
     assert gc.get_freeze_count() == 0  # unfrozen at shutdown: a stopped app leaves nothing uncollectable
