@@ -25,6 +25,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listening_processes(pid: int, port: int) -> int:
+    """How many of process `pid` and its descendants listen on TCP `port`: a server's workers that
+    accept connections (psutil)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    listening = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            sockets = process.net_connections(kind="tcp")
+        except psutil.Error:  # exited meanwhile
+            continue
+        listening += any(s.status == psutil.CONN_LISTEN and s.laddr.port == port for s in sockets)
+    return listening
+
+
 def default_cache_dir() -> Path:
     """Where slow-to-build inputs (the filled online store, the compiled load generator) are kept."""
     return Path(os.getenv("NEWSREC_BENCH_CACHE", Path(tempfile.gettempdir()) / "newsrec-bench" / "cache"))

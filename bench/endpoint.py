@@ -50,7 +50,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import REPO_ROOT, Context, CpuMonitor, free_port, process_tree_cpu_seconds, timed
+from bench.common import (
+    REPO_ROOT,
+    Context,
+    CpuMonitor,
+    free_port,
+    listening_processes,
+    process_tree_cpu_seconds,
+    timed,
+)
 from bench.report import Figure, Outcome, markdown_table
 
 GOAL_P99_MS = 10.0
@@ -396,26 +404,16 @@ class Server:
                 raise RuntimeError(f"server exited with {self.process.returncode}, see {self.log.name}")
             try:
                 with urllib.request.urlopen(self.url(self.HEALTH_PATH), timeout=2) as response:
-                    if response.status == 200 and self.listening_workers() >= self.workers:
+                    # load sent before every worker listens would all land on the first one
+                    if (
+                        response.status == 200
+                        and listening_processes(self.process.pid, self.port) >= self.workers
+                    ):
                         return
             except OSError:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"server not ready after {timeout} s, see {self.log.name}")
-
-    def listening_workers(self) -> int:
-        """Processes under the server's listening on the port: load sent before every worker
-        listens would all land on the first one."""
-        import psutil
-
-        listening = 0
-        for child in psutil.Process(self.process.pid).children(recursive=True):
-            try:
-                sockets = child.net_connections(kind="tcp")
-            except psutil.Error:  # exited or not yet started
-                continue
-            listening += any(s.status == psutil.CONN_LISTEN and s.laddr.port == self.port for s in sockets)
-        return listening if self.workers > 1 else 1  # one worker: the process itself
 
     def get_json(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(self.url(path), timeout=10) as response:

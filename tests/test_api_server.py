@@ -13,30 +13,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from bench.common import free_port, listening_processes
+from tests.faults.harness import wait_until
 from tests.test_api import seed, sqlite_settings, sqlite_stores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
+DEADLINE_S = 60.0
 
 
 def get(port: int, path: str) -> int:
@@ -90,8 +78,8 @@ def server(seeded) -> Iterator[tuple[subprocess.Popen, int]]:
     port = free_port()
     process = start_server(seeded, port, 2)
     try:
-        wait_for(lambda: listening_workers(process, port) == 2, "two workers listening")
-        wait_for(lambda: get(port, "/healthz") == 200, "the server to answer")
+        wait_until(lambda: listening_processes(process.pid, port) == 2, DEADLINE_S, "two workers listening")
+        wait_until(lambda: get(port, "/healthz") == 200, DEADLINE_S, "the server to answer")
         yield process, port
     finally:
         stop(process)
@@ -113,17 +101,13 @@ def stop(process: subprocess.Popen) -> None:
             child.kill()
 
 
-def on_port(process: psutil.Process, port: int, status: str) -> int:
-    """How many of the process's TCP sockets on `port` are in `status`."""
+def established_on(worker: psutil.Process, port: int) -> int:
+    """The worker's accepted connections on `port`."""
     try:
-        connections = process.net_connections(kind="tcp")
+        connections = worker.net_connections(kind="tcp")
     except psutil.NoSuchProcess:
         return 0
-    return sum(1 for c in connections if c.status == status and c.laddr.port == port)
-
-
-def listening_workers(server: subprocess.Popen, port: int) -> int:
-    return sum(1 for worker in workers(server) if on_port(worker, port, psutil.CONN_LISTEN))
+    return sum(1 for c in connections if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
 
 
 def test_every_worker_takes_connections_of_its_own(server):
@@ -132,12 +116,13 @@ def test_every_worker_takes_connections_of_its_own(server):
     try:
         # The kernel spreads connections over the workers' listeners by a hash of their addresses:
         # sixteen all on one worker has a chance of 2 in 65,536.
-        per_worker = wait_for(
+        per_worker = wait_until(
             lambda: (
-                (counts := [on_port(w, port, psutil.CONN_ESTABLISHED) for w in workers(process)])
+                (counts := [established_on(w, port) for w in workers(process)])
                 and sum(counts) == 16
                 and counts
             ),
+            DEADLINE_S,
             "16 accepted connections",
         )
         assert len(per_worker) == 2 and min(per_worker) > 0, per_worker
@@ -151,11 +136,17 @@ def test_a_worker_that_dies_is_replaced(server):
     process, port = server
     victim = workers(process)[0]
     victim.kill()
-    wait_for(
-        lambda: victim.pid not in {w.pid for w in workers(process)} and listening_workers(process, port) == 2,
+    wait_until(
+        lambda: (
+            victim.pid not in {w.pid for w in workers(process)}
+            and listening_processes(process.pid, port) == 2
+        ),
+        DEADLINE_S,
         "a replacement worker listening",
     )
-    wait_for(lambda: all(get(port, "/healthz") == 200 for _ in range(8)), "both workers answering")
+    wait_until(
+        lambda: all(get(port, "/healthz") == 200 for _ in range(8)), DEADLINE_S, "both workers answering"
+    )
     assert process.poll() is None
 
 

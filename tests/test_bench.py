@@ -398,11 +398,12 @@ def test_the_benchmark_serves_as_the_api_is_run_and_waits_for_every_worker(tmp_p
     import urllib.request
 
     from bench import endpoint
+    from bench.common import listening_processes
 
     server = endpoint.Server(endpoint.BARE_APP, 2, endpoint.bare_env(100), tmp_path / "server.log")
     try:
         server.wait_ready(timeout=60)
-        assert "serving" in server.process.args and server.listening_workers() == 2
+        assert "serving" in server.process.args and listening_processes(server.process.pid, server.port) == 2
         with urllib.request.urlopen(server.url("/v1/users/u0000003/recommendations"), timeout=5) as response:
             assert response.status == 200
     finally:
